@@ -1,0 +1,523 @@
+//! Turns DataFusion's optimized logical plan of a view or insert into streaming operators:
+//! stateless steps become physical expressions run on each batch; a `GROUP BY` over a
+//! window table function becomes a windowed aggregation of partial state.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::DFSchema;
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan, TableScan};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+
+use super::tables::{StreamTable, WindowTable, as_table};
+use crate::exec::aggregate::panes::{Assignment, PaneAggregate};
+use crate::exec::aggregate::session::SessionAggregate;
+use crate::exec::aggregate::{AggSpec, GroupSlot, OutputLayout, WindowOperator};
+use crate::exec::assign::WindowAssign;
+use crate::exec::chain::{Chain, Step};
+use crate::exec::pipeline::{Branch, Windowed};
+use crate::window::{Panes, WindowKind};
+
+/// Which part of the statement an error is about (for its line:column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The statement as a whole.
+    Statement,
+    /// The `GROUP BY` clause.
+    GroupBy,
+    /// The `FROM` clause.
+    From,
+}
+
+/// An error found while lowering, with the part of the statement it concerns.
+#[derive(Debug, Clone)]
+pub struct LowerError {
+    /// What is wrong.
+    pub message: String,
+    /// Where to point.
+    pub part: Part,
+}
+
+type LResult<T> = Result<T, LowerError>;
+
+fn err<T>(part: Part, message: impl Into<String>) -> LResult<T> {
+    Err(LowerError {
+        message: message.into(),
+        part,
+    })
+}
+
+fn df<T>(r: datafusion::common::Result<T>) -> LResult<T> {
+    r.map_err(|e| LowerError {
+        message: super::clean_message(&e),
+        part: Part::Statement,
+    })
+}
+
+/// What the lowering needs to know about streams.
+pub trait StreamInfo {
+    /// Columns of `stream` that carry a watermark.
+    fn time_cols(&self, stream: usize) -> Vec<usize>;
+    /// True when `stream` ends by itself.
+    fn is_bounded(&self, stream: usize) -> bool;
+}
+
+/// A lowered query.
+pub struct Lowered {
+    /// Inputs.
+    pub branches: Vec<Branch>,
+    /// Windowed aggregation, if any.
+    pub window: Option<Windowed>,
+    /// Steps after the aggregation or union.
+    pub post: Chain,
+    /// Stateless pipelines: output time columns `(pre column, output column)`.
+    pub out_time: Vec<(usize, usize)>,
+    /// Output columns that carry a watermark (for views read by other views).
+    pub time_cols: Vec<usize>,
+    /// One line describing the streaming operator, for `--explain`.
+    pub description: String,
+}
+
+/// A stateless plan node's step.
+fn step_of(state: &SessionState, node: &LogicalPlan) -> LResult<Option<Step>> {
+    Ok(match node {
+        LogicalPlan::Filter(f) => Some(Step::Filter(df(
+            state.create_physical_expr(f.predicate.clone(), f.input.schema())
+        )?)),
+        LogicalPlan::Projection(p) => {
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| state.create_physical_expr(e.clone(), p.input.schema()))
+                .collect::<datafusion::common::Result<Vec<_>>>();
+            Some(Step::Project {
+                exprs: df(exprs)?,
+                schema: Arc::new(p.schema.as_arrow().clone()),
+            })
+        }
+        _ => None,
+    })
+}
+
+fn unsupported(node: &LogicalPlan) -> LowerError {
+    let (part, message) = match node {
+        LogicalPlan::Sort(_) => (Part::Statement, "ORDER BY is not supported in a streaming pipeline: each window's rows are emitted when it closes; sort when you read the results".to_string()),
+        LogicalPlan::Limit(_) => (Part::Statement, "LIMIT is not supported in a streaming pipeline (the input never ends)".to_string()),
+        LogicalPlan::Window(_) => (Part::Statement, "window functions (OVER ...) are not supported yet; use TUMBLE/HOP/SESSION with GROUP BY".to_string()),
+        LogicalPlan::Join(_) => (Part::From, "joins are not supported in a streaming pipeline yet; read one stream (or UNION ALL of streams)".to_string()),
+        LogicalPlan::Aggregate(_) => (Part::From, "an aggregation inside a subquery is not supported; define it as a view (CREATE VIEW ... AS SELECT ...) and read the view".to_string()),
+        LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => (Part::From, "a pipeline must read a source or a view (FROM name or FROM TUMBLE(name, ...))".to_string()),
+        other => (Part::Statement, format!("{} is not supported in a streaming pipeline", other.display().to_string().split(':').next().unwrap_or("this"))),
+    };
+    LowerError { message, part }
+}
+
+/// The leaf of a branch and its steps.
+fn lower_branch(
+    state: &SessionState,
+    node: &LogicalPlan,
+    streams: &dyn StreamInfo,
+) -> LResult<(Branch, Option<(usize, WindowKind, usize)>)> {
+    let mut nodes = Vec::new();
+    let mut n = node;
+    let scan: &TableScan = loop {
+        match n {
+            LogicalPlan::Filter(_) | LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+                nodes.push(n);
+                n = n.inputs()[0];
+            }
+            LogicalPlan::TableScan(s) => break s,
+            other => return Err(unsupported(other)),
+        }
+    };
+    if !scan.filters.is_empty() || scan.fetch.is_some() {
+        return err(
+            Part::From,
+            "internal: unexpected pushdown into a stream scan",
+        );
+    }
+    let provider: Arc<dyn TableProvider> = df(source_as_provider(&scan.source))?;
+    let mut steps = Vec::new();
+    if let Some(p) = &scan.projection {
+        steps.push(Step::Select(p.clone()));
+    }
+    for node in nodes.iter().rev() {
+        if let Some(s) = step_of(state, node)? {
+            steps.push(s);
+        }
+    }
+    let chain = Chain::new(steps);
+    if let Some(w) = as_table::<WindowTable>(&provider) {
+        let assign = WindowAssign {
+            time_col: w.time_col,
+            kind: w.kind,
+            keep: w.keep.clone(),
+            schema: Arc::clone(&w.schema),
+        };
+        let ws = w.keep.len();
+        let time_cols = streams
+            .time_cols(w.stream)
+            .into_iter()
+            .filter_map(|c| w.keep.iter().position(|&k| k == c).map(|kpos| (c, kpos)))
+            .filter_map(|(c, kpos)| chain.map_column(kpos).map(|p| (c, p)))
+            .collect();
+        let branch = Branch {
+            stream: w.stream,
+            assign: Some(assign),
+            chain,
+            time_cols,
+        };
+        Ok((branch, Some((w.time_col, w.kind, ws))))
+    } else if let Some(s) = as_table::<StreamTable>(&provider) {
+        let time_cols = streams
+            .time_cols(s.stream)
+            .into_iter()
+            .filter_map(|c| chain.map_column(c).map(|p| (c, p)))
+            .collect();
+        Ok((
+            Branch {
+                stream: s.stream,
+                assign: None,
+                chain,
+                time_cols,
+            },
+            None,
+        ))
+    } else {
+        err(
+            Part::From,
+            format!("'{}' is not a source or view", scan.table_name),
+        )
+    }
+}
+
+/// Lowers the plan of one view or insert.
+pub fn lower(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    streams: &dyn StreamInfo,
+) -> LResult<Lowered> {
+    let mut post_nodes = Vec::new();
+    let mut node = plan;
+    let aggregate: Option<&Aggregate> = loop {
+        match node {
+            LogicalPlan::Filter(_) | LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+                post_nodes.push(node);
+                node = node.inputs()[0];
+            }
+            LogicalPlan::Aggregate(a) => break Some(a),
+            LogicalPlan::Union(_) | LogicalPlan::TableScan(_) => break None,
+            other => return Err(unsupported(other)),
+        }
+    };
+    let mut post_steps = Vec::new();
+    for n in post_nodes.iter().rev() {
+        if let Some(s) = step_of(state, n)? {
+            post_steps.push(s);
+        }
+    }
+    let post = Chain::new(post_steps);
+    let input = aggregate.map_or(node, |a| a.input.as_ref());
+    let inputs: Vec<&LogicalPlan> = match input {
+        LogicalPlan::Union(u) => u.inputs.iter().map(|i| i.as_ref()).collect(),
+        other => vec![other],
+    };
+    let mut branches = Vec::new();
+    let mut windows = Vec::new();
+    for i in inputs {
+        let (b, w) = lower_branch(state, i, streams)?;
+        branches.push(b);
+        windows.push(w);
+    }
+    let windowed: Vec<_> = windows.iter().flatten().collect();
+    if !windowed.is_empty() && windowed.len() != windows.len() {
+        return err(
+            Part::From,
+            "either every input of a UNION ALL is windowed, or none is",
+        );
+    }
+    if let Some(first) = windowed.first()
+        && windowed.iter().any(|w| w.1 != first.1)
+    {
+        return err(
+            Part::From,
+            "every input of a UNION ALL must use the same window",
+        );
+    }
+    let window_kind = windowed.first().map(|w| w.1);
+    match aggregate {
+        None => lower_stateless(branches, post, window_kind),
+        Some(agg) => lower_aggregate(state, agg, branches, &windows, post, streams),
+    }
+}
+
+fn lower_stateless(
+    branches: Vec<Branch>,
+    post: Chain,
+    window_kind: Option<WindowKind>,
+) -> LResult<Lowered> {
+    if let Some(k @ (WindowKind::Hop { .. } | WindowKind::Session { .. })) = window_kind {
+        return err(
+            Part::GroupBy,
+            format!(
+                "{} needs an aggregation: add GROUP BY window_start, window_end (and your keys)",
+                k.name()
+            ),
+        );
+    }
+    // Pre-aggregate columns that are time columns in every branch.
+    let candidates: Vec<usize> = branches[0].time_cols.iter().map(|(_, p)| *p).collect();
+    let out_time: Vec<(usize, usize)> = candidates
+        .into_iter()
+        .filter(|p| {
+            branches
+                .iter()
+                .all(|b| b.time_cols.iter().any(|(_, q)| q == p))
+        })
+        .filter_map(|p| post.map_column(p).map(|o| (p, o)))
+        .collect();
+    let time_cols = out_time.iter().map(|(_, o)| *o).collect();
+    let description = match window_kind {
+        Some(k) => format!(
+            "stateless (filter/projection per batch) over {}",
+            describe(k)
+        ),
+        None => "stateless (filter/projection per batch)".to_string(),
+    };
+    Ok(Lowered {
+        branches,
+        window: None,
+        post,
+        out_time,
+        time_cols,
+        description,
+    })
+}
+
+/// Human-readable window, e.g. `TUMBLE size 1m`.
+fn describe(k: WindowKind) -> String {
+    let d = |ns: i64| {
+        humantime::format_duration(std::time::Duration::from_nanos(ns as u64)).to_string()
+    };
+    match k {
+        WindowKind::Tumble { size } => format!("TUMBLE size {}", d(size)),
+        WindowKind::Hop { slide, size } => format!("HOP slide {} size {}", d(slide), d(size)),
+        WindowKind::Session { gap } => format!("SESSION gap {}", d(gap)),
+    }
+}
+
+fn lower_aggregate(
+    state: &SessionState,
+    agg: &Aggregate,
+    branches: Vec<Branch>,
+    windows: &[Option<(usize, WindowKind, usize)>],
+    post: Chain,
+    streams: &dyn StreamInfo,
+) -> LResult<Lowered> {
+    if agg.group_expr.iter().any(|e| {
+        matches!(
+            e,
+            Expr::GroupingSet(
+                GroupingSet::Rollup(_) | GroupingSet::Cube(_) | GroupingSet::GroupingSets(_)
+            )
+        )
+    }) {
+        return err(
+            Part::GroupBy,
+            "ROLLUP, CUBE and GROUPING SETS are not supported in a streaming pipeline",
+        );
+    }
+    let input_schema: &DFSchema = agg.input.schema();
+    let arrow_input = input_schema.as_arrow();
+    // Pre-aggregate positions of window_start / window_end (same in every branch).
+    let mut window_cols: Option<(usize, usize)> = None;
+    if let Some((_, kind, ws)) = windows[0] {
+        for b in &branches {
+            let s = b.chain.map_column(ws);
+            let e = b.chain.map_column(ws + 1);
+            let (Some(s), Some(e)) = (s, e) else {
+                return err(
+                    Part::GroupBy,
+                    "GROUP BY over a window must include window_start and window_end",
+                );
+            };
+            if window_cols.is_some_and(|w| w != (s, e)) {
+                return err(
+                    Part::From,
+                    "window_start and window_end must be in the same position in every input of a UNION ALL",
+                );
+            }
+            if !matches!(kind, WindowKind::Tumble { .. })
+                && (b.chain.computes_with(ws) || b.chain.computes_with(ws + 1))
+            {
+                return err(
+                    Part::Statement,
+                    format!(
+                        "with {} windows, window_start and window_end are known only after aggregation: use them in the SELECT list or after GROUP BY, not in WHERE or inside expressions before it",
+                        kind.name()
+                    ),
+                );
+            }
+            window_cols = Some((s, e));
+        }
+    }
+    let mut slots = Vec::new();
+    let mut key_exprs = Vec::new();
+    let mut key_fields = Vec::new();
+    for e in &agg.group_expr {
+        let col_idx = match e {
+            Expr::Column(c) => input_schema.index_of_column(c).ok(),
+            _ => None,
+        };
+        match (window_cols, col_idx) {
+            (Some((s, _)), Some(i)) if i == s => slots.push(GroupSlot::WindowStart),
+            (Some((_, en)), Some(i)) if i == en => slots.push(GroupSlot::WindowEnd),
+            _ => {
+                let phys = df(state.create_physical_expr(e.clone(), input_schema))?;
+                let dt = df(phys.data_type(arrow_input))?;
+                key_fields.push(Field::new(format!("k{}", key_exprs.len()), dt, true));
+                slots.push(GroupSlot::Key(key_exprs.len()));
+                key_exprs.push(phys);
+            }
+        }
+    }
+    let key_schema: SchemaRef = Arc::new(Schema::new(key_fields));
+    let mut aggs = Vec::new();
+    for e in &agg.aggr_expr {
+        let planning = PhysicalPlanningContext::default();
+        let lowered = df(LoweredAggregateBuilder::new(
+            e,
+            input_schema,
+            arrow_input,
+            state.execution_props(),
+            &planning,
+        )
+        .build())?;
+        let expr = lowered.aggregate;
+        let mut args = expr.expressions();
+        args.extend(lowered.order_bys.iter().map(|o| Arc::clone(&o.expr)));
+        aggs.push(AggSpec {
+            expr,
+            args,
+            filter: lowered.filter,
+        });
+    }
+    let layout = OutputLayout {
+        slots: slots.clone(),
+        schema: Arc::new(agg.schema.as_arrow().clone()),
+    };
+    let slot_out = |want: GroupSlot| {
+        slots
+            .iter()
+            .position(|s| *s == want)
+            .and_then(|i| post.map_column(i))
+    };
+    let names: Vec<String> = agg
+        .aggr_expr
+        .iter()
+        .map(|e| e.schema_name().to_string())
+        .collect();
+    let keys: Vec<String> = agg
+        .group_expr
+        .iter()
+        .zip(&slots)
+        .filter(|(_, s)| matches!(s, GroupSlot::Key(_)))
+        .map(|(e, _)| e.schema_name().to_string())
+        .collect();
+    let (op, description, out_start, out_end, time_col): (
+        Box<dyn WindowOperator>,
+        String,
+        _,
+        _,
+        Vec<usize>,
+    ) = match (windows[0], window_cols) {
+        (Some((_, kind, _)), Some((s, e))) => {
+            if !slots.contains(&GroupSlot::WindowStart) || !slots.contains(&GroupSlot::WindowEnd) {
+                return err(
+                    Part::GroupBy,
+                    "GROUP BY over a window must include both window_start and window_end, e.g. GROUP BY machine, window_start, window_end",
+                );
+            }
+            let _ = e;
+            let op: Box<dyn WindowOperator> = match kind {
+                WindowKind::Tumble { size } => Box::new(PaneAggregate::new(
+                    Assignment::Panes {
+                        panes: Panes::new(size, size),
+                        col: s,
+                    },
+                    key_exprs,
+                    key_schema,
+                    aggs,
+                    layout,
+                )),
+                WindowKind::Hop { slide, size } => Box::new(PaneAggregate::new(
+                    Assignment::Panes {
+                        panes: Panes::new(size, slide),
+                        col: s,
+                    },
+                    key_exprs,
+                    key_schema,
+                    aggs,
+                    layout,
+                )),
+                WindowKind::Session { gap } => Box::new(df(SessionAggregate::new(
+                    gap, s, key_exprs, key_schema, aggs, layout,
+                ))?),
+            };
+            let time_col = windows.iter().flatten().map(|w| w.0).collect();
+            (
+                op,
+                describe(kind),
+                slot_out(GroupSlot::WindowStart),
+                slot_out(GroupSlot::WindowEnd),
+                time_col,
+            )
+        }
+        _ => {
+            if let Some(b) = branches.iter().find(|b| !streams.is_bounded(b.stream)) {
+                let _ = b;
+                return err(
+                    Part::GroupBy,
+                    "GROUP BY without a window over an unbounded source never finishes, so it would never emit a result. Aggregate over a window instead: FROM TUMBLE(source, ts, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end, <keys> (or HOP/SESSION)",
+                );
+            }
+            let op: Box<dyn WindowOperator> = Box::new(PaneAggregate::new(
+                Assignment::Whole,
+                key_exprs,
+                key_schema,
+                aggs,
+                layout,
+            ));
+            (
+                op,
+                "whole input (finite sources), emitted at end".to_string(),
+                None,
+                None,
+                vec![0; branches.len()],
+            )
+        }
+    };
+    let description = format!(
+        "windowed aggregation: {description}; keys [{}]; aggregates [{}]",
+        keys.join(", "),
+        names.join(", ")
+    );
+    let time_cols = out_start.iter().chain(out_end.iter()).copied().collect();
+    Ok(Lowered {
+        branches,
+        window: Some(Windowed {
+            op,
+            out_start,
+            out_end,
+            time_col,
+        }),
+        post,
+        out_time: vec![],
+        time_cols,
+        description,
+    })
+}

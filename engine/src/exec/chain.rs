@@ -1,0 +1,133 @@
+//! Stateless per-batch steps (filter, projection, column selection) run as DataFusion
+//! physical expressions.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+
+/// One stateless step.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Keep the rows where the predicate is true.
+    Filter(Arc<dyn PhysicalExpr>),
+    /// Compute new columns.
+    Project {
+        /// One expression per output column.
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        /// The output schema.
+        schema: SchemaRef,
+    },
+    /// Keep some input columns, by index.
+    Select(Vec<usize>),
+}
+
+/// A sequence of stateless steps applied to each batch in turn.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    steps: Vec<Step>,
+}
+
+impl Chain {
+    /// A chain of `steps`, applied first to last.
+    pub fn new(steps: Vec<Step>) -> Self {
+        Self { steps }
+    }
+
+    /// True when the chain changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The steps, first to last.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Runs every step over `batch`.
+    pub fn apply(&self, mut batch: RecordBatch) -> Result<RecordBatch> {
+        for step in &self.steps {
+            if batch.num_rows() == 0 {
+                break;
+            }
+            batch = match step {
+                Step::Filter(pred) => {
+                    let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    filter_record_batch(&batch, mask.as_boolean())?
+                }
+                Step::Project { exprs, schema } => {
+                    let n = batch.num_rows();
+                    let cols = exprs
+                        .iter()
+                        .map(|e| e.evaluate(&batch)?.into_array(n))
+                        .collect::<Result<Vec<ArrayRef>>>()?;
+                    RecordBatch::try_new_with_options(
+                        Arc::clone(schema),
+                        cols,
+                        &RecordBatchOptions::new().with_row_count(Some(n)),
+                    )?
+                }
+                Step::Select(idx) => batch.project(idx)?,
+            };
+        }
+        Ok(batch)
+    }
+
+    /// Where input column `col` ends up in the output, if it passes through unchanged.
+    pub fn map_column(&self, mut col: usize) -> Option<usize> {
+        for step in &self.steps {
+            col = match step {
+                Step::Filter(_) => col,
+                Step::Select(idx) => idx.iter().position(|&i| i == col)?,
+                Step::Project { exprs, .. } => exprs
+                    .iter()
+                    .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == col))?,
+            };
+        }
+        Some(col)
+    }
+
+    /// True when some step reads input column `col` other than to pass it through.
+    pub fn computes_with(&self, mut col: usize) -> bool {
+        for step in &self.steps {
+            let uses = |e: &Arc<dyn PhysicalExpr>| {
+                e.downcast_ref::<Column>().is_none() && expr_reads(e, col)
+            };
+            match step {
+                Step::Filter(p) => {
+                    if expr_reads(p, col) {
+                        return true;
+                    }
+                }
+                Step::Project { exprs, .. } => {
+                    if exprs.iter().any(uses) {
+                        return true;
+                    }
+                }
+                Step::Select(_) => {}
+            }
+            match self_map(step, col) {
+                Some(c) => col = c,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+fn self_map(step: &Step, col: usize) -> Option<usize> {
+    Chain::new(vec![step.clone()]).map_column(col)
+}
+
+/// True when `e` reads column `col` anywhere.
+pub fn expr_reads(e: &Arc<dyn PhysicalExpr>, col: usize) -> bool {
+    if let Some(c) = e.downcast_ref::<Column>() {
+        return c.index() == col;
+    }
+    e.children().iter().any(|c| expr_reads(c, col))
+}

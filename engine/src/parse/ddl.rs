@@ -1,0 +1,154 @@
+//! `CREATE SOURCE` and `CREATE SINK`: the two statements that are ours rather than SQL's.
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+use super::options::{OptionEntry, Options};
+use super::{SinkStatement, SourceStatement, first_location, ident_name, parser_error};
+use crate::diagnostic::{Location, PipelineError};
+
+/// Parses `CREATE SOURCE name (col type, ...) WITH (key = 'value', ...)`.
+pub(super) fn parse_source(
+    path: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<SourceStatement, PipelineError> {
+    let start = first_location(&tokens);
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let err = |e| parser_error(path, e, start);
+    p.expect_keyword(Keyword::CREATE).map_err(err)?;
+    p.next_token(); // SOURCE
+    let name = p.parse_identifier().map_err(err)?;
+    let location = Location::from_sql(name.span.start);
+    if p.peek_token().token != Token::LParen {
+        return Err(PipelineError::new(
+            path,
+            location,
+            "CREATE SOURCE needs its columns: CREATE SOURCE name (col TYPE, ...) WITH (...)",
+        ));
+    }
+    let (columns, constraints) = p.parse_columns().map_err(err)?;
+    if !constraints.is_empty() {
+        return Err(PipelineError::new(
+            path,
+            location,
+            "constraints are not supported on a source",
+        ));
+    }
+    let options = parse_with(path, &mut p, location)?;
+    Ok(SourceStatement {
+        name: ident_name(&name),
+        location,
+        columns,
+        options,
+    })
+}
+
+/// Parses `CREATE SINK name WITH (key = 'value', ...)`.
+pub(super) fn parse_sink(
+    path: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<SinkStatement, PipelineError> {
+    let start = first_location(&tokens);
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let err = |e| parser_error(path, e, start);
+    p.expect_keyword(Keyword::CREATE).map_err(err)?;
+    p.next_token(); // SINK
+    let name = p.parse_identifier().map_err(err)?;
+    let location = Location::from_sql(name.span.start);
+    let options = parse_with(path, &mut p, location)?;
+    Ok(SinkStatement {
+        name: ident_name(&name),
+        location,
+        options,
+    })
+}
+
+/// Parses `WITH (key = value, ...)` and the end of the statement.
+fn parse_with(path: &str, p: &mut Parser<'_>, stmt: Location) -> Result<Options, PipelineError> {
+    let here = |t: &TokenWithSpan| Location::from_sql(t.span.start);
+    let fail = |t: &TokenWithSpan, m: &str| {
+        let found = if t.token == Token::EOF {
+            "end of statement".to_string()
+        } else {
+            format!("'{}'", t.token)
+        };
+        Err(PipelineError::new(
+            path,
+            here(t),
+            format!("{m}, found {found}"),
+        ))
+    };
+    let t = p.next_token();
+    if !matches!(&t.token, Token::Word(w) if w.keyword == Keyword::WITH) {
+        return fail(&t, "expected WITH (connector = '...', ...)");
+    }
+    let t = p.next_token();
+    if t.token != Token::LParen {
+        return fail(&t, "expected '(' after WITH");
+    }
+    let mut entries: Vec<OptionEntry> = Vec::new();
+    loop {
+        let k = p.next_token();
+        let key = match &k.token {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.to_ascii_lowercase(),
+            Token::RParen if entries.is_empty() => break,
+            _ => return fail(&k, "expected an option name"),
+        };
+        let mut key = key;
+        // dotted keys such as json.path
+        while p.peek_token().token == Token::Period {
+            p.next_token();
+            let part = p.next_token();
+            match &part.token {
+                Token::Word(w) => {
+                    key.push('.');
+                    key.push_str(&w.value.to_ascii_lowercase());
+                }
+                _ => return fail(&part, "expected an option name after '.'"),
+            }
+        }
+        let eq = p.next_token();
+        if eq.token != Token::Eq {
+            return fail(&eq, &format!("expected '=' after option '{key}'"));
+        }
+        let v = p.next_token();
+        let value = match &v.token {
+            Token::SingleQuotedString(s) => s.clone(),
+            Token::Number(n, _) => n.clone(),
+            Token::Word(w) if w.quote_style.is_none() => w.value.clone(),
+            _ => return fail(&v, &format!("expected a value for option '{key}'")),
+        };
+        if let Some(prev) = entries.iter().find(|e| e.key == key) {
+            return Err(PipelineError::new(
+                path,
+                here(&k),
+                format!(
+                    "option '{key}' given twice (first at line {})",
+                    prev.key_location.line
+                ),
+            ));
+        }
+        entries.push(OptionEntry {
+            key,
+            value,
+            key_location: here(&k),
+            value_location: here(&v),
+        });
+        let sep = p.next_token();
+        match sep.token {
+            Token::Comma => continue,
+            Token::RParen => break,
+            _ => return fail(&sep, "expected ',' or ')' in WITH (...)"),
+        }
+    }
+    let end = p.next_token();
+    if end.token != Token::EOF {
+        return fail(&end, "expected ';' after WITH (...)");
+    }
+    Ok(Options::new(path, stmt, entries))
+}

@@ -1,0 +1,234 @@
+//! Runs a compiled project: starts sources and sinks as tasks, drives the dataflow, stops
+//! on end of input or on request, and reports what happened.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::compile::Project;
+use crate::connector::{SourceEvent, SourceOutput};
+use crate::exec::dataflow::SinkBatch;
+
+/// What happened during a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+    /// Per source: name, rows in, rows dropped for a null event time.
+    pub sources: Vec<(String, u64, u64)>,
+    /// Per pipeline.
+    pub pipelines: Vec<PipelineSummary>,
+    /// Sources that failed, with their error.
+    pub failed_sources: Vec<(String, String)>,
+    /// Sink write failures.
+    pub sink_errors: u64,
+}
+
+/// One pipeline's counters.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineSummary {
+    /// View or sink name.
+    pub name: String,
+    /// Rows read.
+    pub rows_in: u64,
+    /// Rows produced.
+    pub rows_out: u64,
+    /// Late rows dropped.
+    pub late_rows: u64,
+    /// Windows emitted.
+    pub windows: u64,
+    /// Batches that failed to evaluate.
+    pub errors: u64,
+}
+
+impl Summary {
+    /// Rows read by all sources.
+    pub fn rows_in(&self) -> u64 {
+        self.sources.iter().map(|s| s.1).sum()
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "weir: finished in {:.2}s — {} rows in ({:.0} rows/s)",
+            secs,
+            self.rows_in(),
+            self.rows_in() as f64 / secs
+        )?;
+        for (name, rows, null_time) in &self.sources {
+            write!(f, "  source {name}: {rows} rows")?;
+            if *null_time > 0 {
+                write!(f, ", {null_time} dropped (no event time)")?;
+            }
+            writeln!(f)?;
+        }
+        for p in &self.pipelines {
+            writeln!(
+                f,
+                "  pipeline {}: {} rows in, {} rows out, {} windows emitted, {} late rows dropped{}",
+                p.name,
+                p.rows_in,
+                p.rows_out,
+                p.windows,
+                p.late_rows,
+                if p.errors > 0 {
+                    format!(", {} failed batches", p.errors)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        for (name, e) in &self.failed_sources {
+            writeln!(f, "  source {name} FAILED: {e}")?;
+        }
+        if self.sink_errors > 0 {
+            writeln!(f, "  sink write failures: {}", self.sink_errors)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a run ends besides its input running out.
+#[derive(Debug, Clone)]
+pub struct RunControl {
+    /// Set to true to stop: sources stop, open windows are handled, sinks are flushed.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Runs `project` until every source has ended (or `control.stop` fires).
+pub async fn run(project: Project, control: RunControl) -> Summary {
+    let started = Instant::now();
+    let Project {
+        sources,
+        sinks,
+        mut dataflow,
+        ..
+    } = project;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(16);
+    // Sinks: one task each behind a bounded channel.
+    let mut sink_txs = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for s in sinks {
+        let (stx, mut srx) = mpsc::channel::<arrow::record_batch::RecordBatch>(16);
+        sink_txs.push(stx);
+        let mut sink = s.sink;
+        let name = s.name.clone();
+        sink_tasks.push(tokio::spawn(async move {
+            let mut failures = 0u64;
+            while let Some(b) = srx.recv().await {
+                if let Err(e) = sink.write(b).await {
+                    failures += 1;
+                    metrics::counter!("weir_sink_errors_total", "sink" => name.clone())
+                        .increment(1);
+                    error!(sink = %name, error = %format!("{e:#}"), "sink write failed");
+                }
+            }
+            if let Err(e) = sink.close().await {
+                failures += 1;
+                error!(sink = %name, error = %format!("{e:#}"), "sink close failed");
+            }
+            failures
+        }));
+    }
+    let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    let mut running = sources.len();
+    for s in sources {
+        let out = SourceOutput::new(s.stream, tx.clone(), stop_rx.clone());
+        let done = tx.clone();
+        let id = s.stream;
+        info!(source = %s.name, connector = %s.connector, "source starting");
+        tokio::spawn(async move {
+            let ev = match s.source.run(out).await {
+                Ok(()) => SourceEvent::End(id),
+                Err(e) => SourceEvent::Failed(id, format!("{e:#}")),
+            };
+            let _ = done.send(ev).await;
+        });
+    }
+    drop(tx);
+    let mut failed = Vec::new();
+    let mut stop = control.stop;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let send = |outs: Vec<SinkBatch>, txs: &Vec<mpsc::Sender<_>>| {
+        let txs = txs.clone();
+        async move {
+            for (k, b) in outs {
+                let _ = txs[k].send(b).await;
+            }
+        }
+    };
+    let mut stopping = false;
+    while running > 0 {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let outs = match ev {
+                    SourceEvent::Batch(id, b) => dataflow.on_batch(id, b, Instant::now()),
+                    SourceEvent::End(id) => {
+                        running -= 1;
+                        info!(source = %source_names[id], "source ended");
+                        dataflow.on_source_end(id)
+                    }
+                    SourceEvent::Failed(id, e) => {
+                        running -= 1;
+                        error!(source = %source_names[id], error = %e, "source failed");
+                        failed.push((source_names[id].clone(), e));
+                        dataflow.on_source_end(id)
+                    }
+                };
+                send(outs, &sink_txs).await;
+            }
+            _ = tick.tick() => {
+                let outs = dataflow.on_tick(Instant::now());
+                send(outs, &sink_txs).await;
+            }
+            r = stop.changed(), if !stopping => {
+                if r.is_err() || *stop.borrow() {
+                    stopping = true;
+                    info!("stopping: sources stop, open windows are handled, sinks are flushed");
+                    let _ = stop_tx.send(true);
+                }
+            }
+        }
+    }
+    if !dataflow.is_finished() {
+        warn!("not every pipeline finished");
+    }
+    drop(sink_txs);
+    let mut sink_errors = 0;
+    for t in sink_tasks {
+        sink_errors += t.await.unwrap_or(1);
+    }
+    Summary {
+        elapsed: started.elapsed(),
+        sources: dataflow
+            .streams
+            .iter()
+            .filter(|s| s.clock.is_some() || source_names.contains(&s.name))
+            .take(source_names.len())
+            .map(|s| (s.name.clone(), s.rows_in, s.null_time_rows))
+            .collect(),
+        pipelines: dataflow
+            .pipelines
+            .iter()
+            .map(|p| {
+                let w = p.window_stats();
+                PipelineSummary {
+                    name: p.name.clone(),
+                    rows_in: p.rows_in,
+                    rows_out: p.rows_out,
+                    late_rows: w.late_rows,
+                    windows: w.windows_emitted,
+                    errors: p.errors,
+                }
+            })
+            .collect(),
+        failed_sources: failed,
+        sink_errors,
+    }
+}
