@@ -44,6 +44,8 @@ pub struct LowerError {
 
 type LResult<T> = Result<T, LowerError>;
 
+const GROUP_BY_WINDOW: &str = "GROUP BY over a window must include both window_start and window_end, e.g. GROUP BY machine, window_start, window_end";
+
 fn err<T>(part: Part, message: impl Into<String>) -> LResult<T> {
     Err(LowerError {
         message: message.into(),
@@ -340,10 +342,7 @@ fn lower_aggregate(
             let s = b.chain.map_column(ws);
             let e = b.chain.map_column(ws + 1);
             let (Some(s), Some(e)) = (s, e) else {
-                return err(
-                    Part::GroupBy,
-                    "GROUP BY over a window must include window_start and window_end",
-                );
+                return err(Part::GroupBy, GROUP_BY_WINDOW);
             };
             if window_cols.is_some_and(|w| w != (s, e)) {
                 return err(
@@ -437,10 +436,7 @@ fn lower_aggregate(
     ) = match (windows[0], window_cols) {
         (Some((_, kind, _)), Some((s, e))) => {
             if !slots.contains(&GroupSlot::WindowStart) || !slots.contains(&GroupSlot::WindowEnd) {
-                return err(
-                    Part::GroupBy,
-                    "GROUP BY over a window must include both window_start and window_end, e.g. GROUP BY machine, window_start, window_end",
-                );
+                return err(Part::GroupBy, GROUP_BY_WINDOW);
             }
             let _ = e;
             let op: Box<dyn WindowOperator> = match kind {

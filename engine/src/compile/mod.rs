@@ -169,6 +169,8 @@ struct Compiler<'a> {
     streams: Vec<StreamState>,
     info: Streams,
     names: HashMap<String, (String, Location)>,
+    /// Sources and sinks whose statements failed: errors that only repeat this are dropped.
+    broken: std::collections::HashSet<String>,
     sources: Vec<CompiledSource>,
     sinks: Vec<CompiledSink>,
     sink_ids: HashMap<String, usize>,
@@ -286,10 +288,9 @@ impl<'a> Compiler<'a> {
             None => None,
             Some(e) => match schema.index_of(&e.value) {
                 Err(_) => {
-                    self.errors.push(
-                        opts.value_error(
-                            e,
-                            &format!(
+                    self.errors.push(opts.value_error(
+                        e,
+                        &format!(
                                 "no such column (columns: {})",
                                 schema
                                     .fields()
@@ -298,8 +299,7 @@ impl<'a> Compiler<'a> {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),
-                        ),
-                    );
+                    ));
                     ok = false;
                     None
                 }
@@ -429,6 +429,29 @@ impl<'a> Compiler<'a> {
         });
     }
 
+    /// Rewords DataFusion's messages about tables into ours about streams.
+    fn friendly(&self, message: String) -> String {
+        let Some(rest) = message.strip_prefix("table '") else {
+            return message;
+        };
+        let Some(name) = rest.strip_suffix("' not found") else {
+            return message;
+        };
+        let name = name.rsplit('.').next().unwrap_or(name);
+        let mut known: Vec<String> = self
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .keys()
+            .cloned()
+            .collect();
+        known.sort();
+        format!(
+            "unknown source or view '{name}' (defined so far: {})",
+            known.join(", ")
+        )
+    }
+
     /// Plans a query, pointing errors at the offending part.
     async fn plan(&self, file: &str, q: &QueryStatement) -> Result<LogicalPlan, PipelineError> {
         let state = self.state();
@@ -454,7 +477,11 @@ impl<'a> Compiler<'a> {
                     Some(l) => l,
                     None => locate::locate(&state, &query).await.unwrap_or(q.location),
                 };
-                Err(PipelineError::new(file, at, clean_message(&e)))
+                Err(PipelineError::new(
+                    file,
+                    at,
+                    self.friendly(clean_message(&e)),
+                ))
             }
         }
     }
@@ -465,6 +492,7 @@ impl<'a> Compiler<'a> {
         } else {
             match self.sink_ids.get(&q.name) {
                 Some(&k) => Some(k),
+                None if self.broken.contains(&q.name) => return,
                 None => {
                     let hint = if self.names.contains_key(&q.name) {
                         format!(
@@ -485,7 +513,13 @@ impl<'a> Compiler<'a> {
         let plan = match self.plan(file, &q).await {
             Ok(p) => p,
             Err(e) => {
-                self.errors.push(e);
+                if !self
+                    .broken
+                    .iter()
+                    .any(|b| e.message.contains(&format!("'{b}'")))
+                {
+                    self.errors.push(e);
+                }
                 return;
             }
         };
@@ -595,6 +629,7 @@ pub async fn compile(
             bounded: Vec::new(),
         },
         names: HashMap::new(),
+        broken: Default::default(),
         sources: Vec::new(),
         sinks: Vec::new(),
         sink_ids: HashMap::new(),
@@ -608,8 +643,20 @@ pub async fn compile(
     for f in files {
         for s in f.statements {
             match s {
-                Statement::Source(s) => c.source(&f.path, s).await,
-                Statement::Sink(s) => c.sink(&f.path, s),
+                Statement::Source(s) => {
+                    let (name, before) = (s.name.clone(), c.errors.len());
+                    c.source(&f.path, s).await;
+                    if c.errors.len() > before {
+                        c.broken.insert(name);
+                    }
+                }
+                Statement::Sink(s) => {
+                    let (name, before) = (s.name.clone(), c.errors.len());
+                    c.sink(&f.path, s);
+                    if c.errors.len() > before {
+                        c.broken.insert(name);
+                    }
+                }
                 Statement::View(q) => queries.push((f.path.clone(), q, true)),
                 Statement::Insert(q) => queries.push((f.path.clone(), q, false)),
             }

@@ -172,13 +172,18 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
     let mut current = Vec::new();
     for t in tokens {
         if t.token == Token::SemiColon {
+            // an explicit end at the semicolon, so "found: EOF" errors point there
+            current.push(TokenWithSpan::new(Token::EOF, t.span));
             out.push(std::mem::take(&mut current));
         } else {
             current.push(t);
         }
     }
     out.push(current);
-    out.retain(|s| s.iter().any(|t| !matches!(t.token, Token::Whitespace(_))));
+    out.retain(|s| {
+        s.iter()
+            .any(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+    });
     out
 }
 

@@ -1,0 +1,239 @@
+//! Every class of pipeline error is reported as `file:line:column: message`, pointing at the
+//! offending text, before anything connects.
+
+mod common;
+
+use common::{errors, try_compile};
+
+/// `p.sql:LINE:COL` of the first occurrence of `needle` in `sql` (computed here, not by the
+/// engine).
+fn at(sql: &str, needle: &str) -> String {
+    let off = sql
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in sql"));
+    let before = &sql[..off];
+    let line = before.matches('\n').count() + 1;
+    let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("p.sql:{line}:{col}")
+}
+
+const SRC: &str = "CREATE SOURCE s (k VARCHAR, ts TIMESTAMP, v DOUBLE)\n  WITH (connector = 'test', event_time = 'ts');\nCREATE SINK out WITH (connector = 'stdout');\n";
+
+async fn one_error(sql: &str) -> String {
+    let e = errors(sql).await;
+    assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+    e[0].clone()
+}
+
+fn assert_at(err: &str, sql: &str, needle: &str, message: &str) {
+    assert!(
+        err.starts_with(&format!("{}: ", at(sql, needle))),
+        "error {err:?} should be at {needle:?} ({})",
+        at(sql, needle)
+    );
+    assert!(
+        err.contains(message),
+        "error {err:?} should say {message:?}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_source_connector() {
+    let sql = "CREATE SOURCE s (k VARCHAR)\n  WITH (connector = 'kafka');\nCREATE SINK out WITH (connector = 'stdout');\nINSERT INTO out SELECT * FROM s;";
+    assert_at(
+        &one_error(sql).await,
+        sql,
+        "'kafka'",
+        "unknown source connector 'kafka' (available: test)",
+    );
+}
+
+#[tokio::test]
+async fn unknown_sink_connector() {
+    let sql =
+        format!("{SRC}CREATE SINK x WITH (connector = 'ftp');\nINSERT INTO out SELECT * FROM s;");
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "'ftp'",
+        "unknown sink connector 'ftp' (available: file, stdout)",
+    );
+}
+
+#[tokio::test]
+async fn unknown_option() {
+    let sql = format!(
+        "{SRC}CREATE SINK f WITH (connector = 'stdout',\n    colour = 'red');\nINSERT INTO out SELECT * FROM s;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "colour",
+        "unknown option 'colour' for connector 'stdout'",
+    );
+}
+
+#[tokio::test]
+async fn missing_required_option() {
+    let sql = format!(
+        "{SRC}CREATE SINK files WITH (connector = 'file');\nINSERT INTO out SELECT * FROM s;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "files",
+        "missing required option 'path'",
+    );
+    let sql = format!(
+        "{SRC}CREATE SINK nowhere WITH (format = 'table');\nINSERT INTO out SELECT * FROM s;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "nowhere",
+        "missing required option 'connector'",
+    );
+}
+
+#[tokio::test]
+async fn option_value_of_the_wrong_type() {
+    let sql = "CREATE SOURCE s (k VARCHAR, ts TIMESTAMP)\n  WITH (connector = 'test', event_time = 'ts', watermark = 'soon');\nCREATE SINK out WITH (connector = 'stdout');\nINSERT INTO out SELECT * FROM s;";
+    assert_at(
+        &one_error(sql).await,
+        sql,
+        "'soon'",
+        "option 'watermark' = 'soon': expected a duration",
+    );
+}
+
+#[tokio::test]
+async fn event_time_column_of_the_wrong_type() {
+    let sql = "CREATE SOURCE s (k VARCHAR, ts TIMESTAMP)\n  WITH (connector = 'test', event_time = 'k');\nCREATE SINK out WITH (connector = 'stdout');\nINSERT INTO out SELECT * FROM s;";
+    assert_at(
+        &one_error(sql).await,
+        sql,
+        "'k'",
+        "type mismatch: the event-time column must be TIMESTAMP",
+    );
+}
+
+#[tokio::test]
+async fn expression_type_mismatch() {
+    let sql = format!("{SRC}INSERT INTO out SELECT k,\n       ts - 'abc' AS bad FROM s;");
+    assert_at(&one_error(&sql).await, &sql, "ts - 'abc'", "");
+}
+
+#[tokio::test]
+async fn unknown_column() {
+    let sql = format!("{SRC}INSERT INTO out SELECT k, nope FROM s;");
+    assert_at(&one_error(&sql).await, &sql, "nope", "nope");
+}
+
+#[tokio::test]
+async fn unknown_function() {
+    let sql = format!("{SRC}INSERT INTO out\nSELECT k, frobnicate(v) FROM s;");
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "frobnicate",
+        "Invalid function 'frobnicate'",
+    );
+}
+
+#[tokio::test]
+async fn unknown_stream_and_unknown_sink() {
+    let sql = format!("{SRC}INSERT INTO out SELECT * FROM\n  missing;");
+    assert_at(&one_error(&sql).await, &sql, "missing", "missing");
+    let sql = format!("{SRC}INSERT INTO nowhere SELECT * FROM s;");
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "nowhere",
+        "unknown sink 'nowhere'",
+    );
+}
+
+#[tokio::test]
+async fn unbounded_group_by_without_window_is_rejected() {
+    let sql = format!("{SRC}INSERT INTO out SELECT k, count(*) FROM s\nGROUP BY k;");
+    let e = one_error(&sql).await;
+    assert_at(
+        &e,
+        &sql,
+        "k;",
+        "GROUP BY without a window over an unbounded source",
+    );
+    assert!(
+        e.contains("TUMBLE(source, ts, INTERVAL '1' MINUTE)"),
+        "says what to write instead: {e}"
+    );
+}
+
+#[tokio::test]
+async fn window_group_by_must_name_the_window() {
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, count(*) FROM TUMBLE(s, ts, INTERVAL '1' MINUTE)\nGROUP BY k, window_start;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "k, window_start;",
+        "must include both window_start and window_end",
+    );
+}
+
+#[tokio::test]
+async fn window_on_a_column_without_watermark() {
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT count(*) FROM TUMBLE(s, v, INTERVAL '1' MINUTE) GROUP BY window_start, window_end;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "TUMBLE",
+        "column 'v' of 's' carries no watermark; use ts",
+    );
+}
+
+#[tokio::test]
+async fn syntax_error() {
+    let sql = format!("{SRC}INSERT INTO out SELECT k FROM s WHERE\n  ;");
+    let e = one_error(&sql).await;
+    assert!(e.starts_with("p.sql:5:3: Expected: an expression"), "{e}");
+    let sql = format!("{SRC}DROP TABLE s;");
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "DROP",
+        "expected CREATE SOURCE, CREATE SINK, CREATE VIEW or INSERT INTO",
+    );
+}
+
+#[tokio::test]
+async fn missing_environment_variable() {
+    let sql = format!(
+        "{SRC}CREATE SINK f WITH (connector = 'file', path = '/tmp/${{WEIR_TEST_UNSET}}');\nINSERT INTO out SELECT * FROM s;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "'/tmp/",
+        "environment variable 'WEIR_TEST_UNSET' is not set",
+    );
+}
+
+#[tokio::test]
+async fn every_error_of_a_file_is_reported() {
+    let sql = format!(
+        "{SRC}CREATE SINK a WITH (connector = 'nope');\nINSERT INTO out SELECT nope FROM s;\nINSERT INTO out SELECT k FROM s GROUP BY k;"
+    );
+    let e = errors(&sql).await;
+    assert_eq!(e.len(), 3, "{e:#?}");
+}
+
+#[tokio::test]
+async fn comments_and_environment_substitution() {
+    let sql = "-- a comment\n/* a block\n   comment */\nCREATE SOURCE s (k VARCHAR, ts TIMESTAMP) WITH (connector = '${CONN}', event_time = 'ts'); -- trailing\nCREATE SINK out WITH (connector = 'stdout');\nINSERT INTO out /* inline */ SELECT k FROM s WHERE k = '${KEY}';";
+    let p = try_compile(sql, &[("CONN", "test"), ("KEY", "a")], true).await;
+    assert!(p.is_ok(), "{:?}", p.err().map(|d| d.to_string()));
+}
