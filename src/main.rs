@@ -163,10 +163,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Functions => {
-            if weir_udf::FUNCTIONS.is_empty() {
-                println!("(no functions beyond DataFusion's yet)");
-            }
-            for f in weir_udf::FUNCTIONS {
+            for f in weir_udf::functions() {
                 println!("{:<24} {}", f.name, f.description);
             }
             ExitCode::SUCCESS

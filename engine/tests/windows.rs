@@ -552,3 +552,38 @@ async fn window_state_does_not_grow_with_rows() {
         state_at[1]
     );
 }
+
+#[tokio::test]
+async fn many_aggregate_functions_in_hop_windows_match_batch_sql() {
+    // order-insensitive aggregates, DISTINCT, FILTER and an order-sensitive one: their partial
+    // states are merged across panes
+    let aggs = "count(DISTINCT v), median(v), var_pop(v), bool_and(v > 1), sum(v) FILTER (WHERE v > 5), first_value(v ORDER BY ts, v), max(v) - min(v)";
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, window_start, {aggs} \
+         FROM HOP(s, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY k, window_start, window_end;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let schema = source_schema(&h);
+    let mut rng = Lcg(17);
+    let rows = disordered_rows(1500, 7 * MS, 900 * MS, &mut rng);
+    for part in random_batches(&rows, 200, &mut rng) {
+        h.feed(0, batch(&schema, &part));
+    }
+    h.end_all();
+    let mut expanded = Vec::new();
+    let mut starts = Vec::new();
+    for r in &rows {
+        let last = r.ts.div_euclid(SEC) * SEC;
+        for j in 0..3 {
+            expanded.push(r.clone());
+            starts.push(last - j * SEC);
+        }
+    }
+    let want = batch_sql(
+        &expanded,
+        Some(&starts),
+        &format!("SELECT k, ws, {aggs} FROM t GROUP BY k, ws"),
+    )
+    .await;
+    assert_rows_eq(&rows_of(&h.sink(0).unwrap()), &rows_of(&want));
+}

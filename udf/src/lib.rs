@@ -1,7 +1,13 @@
 //! Predictive-maintenance SQL functions for Weir, registered into every pipeline's
 //! DataFusion context.
 
+pub mod moment_functions;
+pub mod moments;
+
+use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
+
+use moment_functions::{MomentFunction, MomentKind};
 
 /// A function this crate adds, for `weir functions`.
 #[derive(Debug, Clone, Copy)]
@@ -12,10 +18,17 @@ pub struct FunctionDoc {
     pub description: &'static str,
 }
 
-/// Functions this crate registers.
-pub const FUNCTIONS: &[FunctionDoc] = &[];
+/// Every function this crate registers, with its description.
+pub fn functions() -> Vec<FunctionDoc> {
+    MomentKind::ALL
+        .iter()
+        .map(|(_, name, description)| FunctionDoc { name, description })
+        .collect()
+}
 
 /// Registers every function of this crate into `ctx`.
 pub fn register(ctx: &SessionContext) {
-    let _ = ctx;
+    for (kind, name, _) in MomentKind::ALL {
+        ctx.register_udaf(AggregateUDF::from(MomentFunction::new(kind, name)));
+    }
 }

@@ -212,7 +212,13 @@ impl Dataflow {
             if self.finished[p] {
                 continue;
             }
+            let late_before = self.pipelines[p].window_stats().late_rows;
             let result = self.pipelines[p].process(b, batch.clone());
+            let late = self.pipelines[p].window_stats().late_rows - late_before;
+            if late > 0 {
+                metrics::counter!("weir_late_rows_total", "pipeline" => self.pipelines[p].name.clone())
+                    .increment(late);
+            }
             self.route(p, result);
         }
     }

@@ -1,0 +1,241 @@
+//! Engine benchmarks (issue: engine core).
+//!
+//! 1. Throughput: a 1 s tumbling window over 4,000 (machine, sensor) groups with
+//!    count/avg/min/max/stddev, fed pre-built Arrow batches on one core, next to DataFusion
+//!    computing the same result as a batch query over the same batches (our "limit").
+//! 2. State memory: a 1-hour tumbling window at 100k rows/s over 4,000 groups for 10
+//!    simulated minutes; resident memory is sampled every simulated minute.
+//!
+//! Run: `cargo bench --bench engine` (medians of several runs; the machine is shared).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use weir_engine::connector::{Connectors, Source, SourceFactory, SourceOutput, SourceSpec};
+use weir_engine::parse::{Options, parse_file};
+use weir_engine::{PipelineError, Project};
+
+const MACHINES: usize = 400;
+const SENSORS: usize = 10;
+const GROUPS: usize = MACHINES * SENSORS;
+const BATCH: usize = 8192;
+
+/// Batches are fed by the bench itself.
+struct Fed;
+
+#[async_trait]
+impl Source for Fed {
+    fn is_bounded(&self) -> bool {
+        false
+    }
+    async fn run(self: Box<Self>, _out: SourceOutput) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+struct FedFactory;
+
+impl SourceFactory for FedFactory {
+    fn name(&self) -> &'static str {
+        "bench"
+    }
+    fn description(&self) -> &'static str {
+        "batches fed by the benchmark"
+    }
+    fn build(&self, _: &SourceSpec, _: &Options) -> Result<Box<dyn Source>, PipelineError> {
+        Ok(Box::new(Fed))
+    }
+}
+
+async fn project(sql: &str) -> Project {
+    let mut c = Connectors::with_builtin_sinks();
+    c.add_source(Arc::new(FedFactory));
+    let file = parse_file("bench.sql", sql, &|_| None).expect("parses");
+    weir_engine::compile(vec![file], &c, true)
+        .await
+        .expect("compiles")
+}
+
+/// Machine and sensor columns cycling through all groups, reused by every batch.
+fn key_columns(schema: &SchemaRef) -> (ArrayRef, ArrayRef) {
+    let m: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..BATCH).map(|i| format!("M{:03}", (i / SENSORS) % MACHINES)),
+    ));
+    let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..BATCH).map(|i| format!("s{}", i % SENSORS)),
+    ));
+    let m = arrow::compute::cast(&m, schema.field(0).data_type()).unwrap();
+    let s = arrow::compute::cast(&s, schema.field(1).data_type()).unwrap();
+    (m, s)
+}
+
+/// Batch number `n` at `rows_per_sec` rows per second of event time.
+fn make_batch(
+    schema: &SchemaRef,
+    keys: &(ArrayRef, ArrayRef),
+    n: usize,
+    rows_per_sec: u64,
+) -> RecordBatch {
+    let step = 1_000_000_000 / rows_per_sec as i64;
+    let first = (n * BATCH) as i64;
+    let ts =
+        TimestampNanosecondArray::from_iter_values((0..BATCH as i64).map(|i| (first + i) * step));
+    let v = Float64Array::from_iter_values(
+        (0..BATCH).map(|i| ((first as usize + i) % 1000) as f64 * 0.01),
+    );
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![keys.0.clone(), keys.1.clone(), Arc::new(ts), Arc::new(v)],
+    )
+    .unwrap()
+}
+
+const SOURCE: &str = "CREATE SOURCE t (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'bench', event_time = 'ts');\nCREATE SINK out WITH (connector = 'stdout');\n";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn throughput() {
+    let sql = format!(
+        "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
+         FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
+    );
+    let probe = project(&sql).await;
+    let schema = probe.dataflow.streams[0].schema.clone();
+    let keys = key_columns(&schema);
+    // 100k rows per second of event time: 25 rows per group per window, 1,220 batches
+    let batches: Vec<RecordBatch> = (0..1220)
+        .map(|n| make_batch(&schema, &keys, n, 100_000))
+        .collect();
+    let rows = (batches.len() * BATCH) as f64;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()]).unwrap()),
+    )
+    .unwrap();
+    let batch_sql = "SELECT machine, sensor, date_bin(INTERVAL '1 second', ts) AS ws, count(*), avg(value), min(value), max(value), stddev(value) FROM t GROUP BY machine, sensor, ws";
+    let (mut stream_rates, mut batch_rates) = (Vec::new(), Vec::new());
+    let (mut stream_rows, mut batch_rows) = (0, 0);
+    for _ in 0..5 {
+        let mut p = project(&sql).await;
+        let start = Instant::now();
+        let mut out = 0;
+        let now = Instant::now();
+        for b in &batches {
+            out += p
+                .dataflow
+                .on_batch(0, b.clone(), now)
+                .iter()
+                .map(|(_, b)| b.num_rows())
+                .sum::<usize>();
+        }
+        out += p
+            .dataflow
+            .on_source_end(0)
+            .iter()
+            .map(|(_, b)| b.num_rows())
+            .sum::<usize>();
+        stream_rates.push(rows / start.elapsed().as_secs_f64());
+        stream_rows = out;
+
+        let start = Instant::now();
+        let res = ctx.sql(batch_sql).await.unwrap().collect().await.unwrap();
+        batch_rates.push(rows / start.elapsed().as_secs_f64());
+        batch_rows = res.iter().map(|b| b.num_rows()).sum();
+    }
+    assert_eq!(
+        stream_rows, batch_rows,
+        "streaming and batch produce the same number of result rows"
+    );
+    let (s, b) = (median(stream_rates), median(batch_rates));
+    println!(
+        "throughput: 1 s tumbling window, {GROUPS} groups, count/avg/min/max/stddev, {} rows in {}-row batches, one core",
+        rows as u64, BATCH
+    );
+    println!(
+        "  streaming (weir):          {:>6.2} M rows/s (median of 5)",
+        s / 1e6
+    );
+    println!(
+        "  batch (DataFusion, limit): {:>6.2} M rows/s (median of 5)",
+        b / 1e6
+    );
+    println!("  ratio streaming/batch:     {:>6.1} %", 100.0 * s / b);
+    println!("  result rows: {stream_rows} (both)");
+}
+
+async fn state_memory() {
+    let sql = format!(
+        "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
+         FROM TUMBLE(t, ts, INTERVAL '1' HOUR) GROUP BY machine, sensor, window_start, window_end;"
+    );
+    let mut p = project(&sql).await;
+    let schema = p.dataflow.streams[0].schema.clone();
+    let keys = key_columns(&schema);
+    let rate = 100_000u64;
+    let per_minute = (rate * 60) as usize / BATCH;
+    println!(
+        "state memory: 1 h tumbling window, {GROUPS} groups, 100k rows/s of event time, 10 simulated minutes"
+    );
+    println!("  before: RSS {} MiB", rss_kib("VmRSS:") / 1024);
+    let now = Instant::now();
+    let mut rss = Vec::new();
+    for minute in 1..=10 {
+        for n in (minute - 1) * per_minute..minute * per_minute {
+            let out = p
+                .dataflow
+                .on_batch(0, make_batch(&schema, &keys, n, rate), now);
+            assert!(out.is_empty(), "the hour does not close");
+        }
+        let state = p.dataflow.pipelines[0]
+            .window
+            .as_ref()
+            .unwrap()
+            .op
+            .state_bytes();
+        let r = rss_kib("VmRSS:") / 1024;
+        rss.push(r);
+        println!(
+            "  minute {minute:>2}: {:>4} M rows seen, state {:>5} KiB, RSS {r} MiB",
+            (minute * per_minute * BATCH) / 1_000_000,
+            state / 1024
+        );
+    }
+    println!(
+        "  peak RSS (VmHWM): {} MiB; RSS growth from minute 1 to 10: {} MiB",
+        rss_kib("VmHWM:") / 1024,
+        rss[9] as i64 - rss[0] as i64
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let which = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    if which.as_deref().is_none_or(|w| w == "memory") {
+        // first, so the peak is not the throughput bench's input batches
+        state_memory().await;
+    }
+    if which.as_deref().is_none_or(|w| w == "throughput") {
+        throughput().await;
+    }
+}

@@ -1,0 +1,339 @@
+//! End-to-end tests of the `weir` binary: CLI, located errors, the demo, file replay,
+//! generator determinism and shutdown on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    weir()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run weir")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> RecordBatch {
+    let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    arrow::compute::concat_batches(&b[0].schema(), &b).unwrap()
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = run(&["--version"], dir.path());
+    assert!(v.status.success());
+    assert_eq!(
+        text(&v.stdout).trim(),
+        format!("weir {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = text(&run(&["--help"], dir.path()).stdout);
+    for cmd in ["run", "check", "functions", "connectors", "--log-format"] {
+        assert!(h.contains(cmd), "--help mentions {cmd}: {h}");
+    }
+    let h = text(&run(&["run", "--help"], dir.path()).stdout);
+    assert!(
+        h.contains("--open-windows") && h.contains("emit") && h.contains("discard"),
+        "{h}"
+    );
+}
+
+const BAD: &str = "CREATE SOURCE t (machine VARCHAR, ts TIMESTAMP, value DOUBLE)\n  WITH (connector = 'generator', event_time = 'ts', rate = 'max');\nCREATE SINK out WITH (connector = 'stdout', format = 'ndjson');\nINSERT INTO out SELECT machine, avg(valu) FROM TUMBLE(t, ts, INTERVAL '1' SECOND)\n  GROUP BY machine, window_start, window_end;\n";
+
+#[test]
+fn check_and_run_report_errors_with_file_line_column_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.sql"), BAD).unwrap();
+    for cmd in ["check", "run"] {
+        let out = run(&[cmd, "bad.sql"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{cmd} exits 2");
+        let err = text(&out.stderr);
+        assert!(err.contains("bad.sql:4:37: "), "{cmd}: {err}");
+        assert!(err.contains("valu"), "{cmd}: {err}");
+        assert!(
+            out.stdout.is_empty(),
+            "{cmd} ran nothing: {}",
+            text(&out.stdout)
+        );
+        assert!(!err.contains("source starting"), "{cmd} connected nothing");
+    }
+}
+
+#[test]
+fn check_explains_every_pipeline_of_several_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a_sources.sql"),
+        "CREATE SOURCE t (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');\nCREATE SINK out WITH (connector = 'stdout');",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b_views.sql"),
+        "CREATE VIEW m AS SELECT machine, window_start, window_end, max(value) AS hi FROM HOP(t, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY machine, window_start, window_end;\nINSERT INTO out SELECT * FROM m WHERE hi > 1;",
+    )
+    .unwrap();
+    let out = run(&["check", "--explain", "."], dir.path());
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.contains("view m") && s.contains("HOP slide 1s size 3s") && s.contains("Aggregate:"),
+        "{s}"
+    );
+    assert!(
+        s.contains("ok: 1 source(s), 1 sink(s), 2 pipeline(s)"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn demo_runs_and_produces_the_expected_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo().join("queries/demo.sql");
+    let out = run(&["run", demo.to_str().unwrap()], dir.path());
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The demo: 4 machines × 4 sensors every 10 ms for 30 s = 48,000 rows; the 1 s
+    // vibration view covers 2 sensors (24,000 rows) in 30 windows plus the second before
+    // the start that out-of-order rows fall into; the 10 s windows every 5 s: 8.
+    assert!(err.contains("source telemetry: 48000 rows"), "{err}");
+    assert!(err.contains("pipeline vibration_1s: 48000 rows in, 248 rows out, 31 windows emitted, 0 late rows dropped"), "{err}");
+    assert!(
+        err.contains("pipeline machine_10s: 48000 rows in, 32 rows out, 8 windows emitted"),
+        "{err}"
+    );
+    assert!(
+        text(&out.stdout).contains("peak/rms"),
+        "the bearing fault on M3 is reported"
+    );
+    let ctx = SessionContext::new();
+    let files = dir.path().join("out/demo");
+    ctx.register_parquet("d", files.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let r = query(&ctx, "SELECT count(DISTINCT window_start), sum(samples), count(*), count(DISTINCT machine) FROM d").await;
+    let v = |i: usize| r.column(i).as_primitive::<Int64Type>().value(0);
+    assert_eq!((v(0), v(1), v(2), v(3)), (31, 24_000, 248, 4));
+}
+
+fn replay_rows() -> RecordBatch {
+    // 3 machines, one row every 100 ms for 6 s, values known in advance
+    let n = 60;
+    let machine: Vec<String> = (0..n).map(|i| format!("M{}", i % 3)).collect();
+    let ts: Vec<i64> = (0..n)
+        .map(|i| 1_767_225_600_000_000_000 + i as i64 * 100_000_000)
+        .collect();
+    let value: Vec<f64> = (0..n).map(|i| (i * 7 % 11) as f64).collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("machine", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+                false,
+            ),
+            Field::new("value", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(machine)),
+            Arc::new(TimestampNanosecondArray::from(ts).with_timezone("+00:00")),
+            Arc::new(Float64Array::from(value)),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn file_source_replays_csv_ndjson_and_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = replay_rows();
+    {
+        let mut w =
+            arrow::csv::Writer::new(std::fs::File::create(dir.path().join("in.csv")).unwrap());
+        w.write(&rows).unwrap();
+        let mut j = arrow::json::LineDelimitedWriter::new(
+            std::fs::File::create(dir.path().join("in.ndjson")).unwrap(),
+        );
+        j.write(&rows).unwrap();
+        j.finish().unwrap();
+        let mut p = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(dir.path().join("in.parquet")).unwrap(),
+            rows.schema(),
+            None,
+        )
+        .unwrap();
+        p.write(&rows).unwrap();
+        p.close().unwrap();
+    }
+    // expected: per machine and second, count and sum, computed here
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        let m = rows.column(0).as_string::<i32>().value(i).to_string();
+        let sec = i / 10;
+        let e = expected.entry((m, sec)).or_insert((0i64, 0f64));
+        e.0 += 1;
+        e.1 += rows
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .value(i);
+    }
+    for ext in ["csv", "ndjson", "parquet"] {
+        let sql = format!(
+            "CREATE SOURCE r (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'file', path = 'in.{ext}', event_time = 'ts', batch_rows = '7');\n\
+             CREATE SINK out WITH (connector = 'file', path = 'out_{ext}', format = 'ndjson', roll_rows = '5');\n\
+             INSERT INTO out SELECT machine, window_start, count(*) AS n, sum(value) AS total FROM TUMBLE(r, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;"
+        );
+        std::fs::write(dir.path().join(format!("{ext}.sql")), sql).unwrap();
+        let out = run(&["run", &format!("{ext}.sql")], dir.path());
+        assert!(out.status.success(), "{ext}: {}", text(&out.stderr));
+        let mut got = std::collections::BTreeMap::new();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join(format!("out_{ext}")))
+            .unwrap()
+            .collect();
+        assert!(
+            files.len() >= 3,
+            "{ext}: 18 result rows, a new file once 5 rows are written"
+        );
+        for f in files {
+            for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let start = v["window_start"].as_str().unwrap().to_string();
+                let sec: usize = start[17..19].parse().unwrap();
+                got.insert(
+                    (v["machine"].as_str().unwrap().to_string(), sec),
+                    (v["n"].as_i64().unwrap(), v["total"].as_f64().unwrap()),
+                );
+            }
+        }
+        assert_eq!(got, expected, "{ext}");
+    }
+}
+
+fn generator_sql(seed: u64, out: &str) -> String {
+    format!(
+        "CREATE SOURCE g (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE, seq BIGINT) WITH (connector = 'generator', machines = '3', rate = 'max', limit = '5000', seed = '{seed}', start = '2026-01-01T00:00:00Z', faults = 'M2:overheat', disorder = '20ms', event_time = 'ts', watermark = '50ms');\n\
+         CREATE SINK out WITH (connector = 'file', path = '{out}', format = 'ndjson');\n\
+         INSERT INTO out SELECT * FROM g;"
+    )
+}
+
+fn read_dir_text(dir: &Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
+#[test]
+fn generator_is_deterministic_for_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, seed) in [("a", 1), ("b", 1), ("c", 2)] {
+        std::fs::write(
+            dir.path().join(format!("{name}.sql")),
+            generator_sql(seed, name),
+        )
+        .unwrap();
+        let out = run(&["run", &format!("{name}.sql")], dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (a, b, c) = (
+        read_dir_text(&dir.path().join("a")),
+        read_dir_text(&dir.path().join("b")),
+        read_dir_text(&dir.path().join("c")),
+    );
+    assert_eq!(a.lines().count(), 5000);
+    assert_eq!(a, b, "same seed, same rows");
+    assert_ne!(a, c, "another seed, other values");
+    // the overheating machine runs hotter than the others by the end
+    let temps: Vec<(String, f64)> = a
+        .lines()
+        .rev()
+        .take(300)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["sensor"] == "temp")
+        .map(|v| {
+            (
+                v["machine"].as_str().unwrap().to_string(),
+                v["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(temps.iter().any(|(m, _)| m == "M2"));
+}
+
+fn sigterm_run(mode: &str) -> (Output, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    // a long watermark: no window can close during the run, only at shutdown
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', machines = '2', sensors = 'temp', rate = '2000', event_time = 'ts', watermark = '1h');\n\
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');\n\
+         INSERT INTO out SELECT machine, window_start, count(*) AS n FROM TUMBLE(g, ts, INTERVAL '1' MINUTE) GROUP BY machine, window_start, window_end;",
+    )
+    .unwrap();
+    let child = weir()
+        .args(["run", "--open-windows", mode, "p.sql"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let n: usize = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .sum();
+    (out, n)
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_handles_open_windows_as_configured() {
+    let (out, emitted_rows) = sigterm_run("emit");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rows_in: usize = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("source g: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(rows_in > 500, "{err}");
+    assert_eq!(
+        emitted_rows, rows_in,
+        "every row counted in the open windows emitted at shutdown"
+    );
+    let (out, emitted_rows) = sigterm_run("discard");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(emitted_rows, 0, "open windows dropped");
+}
