@@ -74,7 +74,7 @@ pub fn sample(
             let mut v = 0.0;
             if has(Fault::Bearing) {
                 amp *= (1.0 + t / 60.0).min(4.0);
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     v += if rng.random_bool(0.5) { 6.0 } else { -6.0 } * amp;
                 }
             }

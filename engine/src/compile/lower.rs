@@ -118,12 +118,23 @@ fn unsupported(node: &LogicalPlan) -> LowerError {
     LowerError { message, part }
 }
 
+/// The window table function a branch reads, if any.
+#[derive(Debug, Clone, Copy)]
+struct BranchWindow {
+    /// Event-time column in the stream.
+    time_col: usize,
+    /// The window.
+    kind: WindowKind,
+    /// Position of `window_start` in the window table (`window_end` follows).
+    start_col: usize,
+}
+
 /// The leaf of a branch and its steps.
 fn lower_branch(
     state: &SessionState,
     node: &LogicalPlan,
     streams: &dyn StreamInfo,
-) -> LResult<(Branch, Option<(usize, WindowKind, usize)>)> {
+) -> LResult<(Branch, Option<BranchWindow>)> {
     let mut nodes = Vec::new();
     let mut n = node;
     let scan: &TableScan = loop {
@@ -173,7 +184,14 @@ fn lower_branch(
             chain,
             time_cols,
         };
-        Ok((branch, Some((w.time_col, w.kind, ws))))
+        Ok((
+            branch,
+            Some(BranchWindow {
+                time_col: w.time_col,
+                kind: w.kind,
+                start_col: ws,
+            }),
+        ))
     } else if let Some(s) = as_table::<StreamTable>(&provider) {
         let time_cols = streams
             .time_cols(s.stream)
@@ -243,14 +261,14 @@ pub fn lower(
         );
     }
     if let Some(first) = windowed.first()
-        && windowed.iter().any(|w| w.1 != first.1)
+        && windowed.iter().any(|w| w.kind != first.kind)
     {
         return err(
             Part::From,
             "every input of a UNION ALL must use the same window",
         );
     }
-    let window_kind = windowed.first().map(|w| w.1);
+    let window_kind = windowed.first().map(|w| w.kind);
     match aggregate {
         None => lower_stateless(branches, post, window_kind),
         Some(agg) => lower_aggregate(state, agg, branches, &windows, post, streams),
@@ -316,7 +334,7 @@ fn lower_aggregate(
     state: &SessionState,
     agg: &Aggregate,
     branches: Vec<Branch>,
-    windows: &[Option<(usize, WindowKind, usize)>],
+    windows: &[Option<BranchWindow>],
     post: Chain,
     streams: &dyn StreamInfo,
 ) -> LResult<Lowered> {
@@ -337,7 +355,12 @@ fn lower_aggregate(
     let arrow_input = input_schema.as_arrow();
     // Pre-aggregate positions of window_start / window_end (same in every branch).
     let mut window_cols: Option<(usize, usize)> = None;
-    if let Some((_, kind, ws)) = windows[0] {
+    if let Some(BranchWindow {
+        kind,
+        start_col: ws,
+        ..
+    }) = windows[0]
+    {
         for b in &branches {
             let s = b.chain.map_column(ws);
             let e = b.chain.map_column(ws + 1);
@@ -427,18 +450,11 @@ fn lower_aggregate(
         .filter(|(_, s)| matches!(s, GroupSlot::Key(_)))
         .map(|(e, _)| e.schema_name().to_string())
         .collect();
-    let (op, description, out_start, out_end, time_col): (
-        Box<dyn WindowOperator>,
-        String,
-        _,
-        _,
-        Vec<usize>,
-    ) = match (windows[0], window_cols) {
-        (Some((_, kind, _)), Some((s, e))) => {
+    let (op, description, out_start, out_end, time_col) = match (windows[0], window_cols) {
+        (Some(BranchWindow { kind, .. }), Some((s, _))) => {
             if !slots.contains(&GroupSlot::WindowStart) || !slots.contains(&GroupSlot::WindowEnd) {
                 return err(Part::GroupBy, GROUP_BY_WINDOW);
             }
-            let _ = e;
             let op: Box<dyn WindowOperator> = match kind {
                 WindowKind::Tumble { size } => Box::new(PaneAggregate::new(
                     Assignment::Panes {
@@ -464,7 +480,7 @@ fn lower_aggregate(
                     gap, s, key_exprs, key_schema, aggs, layout,
                 ))?),
             };
-            let time_col = windows.iter().flatten().map(|w| w.0).collect();
+            let time_col = windows.iter().flatten().map(|w| w.time_col).collect();
             (
                 op,
                 describe(kind),
@@ -474,8 +490,7 @@ fn lower_aggregate(
             )
         }
         _ => {
-            if let Some(b) = branches.iter().find(|b| !streams.is_bounded(b.stream)) {
-                let _ = b;
+            if branches.iter().any(|b| !streams.is_bounded(b.stream)) {
                 return err(
                     Part::GroupBy,
                     "GROUP BY without a window over an unbounded source never finishes, so it would never emit a result. Aggregate over a window instead: FROM TUMBLE(source, ts, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end, <keys> (or HOP/SESSION)",

@@ -189,12 +189,14 @@ impl<'a> Compiler<'a> {
             self.errors.push(PipelineError::new(
                 file,
                 at,
-                format!("'{name}' is already defined at {f}:{}:{}", l.line, l.column),
+                format!(
+                    "{what} '{name}': the name is already used at {f}:{}:{}",
+                    l.line, l.column
+                ),
             ));
             return false;
         }
         self.names.insert(name.to_string(), (file.to_string(), at));
-        let _ = what;
         true
     }
 
@@ -412,8 +414,7 @@ impl<'a> Compiler<'a> {
                 return;
             }
         };
-        if let Some(prev) = self.sink_ids.get(&s.name) {
-            let _ = prev;
+        if self.sink_ids.contains_key(&s.name) {
             self.errors.push(PipelineError::new(
                 file,
                 s.location,
