@@ -11,7 +11,7 @@ pub enum Fault {
     Bearing,
     /// Cooling failure: temperature drifts upwards.
     Overheat,
-    /// Mechanical overload: motor current 50% high and noisier.
+    /// Mechanical overload: motor current and power 50% high, current noisier.
     Overload,
 }
 
@@ -36,6 +36,8 @@ pub enum SensorKind {
     Temperature,
     /// `current*`: motor current (A) around 12.
     Current,
+    /// `power*`: active power (kW) around 40 with a 5-minute load cycle.
+    Power,
     /// anything else: a slow sine around 1.
     Generic,
 }
@@ -50,6 +52,8 @@ impl SensorKind {
             SensorKind::Temperature
         } else if n.starts_with("current") {
             SensorKind::Current
+        } else if n.starts_with("power") {
+            SensorKind::Power
         } else {
             SensorKind::Generic
         }
@@ -91,6 +95,10 @@ pub fn sample(
                 (12.0, 0.3)
             };
             base + sd * noise.sample(rng)
+        }
+        SensorKind::Power => {
+            let load = if has(Fault::Overload) { 1.5 } else { 1.0 };
+            load * (40.0 + 8.0 * (tau * t / 300.0).sin()) + 0.5 * noise.sample(rng)
         }
         SensorKind::Generic => 1.0 + 0.5 * (tau * t / 60.0).sin() + 0.05 * noise.sample(rng),
     }

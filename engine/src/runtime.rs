@@ -206,10 +206,10 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     }
     Summary {
         elapsed: started.elapsed(),
+        // sources are the first streams
         sources: dataflow
             .streams
             .iter()
-            .filter(|s| s.clock.is_some() || source_names.contains(&s.name))
             .take(source_names.len())
             .map(|s| (s.name.clone(), s.rows_in, s.null_time_rows))
             .collect(),

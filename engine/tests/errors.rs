@@ -237,3 +237,16 @@ async fn comments_and_environment_substitution() {
     let p = try_compile(sql, &[("CONN", "test"), ("KEY", "a")], true).await;
     assert!(p.is_ok(), "{:?}", p.err().map(|d| d.to_string()));
 }
+
+#[tokio::test]
+async fn unsupported_window_function() {
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, row_number() OVER (PARTITION BY k ORDER BY ts) FROM s;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "out SELECT k, row_number",
+        "only ewma(value, alpha) and zscore(value, n)",
+    );
+}

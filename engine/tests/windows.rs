@@ -587,3 +587,103 @@ async fn many_aggregate_functions_in_hop_windows_match_batch_sql() {
     .await;
     assert_rows_eq(&rows_of(&h.sink(0).unwrap()), &rows_of(&want));
 }
+
+#[tokio::test]
+async fn predictive_maintenance_functions_in_hop_windows_match_batch_sql() {
+    let aggs = "rms(v), kurtosis(v), crest_factor(v), skewness(v), trend_slope(ts, v), \
+                time_to_threshold(ts, v, 50.0)";
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, window_start, {aggs} \
+         FROM HOP(s, ts, INTERVAL '2' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start, window_end;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let schema = source_schema(&h);
+    let mut rng = Lcg(23);
+    // one key, 100 Hz, a 25 Hz tone plus a slow rise, arriving out of order (≤ 1.5 s)
+    let mut rows: Vec<Row> = (0..2000)
+        .map(|i| Row {
+            k: "a".into(),
+            ts: i * 10 * MS,
+            v: (2.0 * std::f64::consts::PI * 25.0 * i as f64 / 100.0).sin() + 0.01 * i as f64,
+        })
+        .collect();
+    for i in (0..rows.len()).step_by(3) {
+        rows[i].ts -= rng.below(1500) as i64 * MS;
+    }
+    for part in random_batches(&rows, 150, &mut rng) {
+        h.feed(0, batch(&schema, &part));
+    }
+    h.end_all();
+    let mut expanded = Vec::new();
+    let mut starts = Vec::new();
+    for r in &rows {
+        let last = r.ts.div_euclid(2 * SEC) * 2 * SEC;
+        for j in 0..2 {
+            expanded.push(r.clone());
+            starts.push(last - j * 2 * SEC);
+        }
+    }
+    let ctx_sql = format!("SELECT k, ws, {aggs} FROM t GROUP BY k, ws");
+    let want = batch_sql_with_udfs(&expanded, &starts, &ctx_sql).await;
+    assert_rows_eq(&rows_of(&h.sink(0).unwrap()), &rows_of(&want));
+}
+
+/// Like `batch_sql` with window starts, in a context with Weir's functions.
+async fn batch_sql_with_udfs(rows: &[Row], ws: &[i64], sql: &str) -> RecordBatch {
+    let fields = vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        Field::new("v", DataType::Float64, false),
+    ];
+    let b = batch(&Arc::new(Schema::new(fields.clone())), rows);
+    let mut cols = b.columns().to_vec();
+    cols.push(Arc::new(arrow::array::TimestampNanosecondArray::from(
+        ws.to_vec(),
+    )));
+    let mut all = fields;
+    all.push(Field::new(
+        "ws",
+        DataType::Timestamp(TimeUnit::Nanosecond, None),
+        false,
+    ));
+    let b = RecordBatch::try_new(Arc::new(Schema::new(all)), cols).unwrap();
+    let ctx = SessionContext::new();
+    weir_udf::register(&ctx);
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(b.schema(), vec![vec![b]]).unwrap()),
+    )
+    .unwrap();
+    let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    arrow::compute::concat_batches(&out[0].schema(), &out).unwrap()
+}
+
+#[tokio::test]
+async fn ewma_and_zscore_keep_per_key_state_across_batches() {
+    let sql = format!(
+        "{SRC}CREATE VIEW per_s AS SELECT k, window_start, window_end, avg(v) AS m \
+           FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY k, window_start, window_end;\n\
+         INSERT INTO out SELECT k, window_end, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY window_end) AS e, \
+           zscore(m, 5) OVER (PARTITION BY k ORDER BY window_end) AS z FROM per_s;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let schema = source_schema(&h);
+    let mut rng = Lcg(31);
+    let rows = disordered_rows(3000, 10 * MS, 500 * MS, &mut rng);
+    for part in random_batches(&rows, 100, &mut rng) {
+        h.feed(0, batch(&schema, &part));
+    }
+    h.end_all();
+    let got = h.sink(0).unwrap();
+    assert!(h.out[0].len() > 10, "results arrive in many batches");
+    // reference: DataFusion's batch evaluation of the same window functions over the
+    // per-second averages computed by date_bin
+    let want = batch_sql_with_udfs(
+        &rows,
+        &vec![0; rows.len()],
+        "SELECT k, we, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY we), zscore(m, 5) OVER (PARTITION BY k ORDER BY we) \
+         FROM (SELECT k, date_bin(INTERVAL '1 second', ts) + INTERVAL '1 second' AS we, avg(v) AS m FROM t GROUP BY k, we)",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&got), &rows_of(&want));
+}

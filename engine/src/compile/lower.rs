@@ -10,10 +10,12 @@ use datafusion::common::DFSchema;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, GroupingSet, LogicalPlan, TableScan,
+};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 
-use super::tables::{StreamTable, WindowTable, as_table};
+use super::tables::{StreamTable, as_table};
 use crate::exec::aggregate::panes::{Assignment, PaneAggregate};
 use crate::exec::aggregate::session::SessionAggregate;
 use crate::exec::aggregate::{AggSpec, GroupSlot, OutputLayout, WindowOperator};
@@ -101,15 +103,78 @@ fn step_of(state: &SessionState, node: &LogicalPlan) -> LResult<Option<Step>> {
                 schema: Arc::new(p.schema.as_arrow().clone()),
             })
         }
+        LogicalPlan::Window(w) => Some(running_step(state, w)?),
         _ => None,
     })
+}
+
+/// `ewma`/`zscore` window functions as a step with per-key state.
+fn running_step(state: &SessionState, w: &datafusion::logical_expr::Window) -> LResult<Step> {
+    use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+    use weir_udf::across_windows::RunningFunction;
+    let only = "window functions in a streaming pipeline: only ewma(value, alpha) and zscore(value, n) OVER (PARTITION BY ... ORDER BY ...) are supported";
+    let input = w.input.schema();
+    let mut calls = Vec::new();
+    let mut shape: Option<(Vec<Expr>, Vec<datafusion::logical_expr::SortExpr>)> = None;
+    for e in &w.window_expr {
+        let e = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::WindowFunction(wf) = e else {
+            return err(Part::Statement, only);
+        };
+        let WindowFunction { fun, params } = wf.as_ref();
+        let WindowFunctionDefinition::WindowUDF(udf) = fun else {
+            return err(Part::Statement, format!("{only} (found {})", fun.name()));
+        };
+        let inner: &dyn std::any::Any = udf.inner().as_ref();
+        let Some(f) = inner.downcast_ref::<RunningFunction>() else {
+            return err(Part::Statement, format!("{only} (found {})", fun.name()));
+        };
+        let this = (params.partition_by.clone(), params.order_by.clone());
+        if shape.as_ref().is_some_and(|s| *s != this) {
+            return err(
+                Part::Statement,
+                "every ewma/zscore call of one SELECT must use the same PARTITION BY and ORDER BY",
+            );
+        }
+        shape = Some(this);
+        let phys = |e: &Expr| df(state.create_physical_expr(e.clone(), input));
+        calls.push(crate::exec::running::RunningCall {
+            kind: f.kind,
+            value: phys(&params.args[0])?,
+            param: phys(&params.args[1])?,
+        });
+    }
+    let (partition, order) = shape.unwrap_or_default();
+    let partition_types = partition
+        .iter()
+        .map(|e| e.get_type(input))
+        .collect::<datafusion::common::Result<Vec<_>>>();
+    let partition = partition
+        .iter()
+        .map(|e| state.create_physical_expr(e.clone(), input))
+        .collect::<datafusion::common::Result<Vec<_>>>();
+    let order = match order.first() {
+        Some(o) => Some(df(state.create_physical_expr(o.expr.clone(), input))?),
+        None => None,
+    };
+    Ok(Step::Running(Box::new(df(
+        crate::exec::running::KeyedRunning::new(
+            df(partition)?,
+            df(partition_types)?,
+            order,
+            calls,
+            Arc::new(w.schema.as_arrow().clone()),
+        ),
+    )?)))
 }
 
 fn unsupported(node: &LogicalPlan) -> LowerError {
     let (part, message) = match node {
         LogicalPlan::Sort(_) => (Part::Statement, "ORDER BY is not supported in a streaming pipeline: each window's rows are emitted when it closes; sort when you read the results".to_string()),
         LogicalPlan::Limit(_) => (Part::Statement, "LIMIT is not supported in a streaming pipeline (the input never ends)".to_string()),
-        LogicalPlan::Window(_) => (Part::Statement, "window functions (OVER ...) are not supported yet; use TUMBLE/HOP/SESSION with GROUP BY".to_string()),
         LogicalPlan::Join(_) => (Part::From, "joins are not supported in a streaming pipeline yet; read one stream (or UNION ALL of streams)".to_string()),
         LogicalPlan::Aggregate(_) => (Part::From, "an aggregation inside a subquery is not supported; define it as a view (CREATE VIEW ... AS SELECT ...) and read the view".to_string()),
         LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => (Part::From, "a pipeline must read a source or a view (FROM name or FROM TUMBLE(name, ...))".to_string()),
@@ -139,7 +204,10 @@ fn lower_branch(
     let mut n = node;
     let scan: &TableScan = loop {
         match n {
-            LogicalPlan::Filter(_) | LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+            LogicalPlan::Filter(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Window(_) => {
                 nodes.push(n);
                 n = n.inputs()[0];
             }
@@ -164,22 +232,28 @@ fn lower_branch(
         }
     }
     let chain = Chain::new(steps);
-    if let Some(w) = as_table::<WindowTable>(&provider) {
+    let Some(table) = as_table::<StreamTable>(&provider) else {
+        return err(
+            Part::From,
+            format!("'{}' is not a source or view", scan.table_name),
+        );
+    };
+    if let Some(w) = &table.window {
         let assign = WindowAssign {
             time_col: w.time_col,
             kind: w.kind,
             keep: w.keep.clone(),
-            schema: Arc::clone(&w.schema),
+            schema: Arc::clone(&table.schema),
         };
         let ws = w.keep.len();
         let time_cols = streams
-            .time_cols(w.stream)
+            .time_cols(table.stream)
             .into_iter()
             .filter_map(|c| w.keep.iter().position(|&k| k == c).map(|kpos| (c, kpos)))
             .filter_map(|(c, kpos)| chain.map_column(kpos).map(|p| (c, p)))
             .collect();
         let branch = Branch {
-            stream: w.stream,
+            stream: table.stream,
             assign: Some(assign),
             chain,
             time_cols,
@@ -192,26 +266,21 @@ fn lower_branch(
                 start_col: ws,
             }),
         ))
-    } else if let Some(s) = as_table::<StreamTable>(&provider) {
+    } else {
         let time_cols = streams
-            .time_cols(s.stream)
+            .time_cols(table.stream)
             .into_iter()
             .filter_map(|c| chain.map_column(c).map(|p| (c, p)))
             .collect();
         Ok((
             Branch {
-                stream: s.stream,
+                stream: table.stream,
                 assign: None,
                 chain,
                 time_cols,
             },
             None,
         ))
-    } else {
-        err(
-            Part::From,
-            format!("'{}' is not a source or view", scan.table_name),
-        )
     }
 }
 
@@ -225,7 +294,10 @@ pub fn lower(
     let mut node = plan;
     let aggregate: Option<&Aggregate> = loop {
         match node {
-            LogicalPlan::Filter(_) | LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+            LogicalPlan::Filter(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Window(_) => {
                 post_nodes.push(node);
                 node = node.inputs()[0];
             }

@@ -24,7 +24,9 @@ use crate::connector::{Connectors, Sink, SinkSpec, Source, SourceSpec};
 use crate::diagnostic::{Diagnostics, Location, PipelineError};
 use crate::exec::dataflow::{Dataflow, SourceClock, StreamState};
 use crate::exec::pipeline::{PipelineExec, Target};
-use crate::parse::{PipelineFile, QueryStatement, SinkStatement, SourceStatement, Statement};
+use crate::parse::{
+    Options, PipelineFile, QueryStatement, SinkStatement, SourceStatement, Statement,
+};
 use lower::{StreamInfo, lower};
 use tables::{StreamCatalog, StreamEntry, StreamTable, WindowFn, WindowTvf};
 
@@ -223,37 +225,51 @@ impl<'a> Compiler<'a> {
         );
         let _ = self.ctx.deregister_table(name);
         self.ctx
-            .register_table(name, Arc::new(StreamTable { stream: id, schema }))
+            .register_table(
+                name,
+                Arc::new(StreamTable {
+                    stream: id,
+                    schema,
+                    window: None,
+                }),
+            )
             .expect("register stream table");
         id
     }
 
+    /// The `connector` option when it names one of `known` (lower-cased); otherwise records
+    /// an error at the option (or at the statement when it is missing).
+    fn connector_name(&mut self, opts: &Options, kind: &str, known: &[&str]) -> Option<String> {
+        let Some(entry) = opts.entry("connector") else {
+            self.errors.push(opts.error(format!(
+                "missing required option 'connector' (one of: {})",
+                known.join(", ")
+            )));
+            return None;
+        };
+        let name = entry.value.to_ascii_lowercase();
+        if known.contains(&name.as_str()) {
+            return Some(name);
+        }
+        self.errors.push(PipelineError::new(
+            opts.file(),
+            entry.value_location,
+            format!(
+                "unknown {kind} connector '{}' (available: {})",
+                entry.value,
+                known.join(", ")
+            ),
+        ));
+        None
+    }
+
     async fn source(&mut self, file: &str, s: SourceStatement) {
         let opts = &s.options;
-        let connector = match opts.entry("connector") {
-            None => {
-                self.errors.push(opts.error(format!(
-                    "missing required option 'connector' (one of: {})",
-                    self.connectors.source_names().join(", ")
-                )));
-                return;
-            }
-            Some(e) => e.clone(),
-        };
+        let names = self.connectors.source_names();
         let Some(factory) = self
-            .connectors
-            .source(&connector.value.to_ascii_lowercase())
-            .cloned()
+            .connector_name(opts, "source", &names)
+            .and_then(|n| self.connectors.source(&n).cloned())
         else {
-            self.errors.push(PipelineError::new(
-                file,
-                connector.value_location,
-                format!(
-                    "unknown source connector '{}' (available: {})",
-                    connector.value,
-                    self.connectors.source_names().join(", ")
-                ),
-            ));
             return;
         };
         // Column types, as DataFusion maps SQL types.
@@ -374,30 +390,11 @@ impl<'a> Compiler<'a> {
 
     fn sink(&mut self, file: &str, s: SinkStatement) {
         let opts = &s.options;
-        let connector = match opts.entry("connector") {
-            None => {
-                self.errors.push(opts.error(format!(
-                    "missing required option 'connector' (one of: {})",
-                    self.connectors.sink_names().join(", ")
-                )));
-                return;
-            }
-            Some(e) => e.clone(),
-        };
+        let names = self.connectors.sink_names();
         let Some(factory) = self
-            .connectors
-            .sink(&connector.value.to_ascii_lowercase())
-            .cloned()
+            .connector_name(opts, "sink", &names)
+            .and_then(|n| self.connectors.sink(&n).cloned())
         else {
-            self.errors.push(PipelineError::new(
-                file,
-                connector.value_location,
-                format!(
-                    "unknown sink connector '{}' (available: {})",
-                    connector.value,
-                    self.connectors.sink_names().join(", ")
-                ),
-            ));
             return;
         };
         let sink = factory.build(

@@ -16,13 +16,27 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::window::WindowKind;
 
-/// A source or view as a table.
+/// A source or view as a table; with `window`, a window table function over one.
 #[derive(Debug)]
 pub struct StreamTable {
     /// Stream id.
     pub stream: usize,
-    /// Its schema.
+    /// The table's schema: the stream's, or for a window its kept columns, then
+    /// `window_start`, `window_end`.
     pub schema: SchemaRef,
+    /// The window table function, if this is one.
+    pub window: Option<WindowScan>,
+}
+
+/// `TUMBLE(stream, time_column, size)` and friends: which window over which columns.
+#[derive(Debug, Clone)]
+pub struct WindowScan {
+    /// Event-time column in the stream.
+    pub time_col: usize,
+    /// The window.
+    pub kind: WindowKind,
+    /// Stream columns kept, in order (an earlier `window_start`/`window_end` is replaced).
+    pub keep: Vec<usize>,
 }
 
 #[async_trait]
@@ -42,44 +56,7 @@ impl TableProvider for StreamTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan_err!("streams are processed by weir's streaming engine, not scanned")
-    }
-}
-
-/// `TUMBLE(stream, time_column, size)` and friends as a table: the stream's columns plus
-/// `window_start` and `window_end`.
-#[derive(Debug)]
-pub struct WindowTable {
-    /// Stream id.
-    pub stream: usize,
-    /// Event-time column in the stream.
-    pub time_col: usize,
-    /// The window.
-    pub kind: WindowKind,
-    /// Stream columns kept, in order.
-    pub keep: Vec<usize>,
-    /// Kept columns, then `window_start`, `window_end`.
-    pub schema: SchemaRef,
-}
-
-#[async_trait]
-impl TableProvider for WindowTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        _projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan_err!("windows are processed by weir's streaming engine, not scanned")
+        plan_err!("streams and windows are processed by weir's streaming engine, not scanned")
     }
 }
 
@@ -266,12 +243,14 @@ impl TableFunctionImpl for WindowTvf {
         let ts = DataType::Timestamp(TimeUnit::Nanosecond, tz);
         fields.push(Field::new("window_start", ts.clone(), false));
         fields.push(Field::new("window_end", ts, false));
-        Ok(Arc::new(WindowTable {
+        Ok(Arc::new(StreamTable {
             stream: stream.id,
-            time_col,
-            kind,
-            keep,
             schema: Arc::new(Schema::new(fields)),
+            window: Some(WindowScan {
+                time_col,
+                kind,
+                keep,
+            }),
         }))
     }
 }

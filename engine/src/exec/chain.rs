@@ -11,8 +11,10 @@ use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 
-/// One stateless step.
-#[derive(Debug, Clone)]
+use super::running::KeyedRunning;
+
+/// One step.
+#[derive(Debug)]
 pub enum Step {
     /// Keep the rows where the predicate is true.
     Filter(Arc<dyn PhysicalExpr>),
@@ -25,10 +27,37 @@ pub enum Step {
     },
     /// Keep some input columns, by index.
     Select(Vec<usize>),
+    /// Append running statistics per key (the one step with state across batches).
+    Running(Box<KeyedRunning>),
 }
 
-/// A sequence of stateless steps applied to each batch in turn.
-#[derive(Debug, Clone, Default)]
+impl Step {
+    /// Where input column `col` is in this step's output, if it passes through unchanged.
+    fn map(&self, col: usize) -> Option<usize> {
+        match self {
+            Step::Filter(_) | Step::Running(_) => Some(col),
+            Step::Select(idx) => idx.iter().position(|&i| i == col),
+            Step::Project { exprs, .. } => exprs
+                .iter()
+                .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == col)),
+        }
+    }
+
+    /// True when this step computes with input column `col` (beyond passing it through).
+    fn reads(&self, col: usize) -> bool {
+        match self {
+            Step::Filter(p) => expr_reads(p, col),
+            Step::Project { exprs, .. } => exprs
+                .iter()
+                .any(|e| e.downcast_ref::<Column>().is_none() && expr_reads(e, col)),
+            Step::Select(_) => false,
+            Step::Running(r) => r.exprs().any(|e| expr_reads(e, col)),
+        }
+    }
+}
+
+/// A sequence of steps applied to each batch in turn.
+#[derive(Debug, Default)]
 pub struct Chain {
     steps: Vec<Step>,
 }
@@ -50,8 +79,8 @@ impl Chain {
     }
 
     /// Runs every step over `batch`.
-    pub fn apply(&self, mut batch: RecordBatch) -> Result<RecordBatch> {
-        for step in &self.steps {
+    pub fn apply(&mut self, mut batch: RecordBatch) -> Result<RecordBatch> {
+        for step in &mut self.steps {
             if batch.num_rows() == 0 {
                 break;
             }
@@ -73,55 +102,30 @@ impl Chain {
                     )?
                 }
                 Step::Select(idx) => batch.project(idx)?,
+                Step::Running(r) => r.apply(batch)?,
             };
         }
         Ok(batch)
     }
 
     /// Where input column `col` ends up in the output, if it passes through unchanged.
-    pub fn map_column(&self, mut col: usize) -> Option<usize> {
-        for step in &self.steps {
-            col = match step {
-                Step::Filter(_) => col,
-                Step::Select(idx) => idx.iter().position(|&i| i == col)?,
-                Step::Project { exprs, .. } => exprs
-                    .iter()
-                    .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == col))?,
-            };
-        }
-        Some(col)
+    pub fn map_column(&self, col: usize) -> Option<usize> {
+        self.steps.iter().try_fold(col, |c, s| s.map(c))
     }
 
     /// True when some step reads input column `col` other than to pass it through.
     pub fn computes_with(&self, mut col: usize) -> bool {
         for step in &self.steps {
-            let uses = |e: &Arc<dyn PhysicalExpr>| {
-                e.downcast_ref::<Column>().is_none() && expr_reads(e, col)
-            };
-            match step {
-                Step::Filter(p) => {
-                    if expr_reads(p, col) {
-                        return true;
-                    }
-                }
-                Step::Project { exprs, .. } => {
-                    if exprs.iter().any(uses) {
-                        return true;
-                    }
-                }
-                Step::Select(_) => {}
+            if step.reads(col) {
+                return true;
             }
-            match self_map(step, col) {
+            match step.map(col) {
                 Some(c) => col = c,
                 None => return false,
             }
         }
         false
     }
-}
-
-fn self_map(step: &Step, col: usize) -> Option<usize> {
-    Chain::new(vec![step.clone()]).map_column(col)
 }
 
 /// True when `e` reads column `col` anywhere.

@@ -6,3 +6,4 @@ pub mod assign;
 pub mod chain;
 pub mod dataflow;
 pub mod pipeline;
+pub mod running;

@@ -21,7 +21,7 @@ pub enum Target {
 }
 
 /// One input of a pipeline (several with `UNION ALL`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Branch {
     /// The stream read.
     pub stream: usize,
@@ -36,7 +36,7 @@ pub struct Branch {
 
 impl Branch {
     /// Runs the branch's window assignment and stateless steps.
-    pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    pub fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let batch = match &self.assign {
             Some(a) => a.apply(&batch)?,
             None => batch,

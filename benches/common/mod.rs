@@ -1,0 +1,105 @@
+//! Helpers shared by the benchmarks: a source fed by the bench itself and telemetry batches.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use weir_engine::connector::{Connectors, Source, SourceFactory, SourceOutput, SourceSpec};
+use weir_engine::parse::{Options, parse_file};
+use weir_engine::{PipelineError, Project};
+
+pub const MACHINES: usize = 400;
+pub const SENSORS: usize = 10;
+pub const GROUPS: usize = MACHINES * SENSORS;
+pub const BATCH: usize = 8192;
+
+/// Batches are fed by the bench itself.
+struct Fed;
+
+#[async_trait]
+impl Source for Fed {
+    fn is_bounded(&self) -> bool {
+        false
+    }
+    async fn run(self: Box<Self>, _out: SourceOutput) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+struct FedFactory;
+
+impl SourceFactory for FedFactory {
+    fn name(&self) -> &'static str {
+        "bench"
+    }
+    fn description(&self) -> &'static str {
+        "batches fed by the benchmark"
+    }
+    fn build(&self, _: &SourceSpec, _: &Options) -> Result<Box<dyn Source>, PipelineError> {
+        Ok(Box::new(Fed))
+    }
+}
+
+pub async fn project(sql: &str) -> Project {
+    let mut c = Connectors::with_builtin_sinks();
+    c.add_source(Arc::new(FedFactory));
+    let file = parse_file("bench.sql", sql, &|_| None).expect("parses");
+    weir_engine::compile(vec![file], &c, true)
+        .await
+        .expect("compiles")
+}
+
+/// Machine and sensor columns cycling through all groups, reused by every batch.
+pub fn key_columns(schema: &SchemaRef) -> (ArrayRef, ArrayRef) {
+    let m: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..BATCH).map(|i| format!("M{:03}", (i / SENSORS) % MACHINES)),
+    ));
+    let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..BATCH).map(|i| format!("s{}", i % SENSORS)),
+    ));
+    let m = arrow::compute::cast(&m, schema.field(0).data_type()).unwrap();
+    let s = arrow::compute::cast(&s, schema.field(1).data_type()).unwrap();
+    (m, s)
+}
+
+/// Batch number `n` at `rows_per_sec` rows per second of event time.
+pub fn make_batch(
+    schema: &SchemaRef,
+    keys: &(ArrayRef, ArrayRef),
+    n: usize,
+    rows_per_sec: u64,
+) -> RecordBatch {
+    let step = 1_000_000_000 / rows_per_sec as i64;
+    let first = (n * BATCH) as i64;
+    let ts =
+        TimestampNanosecondArray::from_iter_values((0..BATCH as i64).map(|i| (first + i) * step));
+    let v = Float64Array::from_iter_values(
+        (0..BATCH).map(|i| ((first as usize + i) % 1000) as f64 * 0.01),
+    );
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![keys.0.clone(), keys.1.clone(), Arc::new(ts), Arc::new(v)],
+    )
+    .unwrap()
+}
+
+pub const SOURCE: &str = "CREATE SOURCE t (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'bench', event_time = 'ts');\nCREATE SINK out WITH (connector = 'stdout');\n";
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+pub fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,128 @@
+//! Window functions over the stream of rows, per partition key, with state kept across
+//! batches: `ewma(...) OVER (PARTITION BY ... ORDER BY ...)` and `zscore(...)`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use weir_udf::across_windows::{Running, RunningKind, parameter, values_f64};
+
+/// One call: which statistic, its value and parameter expressions.
+#[derive(Debug)]
+pub struct RunningCall {
+    /// ewma or zscore.
+    pub kind: RunningKind,
+    /// First argument.
+    pub value: Arc<dyn PhysicalExpr>,
+    /// Second argument (a constant).
+    pub param: Arc<dyn PhysicalExpr>,
+}
+
+/// Running statistics per partition key; appends one column per call.
+#[derive(Debug)]
+pub struct KeyedRunning {
+    partition: Vec<Arc<dyn PhysicalExpr>>,
+    order: Option<Arc<dyn PhysicalExpr>>,
+    calls: Vec<RunningCall>,
+    converter: RowConverter,
+    state: HashMap<Vec<u8>, Vec<Running>>,
+    schema: SchemaRef,
+}
+
+impl KeyedRunning {
+    /// A step computing `calls` per `partition` key, rows of a batch taken in `order`.
+    pub fn new(
+        partition: Vec<Arc<dyn PhysicalExpr>>,
+        partition_types: Vec<DataType>,
+        order: Option<Arc<dyn PhysicalExpr>>,
+        calls: Vec<RunningCall>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        Ok(Self {
+            partition,
+            order,
+            calls,
+            converter: RowConverter::new(
+                partition_types.into_iter().map(SortField::new).collect(),
+            )?,
+            state: HashMap::new(),
+            schema,
+        })
+    }
+
+    /// Input columns the expressions read.
+    pub fn exprs(&self) -> impl Iterator<Item = &Arc<dyn PhysicalExpr>> {
+        self.partition
+            .iter()
+            .chain(self.order.iter())
+            .chain(self.calls.iter().flat_map(|c| [&c.value, &c.param]))
+    }
+
+    /// Number of keys with state.
+    pub fn keys(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Appends the running statistics to `batch`.
+    pub fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch)?.into_array(n);
+        let keys: Vec<ArrayRef> = self.partition.iter().map(eval).collect::<Result<_>>()?;
+        let rows = self.converter.convert_columns(&keys)?;
+        let mut order: Vec<usize> = (0..n).collect();
+        if let Some(o) = &self.order {
+            let o = eval(o)?;
+            let o = match o.data_type() {
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+                    arrow::compute::cast(&o, &DataType::Int64)?
+                }
+                _ => o,
+            };
+            let o = arrow::compute::cast(&o, &DataType::Float64)?;
+            let o = o.as_primitive::<Float64Type>();
+            order.sort_by(|&a, &b| o.value(a).total_cmp(&o.value(b)));
+        }
+        let mut values = Vec::with_capacity(self.calls.len());
+        let mut params = Vec::with_capacity(self.calls.len());
+        for c in &self.calls {
+            values.push(values_f64(&eval(&c.value)?)?);
+            params.push(if n > 0 {
+                parameter(c.kind, &eval(&c.param)?)?
+            } else {
+                0.0
+            });
+        }
+        let mut out: Vec<Vec<Option<f64>>> = vec![vec![None; n]; self.calls.len()];
+        for i in order {
+            let key = rows.row(i).as_ref().to_vec();
+            let state = match self.state.get_mut(&key) {
+                Some(s) => s,
+                None => {
+                    let fresh = self
+                        .calls
+                        .iter()
+                        .zip(&params)
+                        .map(|(c, p)| c.kind.start(*p))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.state.entry(key).or_insert(fresh)
+                }
+            };
+            for (f, s) in state.iter_mut().enumerate() {
+                out[f][i] = s.next(values[f][i]);
+            }
+        }
+        let mut cols = batch.columns().to_vec();
+        cols.extend(
+            out.into_iter()
+                .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+        );
+        let cols: Vec<ArrayRef> = cols;
+        debug_assert!(cols.iter().all(|c| c.len() == n));
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
+    }
+}

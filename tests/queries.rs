@@ -1,0 +1,82 @@
+//! Every pipeline in queries/ runs with `weir run` against the generator, and its alerts
+//! fire for the machines with injected faults and for no healthy one.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run_query(file: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("queries")
+        .join(file);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{file}: {stderr}");
+    (stdout, stderr)
+}
+
+/// Machines named in the NDJSON alerts of kind `alert`.
+fn alerted(stdout: &str, alert: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["alert"] == alert)
+        .map(|v| v["machine"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bearing_health_alerts_only_the_machine_with_a_bearing_fault() {
+    let (out, err) = run_query("bearing_health.sql");
+    assert_eq!(alerted(&out, "bearing"), set(&["M2"]), "{out}\n{err}");
+    assert!(
+        err.contains("pipeline bearing_1m: 720000 rows in, 12 rows out, 3 windows emitted"),
+        "{err}"
+    );
+}
+
+#[test]
+fn motor_temperature_alerts_only_the_overheating_motor() {
+    let (out, err) = run_query("motor_temperature.sql");
+    assert_eq!(alerted(&out, "overheat"), set(&["M4"]), "{out}\n{err}");
+}
+
+#[test]
+fn energy_meter_alerts_only_the_overloaded_machine() {
+    let (out, err) = run_query("energy_meter.sql");
+    assert_eq!(alerted(&out, "peak_demand"), set(&["M1"]), "{out}\n{err}");
+    assert!(
+        err.contains("pipeline energy_1m: 900 rows in, 15 rows out, 5 windows emitted"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_query_file_checks() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["check", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
