@@ -2,54 +2,20 @@
 //! (many batches, several partitions) against one pass.
 
 use std::f64::consts::{PI, SQRT_2};
-use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::prelude::SessionContext;
 
-const FUNCS: [&str; 9] = [
-    "rms",
-    "peak_to_peak",
-    "crest_factor",
-    "kurtosis",
-    "excess_kurtosis",
-    "skewness",
-    "mean_abs",
-    "shape_factor",
-    "impulse_factor",
-];
+mod common;
 
-/// A context with table `t(g BIGINT, v DOUBLE)` split into `parts` partitions of batches of
-/// `batch` rows.
+use common::{close, moment_calls, moment_names};
+
+/// A context with table `t(k, ts, v)`: keys `g`, values `v`, in `parts` partitions of
+/// batches of `batch` rows.
 async fn context(g: &[i64], v: &[f64], batch: usize, parts: usize) -> SessionContext {
-    let ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parts.max(1)));
-    weir_udf::register(&ctx);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("g", DataType::Int64, false),
-        Field::new("v", DataType::Float64, true),
-    ]));
-    let mut partitions = vec![Vec::new(); parts];
-    for (i, start) in (0..v.len()).step_by(batch).enumerate() {
-        let end = (start + batch).min(v.len());
-        let b = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(g[start..end].to_vec())),
-                Arc::new(Float64Array::from(v[start..end].to_vec())),
-            ],
-        )
-        .unwrap();
-        partitions[i % parts].push(b);
-    }
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(schema, partitions).unwrap()),
-    )
-    .unwrap();
-    ctx
+    let ts: Vec<f64> = (0..v.len()).map(|i| i as f64).collect();
+    common::table(g, &ts, v, batch, parts.max(1)).await
 }
 
 async fn values(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
@@ -70,19 +36,12 @@ fn sine(amplitude: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * b.abs().max(1.0)
-}
-
 #[tokio::test]
 async fn sine_has_its_textbook_statistics() {
     let a = 3.0;
     let v = sine(a, 4000);
     let ctx = context(&vec![0; v.len()], &v, 4000, 1).await;
-    let sql = format!(
-        "SELECT {} FROM t",
-        FUNCS.map(|f| format!("{f}(v)")).join(", ")
-    );
+    let sql = format!("SELECT {} FROM t", moment_calls());
     let got = values(&ctx, &sql).await;
     let peak = v.iter().fold(0f64, |m, x| m.max(x.abs()));
     let expected = [
@@ -96,7 +55,7 @@ async fn sine_has_its_textbook_statistics() {
         (a / SQRT_2) / (2.0 * a / PI), // shape factor π/(2√2)
         peak / (2.0 * a / PI),         // impulse factor π/2
     ];
-    for ((f, g), e) in FUNCS.iter().zip(&got).zip(expected) {
+    for ((f, g), e) in moment_names().iter().zip(&got).zip(expected) {
         let g = g.unwrap();
         // mean |x| of evenly sampled periods approaches 2A/π (to ~1e-5 at 800 samples per
         // period); the even moments are exact for whole periods
@@ -119,22 +78,16 @@ async fn split_into_many_batches_and_partitions_equals_one_batch() {
     let v: Vec<f64> = (0..n)
         .map(|i| 60.0 + (i as f64 * 0.37).sin() * 0.5 + ((i * 7919 % 1000) as f64 - 500.0) * 1e-3)
         .collect();
-    let sql = format!(
-        "SELECT {} FROM t WHERE g = 3",
-        FUNCS.map(|f| format!("{f}(v)")).join(", ")
-    );
+    let sql = format!("SELECT {} FROM t WHERE k = 3", moment_calls());
     let one = values(&context(&g, &v, n, 1).await, &sql).await;
     let many = values(&context(&g, &v, 37, 4).await, &sql).await;
-    for ((f, a), b) in FUNCS.iter().zip(&one).zip(&many) {
+    for ((f, a), b) in moment_names().iter().zip(&one).zip(&many) {
         assert!(
             close(a.unwrap(), b.unwrap(), 1e-9),
             "{f}: one batch {a:?}, many {b:?}"
         );
     }
-    let sql = format!(
-        "SELECT g, {} FROM t GROUP BY g ORDER BY g",
-        FUNCS.map(|f| format!("{f}(v)")).join(", ")
-    );
+    let sql = format!("SELECT k, {} FROM t GROUP BY k ORDER BY k", moment_calls());
     let a = context(&g, &v, n, 1)
         .await
         .sql(&sql)
@@ -158,7 +111,11 @@ async fn split_into_many_batches_and_partitions_equals_one_batch() {
                 a.column(c).as_primitive::<Float64Type>().value(r),
                 b.column(c).as_primitive::<Float64Type>().value(r),
             );
-            assert!(close(x, y, 1e-9), "{}: group {r}: {x} vs {y}", FUNCS[c - 1]);
+            assert!(
+                close(x, y, 1e-9),
+                "{}: group {r}: {x} vs {y}",
+                moment_names()[c - 1]
+            );
         }
     }
 }
@@ -169,7 +126,7 @@ async fn nulls_are_skipped_and_empty_input_is_null() {
     weir_udf::register(&ctx);
     let sql = format!(
         "SELECT {} FROM (VALUES (CAST(NULL AS DOUBLE)), (3.0), (NULL), (-4.0)) AS x(v)",
-        FUNCS.map(|f| format!("{f}(v)")).join(", ")
+        moment_calls()
     );
     let got = values(&ctx, &sql).await;
     assert!(
@@ -179,7 +136,7 @@ async fn nulls_are_skipped_and_empty_input_is_null() {
     assert!(close(got[1].unwrap(), 7.0, 1e-12));
     let sql = format!(
         "SELECT {} FROM (VALUES (1.0)) AS x(v) WHERE v > 5",
-        FUNCS.map(|f| format!("{f}(v)")).join(", ")
+        moment_calls()
     );
     assert!(
         values(&ctx, &sql).await.iter().all(Option::is_none),

@@ -2,45 +2,18 @@
 //! (`fixtures/make_fixtures.py` made `fixtures/reference.json`), closed-form signals and
 //! the ISO 10816-3 table.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, Int64Array, RecordBatch, TimestampNanosecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::prelude::SessionContext;
 use serde_json::Value;
 
-/// Table `t(k, ts, v)`: key, timestamp (from seconds), value; in batches of `batch` rows.
+mod common;
+
+use common::{close, moment_calls, moment_names};
+
+/// Table `t(k, ts, v)` in three partitions of batches of `batch` rows.
 async fn table(keys: &[i64], ts_s: &[f64], v: &[f64], batch: usize) -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
-    weir_udf::register(&ctx);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
-        Field::new("v", DataType::Float64, false),
-    ]));
-    let mut parts = vec![vec![]; 3];
-    for (i, s) in (0..v.len()).step_by(batch).enumerate() {
-        let e = (s + batch).min(v.len());
-        parts[i % 3].push(
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(keys[s..e].to_vec())),
-                    Arc::new(TimestampNanosecondArray::from_iter_values(
-                        ts_s[s..e].iter().map(|t| (t * 1e9).round() as i64),
-                    )),
-                    Arc::new(Float64Array::from(v[s..e].to_vec())),
-                ],
-            )
-            .unwrap(),
-        );
-    }
-    ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap()))
-        .unwrap();
-    ctx
+    common::table(keys, ts_s, v, batch, 3).await
 }
 
 async fn one_row(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
@@ -54,10 +27,6 @@ async fn one_row(ctx: &SessionContext, sql: &str) -> Vec<Option<f64>> {
             (!a.is_null(0)).then(|| a.value(0))
         })
         .collect()
-}
-
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
 fn fixtures() -> Vec<Value> {
@@ -78,30 +47,15 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-const MOMENTS: [&str; 9] = [
-    "rms",
-    "peak_to_peak",
-    "crest_factor",
-    "kurtosis",
-    "excess_kurtosis",
-    "skewness",
-    "mean_abs",
-    "shape_factor",
-    "impulse_factor",
-];
-
 #[tokio::test]
 async fn moment_functions_match_numpy_and_scipy() {
     for case in fixtures() {
         let v = floats(&case["values"]);
         let ts: Vec<f64> = (0..v.len()).map(|i| i as f64).collect();
         let ctx = table(&vec![0; v.len()], &ts, &v, 61).await;
-        let sql = format!(
-            "SELECT {} FROM t",
-            MOMENTS.map(|f| format!("{f}(v)")).join(", ")
-        );
+        let sql = format!("SELECT {} FROM t", moment_calls());
         let got = one_row(&ctx, &sql).await;
-        for (f, g) in MOMENTS.iter().zip(got) {
+        for (f, g) in moment_names().iter().zip(got) {
             let want = case[*f].as_f64().unwrap();
             assert!(
                 close(g.unwrap(), want, 1e-9),
