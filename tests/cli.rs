@@ -337,3 +337,29 @@ fn sigterm_stops_cleanly_and_handles_open_windows_as_configured() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(emitted_rows, 0, "open windows dropped");
 }
+
+#[test]
+fn file_source_replays_at_the_original_pace_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // 60 rows over 5.9 s of event time, replayed 4 times faster: about 1.5 s
+    let rows = replay_rows();
+    let mut w = arrow::csv::Writer::new(std::fs::File::create(dir.path().join("in.csv")).unwrap());
+    w.write(&rows).unwrap();
+    drop(w);
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE r (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'file', path = 'in.csv', event_time = 'ts', pace = 'original', speed = '4', batch_rows = '5');\n\
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');\n\
+         INSERT INTO out SELECT machine, value FROM r;",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let out = run(&["run", "p.sql"], dir.path());
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 60);
+    assert!(
+        took >= Duration::from_millis(1300),
+        "paced by event time: took {took:?}"
+    );
+}
