@@ -88,22 +88,14 @@ async fn split_into_many_batches_and_partitions_equals_one_batch() {
         );
     }
     let sql = format!("SELECT k, {} FROM t GROUP BY k ORDER BY k", moment_calls());
-    let a = context(&g, &v, n, 1)
-        .await
-        .sql(&sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let b = context(&g, &v, 53, 3)
-        .await
-        .sql(&sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let grouped = |batch: usize, parts: usize| {
+        let (g, v, sql) = (&g, &v, &sql);
+        async move {
+            let ctx = context(g, v, batch, parts).await;
+            ctx.sql(sql).await.unwrap().collect().await.unwrap()
+        }
+    };
+    let (a, b) = (grouped(n, 1).await, grouped(53, 3).await);
     let (a, b) = (&a[0], &b[0]);
     for c in 1..a.num_columns() {
         for r in 0..a.num_rows() {
