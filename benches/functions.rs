@@ -59,6 +59,9 @@ async fn main() {
         "impulse_factor(value)",
         "trend_slope(ts, value)",
         "time_to_threshold(ts, value, 100.0)",
+        // 25 samples per group and window here: a 25 Hz sampling rate
+        "band_energy(value, 25, 2, 8 ORDER BY ts)",
+        "dominant_frequency(value, 25 ORDER BY ts)",
     ] {
         let r = rows_per_sec(call, &batches).await;
         println!(

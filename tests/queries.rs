@@ -41,6 +41,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 fn bearing_health_alerts_only_the_machine_with_a_bearing_fault() {
     let (out, err) = run_query("bearing_health.sql");
     assert_eq!(alerted(&out, "bearing"), set(&["M2"]), "{out}\n{err}");
+    assert_eq!(alerted(&out, "hf_vibration"), set(&["M2"]), "{out}\n{err}");
     assert!(
         err.contains("pipeline bearing_1m: 720000 rows in, 12 rows out, 3 windows emitted"),
         "{err}"

@@ -1,8 +1,12 @@
-//! Weir's source connectors. Each implements the engine's [`weir_engine::connector`] traits.
+//! Weir's connectors (sources, and sinks that talk to devices or brokers). Each implements the engine's [`weir_engine::connector`] traits.
 
+pub mod backoff;
+pub mod columns;
 pub mod conform;
+pub mod dead_letter;
 pub mod file;
 pub mod generator;
+pub mod mqtt;
 mod signals;
 
 use std::sync::Arc;
@@ -14,5 +18,7 @@ pub fn all() -> Connectors {
     let mut c = Connectors::with_builtin_sinks();
     c.add_source(Arc::new(generator::GeneratorFactory));
     c.add_source(Arc::new(file::FileSourceFactory));
+    c.add_source(Arc::new(mqtt::MqttSourceFactory));
+    c.add_sink(Arc::new(mqtt::MqttSinkFactory));
     c
 }

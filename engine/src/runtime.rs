@@ -1,13 +1,15 @@
 //! Runs a compiled project: starts sources and sinks as tasks, drives the dataflow, stops
 //! on end of input or on request, and reports what happened.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::compile::Project;
-use crate::connector::{SourceEvent, SourceOutput};
+use crate::connector::{SourceEvent, SourceHealth, SourceOutput};
 use crate::exec::dataflow::SinkBatch;
 
 /// What happened during a run.
@@ -15,14 +17,27 @@ use crate::exec::dataflow::SinkBatch;
 pub struct Summary {
     /// Wall-clock duration.
     pub elapsed: Duration,
-    /// Per source: name, rows in, rows dropped for a null event time.
-    pub sources: Vec<(String, u64, u64)>,
+    /// Per source.
+    pub sources: Vec<SourceSummary>,
     /// Per pipeline.
     pub pipelines: Vec<PipelineSummary>,
     /// Sources that failed, with their error.
     pub failed_sources: Vec<(String, String)>,
     /// Sink write failures.
     pub sink_errors: u64,
+}
+
+/// One source's counters.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSummary {
+    /// Source name.
+    pub name: String,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows dropped for a null event time.
+    pub null_time_rows: u64,
+    /// Inputs the source skipped (malformed, oversized, ...), by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
 }
 
 /// One pipeline's counters.
@@ -45,7 +60,7 @@ pub struct PipelineSummary {
 impl Summary {
     /// Rows read by all sources.
     pub fn rows_in(&self) -> u64 {
-        self.sources.iter().map(|s| s.1).sum()
+        self.sources.iter().map(|s| s.rows).sum()
     }
 }
 
@@ -59,10 +74,16 @@ impl std::fmt::Display for Summary {
             self.rows_in(),
             self.rows_in() as f64 / secs
         )?;
-        for (name, rows, null_time) in &self.sources {
-            write!(f, "  source {name}: {rows} rows")?;
-            if *null_time > 0 {
-                write!(f, ", {null_time} dropped (no event time)")?;
+        for s in &self.sources {
+            write!(f, "  source {}: {} rows", s.name, s.rows)?;
+            if s.null_time_rows > 0 {
+                write!(f, ", {} dropped (no event time)", s.null_time_rows)?;
+            }
+            if !s.skipped.is_empty() {
+                let total: u64 = s.skipped.values().sum();
+                let reasons: Vec<String> =
+                    s.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                write!(f, ", {total} inputs skipped ({})", reasons.join(", "))?;
             }
             writeln!(f)?;
         }
@@ -137,8 +158,17 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     }
     let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let mut running = sources.len();
+    let health: Vec<Arc<SourceHealth>> = sources
+        .iter()
+        .map(|s| Arc::new(SourceHealth::new(&s.name)))
+        .collect();
     for s in sources {
-        let out = SourceOutput::new(s.stream, tx.clone(), stop_rx.clone());
+        let out = SourceOutput::new(
+            s.stream,
+            tx.clone(),
+            stop_rx.clone(),
+            Arc::clone(&health[s.stream]),
+        );
         let done = tx.clone();
         let id = s.stream;
         info!(source = %s.name, connector = %s.connector, "source starting");
@@ -210,8 +240,13 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         sources: dataflow
             .streams
             .iter()
-            .take(source_names.len())
-            .map(|s| (s.name.clone(), s.rows_in, s.null_time_rows))
+            .zip(&health)
+            .map(|(s, h)| SourceSummary {
+                name: s.name.clone(),
+                rows: s.rows_in,
+                null_time_rows: s.null_time_rows,
+                skipped: h.skipped(),
+            })
             .collect(),
         pipelines: dataflow
             .pipelines

@@ -591,7 +591,8 @@ async fn many_aggregate_functions_in_hop_windows_match_batch_sql() {
 #[tokio::test]
 async fn predictive_maintenance_functions_in_hop_windows_match_batch_sql() {
     let aggs = "rms(v), kurtosis(v), crest_factor(v), skewness(v), trend_slope(ts, v), \
-                time_to_threshold(ts, v, 50.0)";
+                time_to_threshold(ts, v, 50.0), band_energy(v, 100, 20, 30 ORDER BY ts, v), \
+                dominant_frequency(v, 100 ORDER BY ts, v)";
     let sql = format!(
         "{SRC}INSERT INTO out SELECT k, window_start, {aggs} \
          FROM HOP(s, ts, INTERVAL '2' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start, window_end;"

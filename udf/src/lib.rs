@@ -3,9 +3,11 @@
 //! windows and in DataFusion's two-phase aggregation alike.
 
 pub mod across_windows;
+mod arrays;
 pub mod iso10816;
 pub mod moment_functions;
 pub mod moments;
+pub mod spectral;
 pub mod trend;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
@@ -13,6 +15,7 @@ use datafusion::prelude::SessionContext;
 
 use across_windows::{RunningFunction, RunningKind};
 use moment_functions::{MomentFunction, MomentKind};
+use spectral::{SpectralFunction, SpectralKind};
 use trend::{TrendFunction, TrendKind};
 
 /// A function this crate adds, for `weir functions`.
@@ -52,6 +55,11 @@ pub fn functions() -> Vec<FunctionDoc> {
     MomentKind::ALL
         .iter()
         .map(|(_, name, description)| FunctionDoc { name, description })
+        .chain(
+            SpectralKind::ALL
+                .iter()
+                .map(|(_, name, description)| FunctionDoc { name, description }),
+        )
         .chain(OTHERS)
         .collect()
 }
@@ -60,6 +68,9 @@ pub fn functions() -> Vec<FunctionDoc> {
 pub fn register(ctx: &SessionContext) {
     for (kind, name, _) in MomentKind::ALL {
         ctx.register_udaf(AggregateUDF::from(MomentFunction::new(kind, name)));
+    }
+    for (kind, _, _) in SpectralKind::ALL {
+        ctx.register_udaf(AggregateUDF::from(SpectralFunction::new(kind)));
     }
     for kind in [TrendKind::Slope, TrendKind::TimeToThreshold] {
         ctx.register_udaf(AggregateUDF::from(TrendFunction::new(kind)));

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+
+use crate::arrays::floats;
 
 /// Partial state of a least-squares fit: count, means, co-moments, latest time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,11 +154,6 @@ fn seconds(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
         }
         _ => floats(a),
     }
-}
-
-fn floats(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
-    let f = datafusion::arrow::compute::cast(a, &DataType::Float64)?;
-    Ok(f.as_primitive::<Float64Type>().iter().collect())
 }
 
 impl AggregateUDFImpl for TrendFunction {

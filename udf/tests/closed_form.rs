@@ -138,3 +138,102 @@ async fn nulls_are_skipped_and_empty_input_is_null() {
     let sql = "SELECT kurtosis(v), skewness(v), rms(v) FROM (VALUES (2.0), (2.0)) AS x(v)";
     assert_eq!(values(&ctx, sql).await, vec![None, None, Some(2.0)]);
 }
+
+/// `amplitude · sin(2π f t)` for each `(amplitude, f)`, summed, at `rate` Hz for `n` samples.
+fn tones(parts: &[(f64, f64)], rate: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate;
+            parts
+                .iter()
+                .map(|(a, f)| a * (2.0 * PI * f * t).sin())
+                .sum()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn spectra_of_tones_have_their_textbook_power() {
+    // 1 s at 1 kHz: every tone completes whole periods, so each falls on one spectral line
+    let v = tones(&[(3.0, 120.0), (0.5, 37.0)], 1000.0, 1000);
+    // scrambled arrival order: ORDER BY ts restores time order
+    let perm: Vec<usize> = (0..v.len()).map(|i| i * 389 % v.len()).collect();
+    let ts: Vec<f64> = perm.iter().map(|&i| i as f64 / 1000.0).collect();
+    let vs: Vec<f64> = perm.iter().map(|&i| v[i]).collect();
+    let ctx = common::table(&vec![0; v.len()], &ts, &vs, 97, 3).await;
+    let got = values(
+        &ctx,
+        "SELECT band_energy(v, 1000, 110, 130 ORDER BY ts), band_energy(v, 1000, 30, 40 ORDER BY ts), \
+                band_energy(v, 1000, 0, 500 ORDER BY ts), band_energy(v, 1000, 200, 500 ORDER BY ts), \
+                dominant_frequency(v, 1000 ORDER BY ts) FROM t",
+    )
+    .await;
+    let tone_power = |a: f64| a * a / 2.0;
+    assert!(close(got[0].unwrap(), tone_power(3.0), 1e-9), "{got:?}");
+    assert!(close(got[1].unwrap(), tone_power(0.5), 1e-9), "{got:?}");
+    assert!(
+        close(got[2].unwrap(), tone_power(3.0) + tone_power(0.5), 1e-9),
+        "whole band = mean square: {got:?}"
+    );
+    assert!(got[3].unwrap() < 1e-20, "no power above 200 Hz: {got:?}");
+    assert!(close(got[4].unwrap(), 120.0, 1e-12), "{got:?}");
+}
+
+#[tokio::test]
+async fn spectra_are_per_group_and_independent_of_batching() {
+    // group k has a tone at 10·(k+1) Hz, rows of all groups interleaved
+    let (groups, n) = (4usize, 800usize);
+    let per_group: Vec<Vec<f64>> = (0..groups)
+        .map(|k| tones(&[(1.0 + k as f64, 10.0 * (k + 1) as f64)], 200.0, n))
+        .collect();
+    let mut g = vec![];
+    let (mut ts, mut v) = (vec![], vec![]);
+    for i in 0..n {
+        for (k, series) in per_group.iter().enumerate() {
+            g.push(k as i64);
+            ts.push(i as f64 / 200.0);
+            v.push(series[i]);
+        }
+    }
+    let sql = "SELECT k, dominant_frequency(v, 200 ORDER BY ts), \
+               band_energy(v, 200, 5, 45 ORDER BY ts) FROM t GROUP BY k ORDER BY k";
+    for (batch, parts) in [(g.len(), 1), (53, 3)] {
+        let ctx = common::table(&g, &ts, &v, batch, parts).await;
+        let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let b = datafusion::arrow::compute::concat_batches(&b[0].schema(), &b).unwrap();
+        assert_eq!(b.num_rows(), groups);
+        for k in 0..groups {
+            let f = b.column(1).as_primitive::<Float64Type>().value(k);
+            let e = b.column(2).as_primitive::<Float64Type>().value(k);
+            let a = 1.0 + k as f64;
+            assert!(close(f, 10.0 * (k + 1) as f64, 1e-12), "group {k}: {f} Hz");
+            assert!(close(e, a * a / 2.0, 1e-9), "group {k}: band energy {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn spectra_of_constants_and_bad_rates() {
+    let ctx = SessionContext::new();
+    weir_udf::register(&ctx);
+    let sql = "SELECT dominant_frequency(v, 100), band_energy(v, 100, 0, 0), \
+               dominant_frequency(v, 100) FILTER (WHERE v > 5) \
+               FROM (VALUES (2.0), (2.0), (2.0), (2.0)) AS x(v)";
+    assert_eq!(
+        values(&ctx, sql).await,
+        vec![None, Some(4.0), None],
+        "a constant has only a 0 Hz line, holding its square; no rows gives null"
+    );
+    let err = ctx
+        .sql("SELECT band_energy(v, 0, 1, 2) FROM (VALUES (1.0), (2.0)) AS x(v)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("band_energy: sample_rate_hz must be a positive number"),
+        "{err}"
+    );
+}

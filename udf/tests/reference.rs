@@ -96,6 +96,40 @@ async fn trend_functions_match_numpy_polyfit() {
 }
 
 #[tokio::test]
+async fn spectral_functions_match_numpy_fft() {
+    let case = fixtures()
+        .into_iter()
+        .find(|c| c.get("dominant_frequency").is_some())
+        .unwrap();
+    let v = floats(&case["values"]);
+    let rate = case["sample_rate_hz"].as_f64().unwrap();
+    let band = floats(&case["band"]);
+    // rows arrive in a scrambled order; ORDER BY ts puts them back
+    let order: Vec<usize> = (0..v.len()).map(|i| (i * 211 + 5) % v.len()).collect();
+    let ts: Vec<f64> = order.iter().map(|&i| i as f64 / rate).collect();
+    let vs: Vec<f64> = order.iter().map(|&i| v[i]).collect();
+    let ctx = table(&vec![0; v.len()], &ts, &vs, 29).await;
+    let got = one_row(
+        &ctx,
+        &format!(
+            "SELECT band_energy(v, {rate}, {}, {} ORDER BY ts), dominant_frequency(v, {rate} ORDER BY ts) FROM t",
+            band[0], band[1]
+        ),
+    )
+    .await;
+    let want = case["band_energy"].as_f64().unwrap();
+    assert!(
+        close(got[0].unwrap(), want, 1e-9),
+        "band_energy {got:?}, numpy {want}"
+    );
+    let want = case["dominant_frequency"].as_f64().unwrap();
+    assert!(
+        close(got[1].unwrap(), want, 1e-12),
+        "dominant_frequency {got:?}, numpy {want}"
+    );
+}
+
+#[tokio::test]
 async fn iso10816_zones_follow_the_table() {
     let ctx = SessionContext::new();
     weir_udf::register(&ctx);

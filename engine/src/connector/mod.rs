@@ -11,6 +11,10 @@ use tokio::sync::{mpsc, watch};
 use crate::diagnostic::PipelineError;
 use crate::parse::Options;
 
+pub mod health;
+
+pub use health::{Connection, SourceHealth};
+
 /// What a source is told when it is built.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -39,6 +43,7 @@ pub struct SourceOutput {
     id: usize,
     tx: mpsc::Sender<SourceEvent>,
     stop: watch::Receiver<bool>,
+    health: Arc<SourceHealth>,
 }
 
 /// The engine is shutting down: the source should return.
@@ -46,9 +51,24 @@ pub struct SourceOutput {
 pub struct Stopped;
 
 impl SourceOutput {
-    /// An output for source `id`.
-    pub fn new(id: usize, tx: mpsc::Sender<SourceEvent>, stop: watch::Receiver<bool>) -> Self {
-        Self { id, tx, stop }
+    /// An output for source `id`, reporting its health to `health`.
+    pub fn new(
+        id: usize,
+        tx: mpsc::Sender<SourceEvent>,
+        stop: watch::Receiver<bool>,
+        health: Arc<SourceHealth>,
+    ) -> Self {
+        Self {
+            id,
+            tx,
+            stop,
+            health,
+        }
+    }
+
+    /// Where the source counts skipped inputs and reports its connection state.
+    pub fn health(&self) -> &Arc<SourceHealth> {
+        &self.health
     }
 
     /// Sends a batch, waiting while the engine is busy (backpressure).
@@ -63,6 +83,14 @@ impl SourceOutput {
             .send(SourceEvent::Batch(self.id, batch))
             .await
             .map_err(|_| Stopped)
+    }
+
+    /// Sends the last rows a stopping source still holds (sent even after the engine asked
+    /// sources to stop; lost only if the engine is already gone).
+    pub async fn send_last(&self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            let _ = self.tx.send(SourceEvent::Batch(self.id, batch)).await;
+        }
     }
 
     /// True once the engine asked sources to stop.

@@ -123,6 +123,16 @@ impl Options {
         })
     }
 
+    /// A size in bytes: a whole number, or with a unit such as `256KiB`, `1 MiB` or `2MB`.
+    pub fn bytes(&self, key: &str) -> Result<Option<u64>, PipelineError> {
+        self.parsed(key, |v| {
+            v.trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| "expected a size such as '65536', '256KiB' or '1MiB'".to_string())
+        })
+    }
+
     /// A floating-point number.
     pub fn f64(&self, key: &str) -> Result<Option<f64>, PipelineError> {
         self.parsed(key, |v| {

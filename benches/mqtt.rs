@@ -1,0 +1,215 @@
+//! MQTT ingestion: messages/s from a real local Mosquitto broker into a windowed pipeline,
+//! next to a plain rumqttc subscriber that only counts messages, in the same run.
+//!
+//! Both drain an identical backlog: each has a persistent session subscribed to `bench/#`;
+//! the bench publishes N JSON messages (~100 bytes) at QoS 1, which the broker queues for
+//! both sessions; then each connects and is timed until it has taken in all N (for Weir:
+//! until the windows it emitted count all N rows). Alternating order, median of 3 rounds.
+//!
+//! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
+
+#[path = "../tests/support/mosquitto.rs"]
+mod mosquitto;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use mosquitto::Mosquitto;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+use weir_engine::PipelineError;
+use weir_engine::connector::{Sink, SinkFactory, SinkSpec};
+use weir_engine::parse::{Options, parse_file};
+use weir_engine::runtime::{RunControl, run};
+
+const N: u64 = 200_000;
+const T0: i64 = 1_767_225_600_000;
+
+/// Adds up column `n` of every batch it gets.
+struct CountSink(Arc<AtomicU64>);
+
+#[async_trait]
+impl Sink for CountSink {
+    async fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
+        let n = batch.column_by_name("n").expect("column n");
+        let n = n.as_primitive::<Int64Type>();
+        let total: i64 = (0..n.len()).map(|i| n.value(i)).sum();
+        self.0.fetch_add(total as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn close(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+struct CountSinkFactory(Arc<AtomicU64>);
+
+impl SinkFactory for CountSinkFactory {
+    fn name(&self) -> &'static str {
+        "count"
+    }
+    fn description(&self) -> &'static str {
+        "counts rows for the benchmark"
+    }
+    fn build(&self, _: &SinkSpec, _: &Options) -> Result<Box<dyn Sink>, PipelineError> {
+        Ok(Box::new(CountSink(Arc::clone(&self.0))))
+    }
+}
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Connects `id` with a persistent session, subscribes to `bench/#` at QoS 1, disconnects.
+async fn make_session(id: &str, port: u16) {
+    let (c, mut l) = AsyncClient::new(options(id, port), 10);
+    c.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = l.poll().await.unwrap() {
+            break;
+        }
+    }
+    c.disconnect().await.unwrap();
+    while l.poll().await.is_ok() {}
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!(
+        "{{\"ts\":{},\"machine\":\"M{:02}\",\"sensor\":\"vib_x\",\"value\":{:.6},\"status\":\"ok\",\"seq\":{i}}}",
+        T0 + i as i64,
+        i % 16,
+        (i % 1000) as f64 / 7.0
+    )
+    .into_bytes()
+}
+
+/// Publishes the backlog at QoS 1 (and a last reading far ahead that closes every window).
+async fn publish_backlog(port: u16) {
+    let (c, mut l) = AsyncClient::new(options("bench-publisher", port), 1000);
+    let poller = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while acked < N + 1 {
+            if let Event::Incoming(Packet::PubAck(_)) = l.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    });
+    for i in 0..N {
+        c.publish(
+            format!("bench/L1/M{:02}", i % 16),
+            QoS::AtLeastOnce,
+            false,
+            payload(i),
+        )
+        .await
+        .unwrap();
+    }
+    let end = format!(
+        "{{\"ts\":{},\"machine\":\"end\",\"value\":0}}",
+        T0 + N as i64 + 3_600_000
+    );
+    c.publish("bench/L1/end", QoS::AtLeastOnce, false, end.into_bytes())
+        .await
+        .unwrap();
+    poller.await.unwrap();
+}
+
+/// Plain subscriber: messages/s until it has received N.
+async fn drain_plain(port: u16) -> f64 {
+    let start = Instant::now();
+    let (_c, mut l) = AsyncClient::new(options("bench-plain", port), 10);
+    let mut got = 0u64;
+    while got < N {
+        if let Event::Incoming(Packet::Publish(_)) = l.poll().await.unwrap() {
+            got += 1;
+        }
+    }
+    let rate = N as f64 / start.elapsed().as_secs_f64();
+    // take the closing reading too, so the session is empty for the next round
+    while got < N + 1 {
+        if let Event::Incoming(Packet::Publish(_)) = l.poll().await.unwrap() {
+            got += 1;
+        }
+    }
+    rate
+}
+
+/// Weir: messages/s until its windows have counted N rows.
+async fn drain_weir(port: u16) -> f64 {
+    let counted = Arc::new(AtomicU64::new(0));
+    let mut connectors = weir_connectors::all();
+    connectors.add_sink(Arc::new(CountSinkFactory(Arc::clone(&counted))));
+    let sql = format!(
+        "CREATE SOURCE s (line VARCHAR, machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'bench/{{line}}/#', qos = '1',
+            client_id = 'bench-weir', clean_session = 'false', event_time = 'ts', batch_rows = '4096');
+         CREATE SINK out WITH (connector = 'count');
+         INSERT INTO out SELECT machine, window_start, count(*) AS n, avg(value) AS v
+         FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;"
+    );
+    let file = parse_file("bench.sql", &sql, &|_| None).expect("parses");
+    let project = weir_engine::compile(vec![file], &connectors, false)
+        .await
+        .expect("compiles");
+    let (stop_tx, stop) = watch::channel(false);
+    let start = Instant::now();
+    let running = tokio::spawn(run(project, RunControl { stop }));
+    while counted.load(Ordering::Relaxed) < N {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = N as f64 / start.elapsed().as_secs_f64();
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    rate
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let broker = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 1000\n");
+    let port = broker.port;
+    make_session("bench-plain", port).await;
+    make_session("bench-weir", port).await;
+    println!(
+        "mqtt: drain a backlog of {N} JSON messages (~{} bytes, QoS 1) from a local Mosquitto, median of 3 rounds",
+        payload(12345).len()
+    );
+    let (mut plain, mut weir) = (vec![], vec![]);
+    for round in 0..3 {
+        publish_backlog(port).await;
+        if round % 2 == 0 {
+            plain.push(drain_plain(port).await);
+            weir.push(drain_weir(port).await);
+        } else {
+            weir.push(drain_weir(port).await);
+            plain.push(drain_plain(port).await);
+        }
+        println!(
+            "  round {round}: plain subscriber {:.0} msg/s, weir {:.0} msg/s",
+            plain[round], weir[round]
+        );
+    }
+    let (p, w) = (median(plain), median(weir));
+    println!(
+        "  plain rumqttc subscriber (counts only)       {:>9.0} messages/s",
+        p
+    );
+    println!(
+        "  weir: mqtt source → 1 s tumbling window       {:>9.0} messages/s  ({:.0}% of the plain subscriber)",
+        w,
+        100.0 * w / p
+    );
+}

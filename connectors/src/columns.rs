@@ -1,0 +1,400 @@
+//! Column buffers filled value by value (from JSON values or text) and turned into Arrow
+//! arrays of the declared types. Values are coerced only where nothing is lost: `"42"` fills
+//! an integer column, `42.5` does not; numbers fill text columns as written.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, StringArray,
+    TimestampNanosecondArray, UInt64Array,
+};
+use arrow::compute::cast;
+use arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+use arrow::datatypes::DataType;
+use serde_json::Value;
+
+/// Unit of epoch numbers in timestamp columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Seconds.
+    Seconds,
+    /// Milliseconds.
+    Millis,
+    /// Microseconds.
+    Micros,
+    /// Nanoseconds.
+    Nanos,
+}
+
+impl EpochUnit {
+    /// Parses `s`, `ms`, `us` or `ns`.
+    pub fn parse(s: &str) -> Option<EpochUnit> {
+        match s {
+            "s" => Some(EpochUnit::Seconds),
+            "ms" => Some(EpochUnit::Millis),
+            "us" => Some(EpochUnit::Micros),
+            "ns" => Some(EpochUnit::Nanos),
+            _ => None,
+        }
+    }
+
+    fn nanos(self) -> i64 {
+        match self {
+            EpochUnit::Seconds => 1_000_000_000,
+            EpochUnit::Millis => 1_000_000,
+            EpochUnit::Micros => 1_000,
+            EpochUnit::Nanos => 1,
+        }
+    }
+}
+
+/// Values of one column, before they become an Arrow array.
+#[derive(Debug)]
+enum Values {
+    Int(Vec<Option<i64>>, i64, i64),
+    UInt(Vec<Option<u64>>, u64),
+    Float(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+    Text(Vec<Option<String>>),
+    Binary(Vec<Option<Vec<u8>>>),
+    Time(Vec<Option<i64>>),
+}
+
+/// One column being filled.
+#[derive(Debug)]
+pub struct ColumnBuffer {
+    data_type: DataType,
+    values: Values,
+}
+
+/// The column types a buffer can fill.
+pub fn supported(t: &DataType) -> bool {
+    ColumnBuffer::new(t).is_some()
+}
+
+fn int_range(t: &DataType) -> Option<(i64, i64)> {
+    Some(match t {
+        DataType::Int8 => (i8::MIN as i64, i8::MAX as i64),
+        DataType::Int16 => (i16::MIN as i64, i16::MAX as i64),
+        DataType::Int32 => (i32::MIN as i64, i32::MAX as i64),
+        DataType::Int64 => (i64::MIN, i64::MAX),
+        _ => return None,
+    })
+}
+
+fn uint_max(t: &DataType) -> Option<u64> {
+    Some(match t {
+        DataType::UInt8 => u8::MAX as u64,
+        DataType::UInt16 => u16::MAX as u64,
+        DataType::UInt32 => u32::MAX as u64,
+        DataType::UInt64 => u64::MAX,
+        _ => return None,
+    })
+}
+
+/// A whole number from a JSON number, if it is one exactly.
+fn exact_integer(n: &serde_json::Number) -> Option<i128> {
+    if let Some(i) = n.as_i64() {
+        return Some(i as i128);
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(u as i128);
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i128)
+}
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{}…", &s[..s.floor_char_boundary(40)])
+    } else {
+        s
+    }
+}
+
+impl ColumnBuffer {
+    /// A buffer for a column of type `t`, or `None` when the type is not supported.
+    pub fn new(t: &DataType) -> Option<ColumnBuffer> {
+        let values = if let Some((lo, hi)) = int_range(t) {
+            Values::Int(vec![], lo, hi)
+        } else if let Some(max) = uint_max(t) {
+            Values::UInt(vec![], max)
+        } else {
+            match t {
+                DataType::Float32 | DataType::Float64 => Values::Float(vec![]),
+                DataType::Boolean => Values::Bool(vec![]),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Values::Text(vec![]),
+                DataType::Binary | DataType::BinaryView | DataType::LargeBinary => {
+                    Values::Binary(vec![])
+                }
+                DataType::Timestamp(..) => Values::Time(vec![]),
+                _ => return None,
+            }
+        };
+        Some(ColumnBuffer {
+            data_type: t.clone(),
+            values,
+        })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match &self.values {
+            Values::Int(v, ..) | Values::Time(v) => v.len(),
+            Values::UInt(v, _) => v.len(),
+            Values::Float(v) => v.len(),
+            Values::Bool(v) => v.len(),
+            Values::Text(v) => v.len(),
+            Values::Binary(v) => v.len(),
+        }
+    }
+
+    /// True without values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops values after the first `n` (undoes a partly decoded message).
+    pub fn truncate(&mut self, n: usize) {
+        match &mut self.values {
+            Values::Int(v, ..) | Values::Time(v) => v.truncate(n),
+            Values::UInt(v, _) => v.truncate(n),
+            Values::Float(v) => v.truncate(n),
+            Values::Bool(v) => v.truncate(n),
+            Values::Text(v) => v.truncate(n),
+            Values::Binary(v) => v.truncate(n),
+        }
+    }
+
+    /// Appends a null.
+    pub fn push_null(&mut self) {
+        match &mut self.values {
+            Values::Int(v, ..) | Values::Time(v) => v.push(None),
+            Values::UInt(v, _) => v.push(None),
+            Values::Float(v) => v.push(None),
+            Values::Bool(v) => v.push(None),
+            Values::Text(v) => v.push(None),
+            Values::Binary(v) => v.push(None),
+        }
+    }
+
+    /// Appends a timestamp in nanoseconds since the epoch (for arrival times); only for
+    /// timestamp columns.
+    pub fn push_time(&mut self, nanos: i64) {
+        if let Values::Time(v) = &mut self.values {
+            v.push(Some(nanos));
+        } else {
+            self.push_null();
+        }
+    }
+
+    /// Appends a JSON value, coerced losslessly; the error says why it does not fit.
+    pub fn push_json(&mut self, v: &Value, unit: EpochUnit) -> Result<(), String> {
+        if v.is_null() {
+            self.push_null();
+            return Ok(());
+        }
+        if let Value::String(s) = v {
+            return self.push_text(s, unit);
+        }
+        let t = &self.data_type;
+        let wrong = || format!("{} does not fit a {t} column", describe(v));
+        match (&mut self.values, v) {
+            (Values::Int(out, lo, hi), Value::Number(n)) => {
+                let i = exact_integer(n).filter(|i| (*lo as i128..=*hi as i128).contains(i));
+                out.push(Some(i.ok_or_else(wrong)? as i64));
+            }
+            (Values::UInt(out, max), Value::Number(n)) => {
+                let i = exact_integer(n).filter(|i| (0..=*max as i128).contains(i));
+                out.push(Some(i.ok_or_else(wrong)? as u64));
+            }
+            (Values::Float(out), Value::Number(n)) => out.push(n.as_f64()),
+            (Values::Bool(out), Value::Bool(b)) => out.push(Some(*b)),
+            (Values::Text(out), v) => out.push(Some(v.to_string())),
+            (Values::Binary(out), v) => out.push(Some(v.to_string().into_bytes())),
+            (Values::Time(out), Value::Number(n)) => {
+                let scale = unit.nanos();
+                let ns = match exact_integer(n) {
+                    Some(i) => i
+                        .checked_mul(scale as i128)
+                        .and_then(|x| i64::try_from(x).ok()),
+                    // whole and fractional parts apart: epoch nanoseconds exceed f64's
+                    // 53-bit mantissa
+                    None => n.as_f64().and_then(|f| {
+                        let whole = f.trunc();
+                        let frac = ((f - whole) * scale as f64).round() as i128;
+                        (whole.abs() < 9.2e18)
+                            .then(|| whole as i128 * scale as i128 + frac)
+                            .and_then(|x| i64::try_from(x).ok())
+                    }),
+                };
+                out.push(Some(ns.ok_or_else(wrong)?));
+            }
+            _ => return Err(wrong()),
+        }
+        Ok(())
+    }
+
+    /// Appends text (a JSON string or a topic level), parsed for non-text columns.
+    pub fn push_text(&mut self, s: &str, unit: EpochUnit) -> Result<(), String> {
+        let t = &self.data_type;
+        let wrong = || {
+            let shown: String = s.chars().take(40).collect();
+            format!("\"{shown}\" does not fit a {t} column")
+        };
+        let trimmed = s.trim();
+        match &mut self.values {
+            Values::Text(out) => out.push(Some(s.to_string())),
+            Values::Binary(out) => out.push(Some(s.as_bytes().to_vec())),
+            Values::Int(out, lo, hi) => {
+                let i = trimmed
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|i| (*lo..=*hi).contains(i));
+                out.push(Some(i.ok_or_else(wrong)?));
+            }
+            Values::UInt(out, max) => {
+                let i = trimmed.parse::<u64>().ok().filter(|i| i <= max);
+                out.push(Some(i.ok_or_else(wrong)?));
+            }
+            Values::Float(out) => {
+                let f = trimmed.parse::<f64>().map_err(|_| wrong())?;
+                out.push(Some(f));
+            }
+            Values::Bool(out) => {
+                let b = match trimmed.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(wrong()),
+                };
+                out.push(Some(b));
+            }
+            Values::Time(_) => {
+                if let Ok(n) = trimmed.parse::<serde_json::Number>() {
+                    return self.push_json(&Value::Number(n), unit);
+                }
+                let ns = string_to_timestamp_nanos(trimmed)
+                    .map_err(|_| format!("{}: expected RFC 3339 time or epoch number", wrong()))?;
+                if let Values::Time(out) = &mut self.values {
+                    out.push(Some(ns));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends raw bytes (a raw payload): bytes for binary columns, UTF-8 text otherwise.
+    pub fn push_bytes(&mut self, b: &[u8], unit: EpochUnit) -> Result<(), String> {
+        if let Values::Binary(out) = &mut self.values {
+            out.push(Some(b.to_vec()));
+            return Ok(());
+        }
+        let s = std::str::from_utf8(b).map_err(|e| format!("payload is not UTF-8 text: {e}"))?;
+        self.push_text(s, unit)
+    }
+
+    /// The last value is null.
+    pub fn last_is_null(&self) -> bool {
+        match &self.values {
+            Values::Int(v, ..) | Values::Time(v) => v.last().is_some_and(Option::is_none),
+            Values::UInt(v, _) => v.last().is_some_and(Option::is_none),
+            Values::Float(v) => v.last().is_some_and(Option::is_none),
+            Values::Bool(v) => v.last().is_some_and(Option::is_none),
+            Values::Text(v) => v.last().is_some_and(Option::is_none),
+            Values::Binary(v) => v.last().is_some_and(Option::is_none),
+        }
+    }
+
+    /// The values as an array of the declared type; the buffer is empty afterwards.
+    pub fn finish(&mut self) -> arrow::error::Result<ArrayRef> {
+        let a: ArrayRef = match &mut self.values {
+            Values::Int(v, ..) => Arc::new(Int64Array::from(std::mem::take(v))),
+            Values::UInt(v, _) => Arc::new(UInt64Array::from(std::mem::take(v))),
+            Values::Float(v) => Arc::new(Float64Array::from(std::mem::take(v))),
+            Values::Bool(v) => Arc::new(BooleanArray::from(std::mem::take(v))),
+            Values::Text(v) => Arc::new(StringArray::from(std::mem::take(v))),
+            Values::Binary(v) => {
+                let v = std::mem::take(v);
+                Arc::new(BinaryArray::from_iter(v))
+            }
+            Values::Time(v) => Arc::new(TimestampNanosecondArray::from(std::mem::take(v))),
+        };
+        if a.data_type() == &self.data_type {
+            Ok(a)
+        } else {
+            cast(&a, &self.data_type)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int16Type, TimeUnit, TimestampMillisecondType};
+    use serde_json::json;
+
+    #[test]
+    fn integers_take_only_exact_values_in_range() {
+        let mut c = ColumnBuffer::new(&DataType::Int16).unwrap();
+        let u = EpochUnit::Millis;
+        c.push_json(&json!(7), u).unwrap();
+        c.push_json(&json!(8.0), u).unwrap();
+        c.push_json(&json!("9"), u).unwrap();
+        c.push_json(&json!(null), u).unwrap();
+        assert!(c.push_json(&json!(8.5), u).is_err());
+        assert!(c.push_json(&json!(70000), u).is_err());
+        assert!(c.push_json(&json!("x"), u).is_err());
+        assert!(c.push_json(&json!(true), u).is_err());
+        let a = c.finish().unwrap();
+        let a = a.as_primitive::<Int16Type>();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.values()[..3], [7, 8, 9]);
+        assert!(a.is_null(3));
+    }
+
+    #[test]
+    fn timestamps_from_epochs_and_rfc3339() {
+        let t = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let mut c = ColumnBuffer::new(&t).unwrap();
+        c.push_json(&json!(1_700_000_000), EpochUnit::Seconds)
+            .unwrap();
+        c.push_json(&json!(1_700_000_000_123i64), EpochUnit::Millis)
+            .unwrap();
+        c.push_json(&json!(1_700_000_000.5), EpochUnit::Seconds)
+            .unwrap();
+        c.push_json(&json!("2023-11-14T22:13:20.25Z"), EpochUnit::Millis)
+            .unwrap();
+        c.push_json(&json!("1700000000000"), EpochUnit::Millis)
+            .unwrap();
+        assert!(c.push_json(&json!("yesterday"), EpochUnit::Millis).is_err());
+        let a = c.finish().unwrap();
+        let a = a.as_primitive::<TimestampMillisecondType>();
+        assert_eq!(
+            a.values().to_vec(),
+            vec![
+                1_700_000_000_000,
+                1_700_000_000_123,
+                1_700_000_000_500,
+                1_700_000_000_250,
+                1_700_000_000_000
+            ]
+        );
+    }
+
+    #[test]
+    fn text_takes_numbers_as_written_and_truncate_undoes() {
+        let mut c = ColumnBuffer::new(&DataType::Utf8View).unwrap();
+        c.push_json(&json!("a"), EpochUnit::Millis).unwrap();
+        c.push_json(&json!(1.5), EpochUnit::Millis).unwrap();
+        c.push_json(&json!("b"), EpochUnit::Millis).unwrap();
+        c.truncate(2);
+        let a = c.finish().unwrap();
+        assert_eq!(a.data_type(), &DataType::Utf8View);
+        let a = arrow::compute::cast(&a, &DataType::Utf8).unwrap();
+        let a = a.as_string::<i32>();
+        assert_eq!((a.value(0), a.value(1), a.len()), ("a", "1.5", 2));
+        assert!(ColumnBuffer::new(&DataType::Date32).is_none());
+    }
+}

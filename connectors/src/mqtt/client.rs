@@ -1,0 +1,325 @@
+//! One interface over rumqttc's MQTT 3.1.1 and MQTT 5 clients: connect, subscribe, publish,
+//! and the events the source and sink need.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Code5, Filter, Packet as Packet5};
+use rumqttc::{ConnectReturnCode as Code4, Packet as Packet4, QoS as QoS4, TlsConfiguration};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::settings::{Protocol, Settings, TlsFiles};
+
+/// How many times `max_packet_size` the client can read before the connection breaks: larger
+/// messages up to this size are skipped and counted instead.
+pub const READ_LIMIT_FACTOR: usize = 4;
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Bytes,
+}
+
+/// What polling the connection produced.
+#[derive(Debug)]
+pub enum Event {
+    /// The broker accepted the connection.
+    Connected {
+        /// The broker still had this client's persistent session.
+        session_present: bool,
+    },
+    /// A message arrived.
+    Message(Message),
+    /// A publish of ours left (QoS 0) or was acknowledged (QoS 1 and 2).
+    Delivered,
+    /// Anything else (pings, subscription acks, ...).
+    Other,
+}
+
+/// A connection failure, with a message for people.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// What went wrong and what to check.
+    pub message: String,
+    /// The broker refused us (credentials, client id, authorization): retrying will not help
+    /// until someone changes the configuration.
+    pub refused: bool,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The handle used to subscribe and publish.
+#[derive(Clone)]
+pub enum Client {
+    /// MQTT 3.1.1.
+    V4(rumqttc::AsyncClient),
+    /// MQTT 5.
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// The connection; poll it continuously for anything to happen.
+pub enum Connection {
+    /// MQTT 3.1.1.
+    V4(Box<rumqttc::EventLoop>),
+    /// MQTT 5.
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// QoS 0, 1 or 2.
+pub fn qos_level(q: u8) -> Option<u8> {
+    (q <= 2).then_some(q)
+}
+
+fn qos4(q: u8) -> QoS4 {
+    match q {
+        0 => QoS4::AtMostOnce,
+        1 => QoS4::AtLeastOnce,
+        _ => QoS4::ExactlyOnce,
+    }
+}
+
+fn qos5(q: u8) -> QoS5 {
+    match q {
+        0 => QoS5::AtMostOnce,
+        1 => QoS5::AtLeastOnce,
+        _ => QoS5::ExactlyOnce,
+    }
+}
+
+/// Builds the rustls configuration for `files`, with the ring provider.
+fn tls_config(files: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read CA file {}", ca.display()))?
+            {
+                let cert = cert.with_context(|| format!("bad certificate in {}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("unusable CA certificate in {}", ca.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no CA certificates to check the broker's certificate with (set 'ca_file')");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("cannot read client certificate {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("bad client certificate {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("cannot read client key {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("client certificate and key do not match")?
+        }
+        _ => builder.with_no_client_auth(),
+    })
+}
+
+/// Checks that the TLS files load (so that `weir check` reports them).
+pub fn check_tls(s: &Settings) -> anyhow::Result<()> {
+    if let Some(files) = &s.tls {
+        tls_config(files)?;
+    }
+    Ok(())
+}
+
+/// A client and its connection; nothing happens until the connection is polled.
+pub fn connect(s: &Settings, requests: usize) -> anyhow::Result<(Client, Connection)> {
+    let read_limit = s.max_packet_size.saturating_mul(READ_LIMIT_FACTOR);
+    let transport = match &s.tls {
+        Some(files) => Some(rumqttc::Transport::tls_with_config(
+            TlsConfiguration::Rustls(Arc::new(tls_config(files)?)),
+        )),
+        None => None,
+    };
+    Ok(match s.protocol {
+        Protocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_keep_alive(s.keep_alive)
+                .set_clean_session(s.clean_session)
+                .set_max_packet_size(read_limit, s.max_packet_size)
+                .set_request_channel_capacity(requests);
+            if let Some((u, p)) = &s.credentials {
+                o.set_credentials(u, p);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (c, l) = rumqttc::AsyncClient::new(o, requests);
+            (Client::V4(c), Connection::V4(Box::new(l)))
+        }
+        Protocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_keep_alive(s.keep_alive)
+                .set_clean_start(s.clean_session)
+                .set_max_packet_size(Some(read_limit.min(u32::MAX as usize) as u32))
+                .set_request_channel_capacity(requests);
+            if !s.clean_session {
+                o.set_session_expiry_interval(Some(
+                    s.session_expiry.as_secs().min(u32::MAX as u64) as u32,
+                ));
+            }
+            if let Some((u, p)) = &s.credentials {
+                o.set_credentials(u, p);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (c, l) = rumqttc::v5::AsyncClient::new(o, requests);
+            (Client::V5(c), Connection::V5(Box::new(l)))
+        }
+    })
+}
+
+impl Client {
+    /// Asks for `filters` at `qos` (queued; sent by the connection's poll).
+    pub fn subscribe(&self, filters: &[String], qos: u8) -> anyhow::Result<()> {
+        match self {
+            Client::V4(c) => c.try_subscribe_many(
+                filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos4(qos))),
+            )?,
+            Client::V5(c) => {
+                c.try_subscribe_many(filters.iter().map(|f| Filter::new(f.clone(), qos5(qos))))?
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes, waiting while the request queue is full.
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: u8,
+        retain: bool,
+        payload: Bytes,
+    ) -> anyhow::Result<()> {
+        match self {
+            Client::V4(c) => c.publish_bytes(topic, qos4(qos), retain, payload).await?,
+            Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await?,
+        }
+        Ok(())
+    }
+
+    /// Asks the connection to disconnect cleanly.
+    pub fn disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        };
+    }
+}
+
+/// Brokers (Mosquitto among them) answer a wrong password with "not authorized".
+const NOT_AUTHORIZED: &str =
+    "not authorized (bad user name or password, or this user may not connect)";
+
+fn refusal4(code: Code4) -> (String, bool) {
+    match code {
+        Code4::BadUserNamePassword => ("bad user name or password".into(), true),
+        Code4::NotAuthorized => (NOT_AUTHORIZED.into(), true),
+        Code4::BadClientId => ("client id rejected".into(), true),
+        Code4::RefusedProtocolVersion => ("protocol version 3.1.1 not accepted".into(), true),
+        other => (format!("{other:?}"), false),
+    }
+}
+
+fn refusal5(code: Code5) -> (String, bool) {
+    match code {
+        Code5::BadUserNamePassword => ("bad user name or password".into(), true),
+        Code5::NotAuthorized => (NOT_AUTHORIZED.into(), true),
+        Code5::ClientIdentifierNotValid | Code5::BadClientId => ("client id rejected".into(), true),
+        Code5::Banned => ("this client is banned".into(), true),
+        Code5::UnsupportedProtocolVersion | Code5::RefusedProtocolVersion => (
+            "protocol version 5 not accepted (try protocol = '3.1.1')".into(),
+            true,
+        ),
+        other => (format!("{other:?}"), false),
+    }
+}
+
+fn failure(broker: &str, what: String, refused: bool) -> ConnectError {
+    let message = if refused {
+        format!("broker {broker} refused the connection: {what}")
+    } else {
+        format!("connection to {broker} failed: {what}")
+    };
+    ConnectError { message, refused }
+}
+
+impl Connection {
+    /// Drives the connection until something happens; after an error, the next call
+    /// reconnects.
+    pub async fn poll(&mut self, broker: &str) -> Result<Event, ConnectError> {
+        match self {
+            Connection::V4(l) => match l.poll().await {
+                Ok(rumqttc::Event::Incoming(p)) => Ok(match p {
+                    Packet4::ConnAck(a) => Event::Connected {
+                        session_present: a.session_present,
+                    },
+                    Packet4::Publish(p) => Event::Message(Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                    }),
+                    Packet4::PubAck(_) | Packet4::PubComp(_) => Event::Delivered,
+                    _ => Event::Other,
+                }),
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(0))) => Ok(Event::Delivered),
+                Ok(rumqttc::Event::Outgoing(_)) => Ok(Event::Other),
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                    let (what, refused) = refusal4(code);
+                    Err(failure(broker, what, refused))
+                }
+                Err(e) => Err(failure(broker, e.to_string(), false)),
+            },
+            Connection::V5(l) => match l.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(match p {
+                    Packet5::ConnAck(a) => Event::Connected {
+                        session_present: a.session_present,
+                    },
+                    Packet5::Publish(p) => Event::Message(Message {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                    }),
+                    Packet5::PubAck(_) | Packet5::PubComp(_) => Event::Delivered,
+                    _ => Event::Other,
+                }),
+                Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(0))) => {
+                    Ok(Event::Delivered)
+                }
+                Ok(rumqttc::v5::Event::Outgoing(_)) => Ok(Event::Other),
+                Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
+                    let (what, refused) = refusal5(code);
+                    Err(failure(broker, what, refused))
+                }
+                Err(e) => Err(failure(broker, e.to_string(), false)),
+            },
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! MQTT source and sink (rumqttc; MQTT 3.1.1 and 5, TCP or TLS).
+
+pub mod client;
+pub mod decode;
+pub mod link;
+pub mod settings;
+pub mod sink;
+pub mod source;
+pub mod topic;
+
+use weir_engine::PipelineError;
+use weir_engine::connector::{Sink, SinkFactory, SinkSpec, Source, SourceFactory, SourceSpec};
+use weir_engine::parse::Options;
+
+/// Builds MQTT sources.
+pub struct MqttSourceFactory;
+
+impl SourceFactory for MqttSourceFactory {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn description(&self) -> &'static str {
+        "subscribes to MQTT topics (JSON or raw payloads; topic levels as columns)"
+    }
+
+    fn build(&self, spec: &SourceSpec, o: &Options) -> Result<Box<dyn Source>, PipelineError> {
+        Ok(Box::new(source::MqttSource::build(spec, o)?))
+    }
+}
+
+/// Builds MQTT sinks.
+pub struct MqttSinkFactory;
+
+impl SinkFactory for MqttSinkFactory {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn description(&self) -> &'static str {
+        "publishes each row as a JSON object to a topic filled from the row"
+    }
+
+    fn build(&self, spec: &SinkSpec, o: &Options) -> Result<Box<dyn Sink>, PipelineError> {
+        Ok(Box::new(sink::MqttSink::build(spec, o)?))
+    }
+}

@@ -1,0 +1,204 @@
+//! A real Mosquitto broker for tests: started on free loopback ports with a generated config
+//! (plain, password and TLS listeners; a test CA made with openssl), stopped on drop, and
+//! restartable on the same ports.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// User and password accepted by the password listener.
+pub const USER: &str = "plant";
+/// Password of [`USER`].
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// A running (or stopped) broker.
+pub struct Mosquitto {
+    dir: tempfile::TempDir,
+    /// Anonymous plain listener.
+    pub port: u16,
+    /// Listener that requires [`USER`]/[`PASSWORD`].
+    pub password_port: u16,
+    /// TLS listener (certificate for 127.0.0.1 signed by [`Mosquitto::ca_file`]).
+    pub tls_port: u16,
+    child: Option<Child>,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn program(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 in `dir`.
+fn make_certificates(dir: &Path) {
+    let ossl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=weir test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+}
+
+impl Mosquitto {
+    /// Starts a broker; `extra` is appended to its config (e.g. queue limits).
+    pub fn start(extra: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        make_certificates(dir.path());
+        let pw = dir.path().join("passwords");
+        run(Command::new(program("mosquitto_passwd")).args([
+            "-b",
+            "-c",
+            pw.to_str().unwrap(),
+            USER,
+            PASSWORD,
+        ]));
+        let (port, password_port, tls_port) = (free_port(), free_port(), free_port());
+        let d = dir.path().display();
+        // as root, mosquitto would switch to its own user, which cannot read our files
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let config = format!(
+            "user {}\n\
+             per_listener_settings true\n\
+             persistence false\n\
+             log_dest stderr\n\
+             log_type error\n\
+             log_type warning\n\
+             listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             listener {password_port} 127.0.0.1\n\
+             allow_anonymous false\n\
+             password_file {d}/passwords\n\
+             listener {tls_port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             cafile {d}/ca.crt\n\
+             certfile {d}/server.crt\n\
+             keyfile {d}/server.key\n\
+             {extra}\n",
+            user.trim()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let mut m = Mosquitto {
+            dir,
+            port,
+            password_port,
+            tls_port,
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// The CA certificate that signed the TLS listener's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Stops the broker (SIGKILL: clients see the connection drop).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new(program("mosquitto"))
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto (install Debian's mosquitto package)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in [self.port, self.password_port, self.tls_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "mosquitto did not listen on {port}: {}",
+                    std::fs::read_to_string(self.dir.path().join("mosquitto.log"))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
