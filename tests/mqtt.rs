@@ -20,11 +20,14 @@ use weir_process::WeirProcess;
 /// 2026-01-01T00:00:00Z in milliseconds.
 const T0: i64 = 1_767_225_600_000;
 
+/// Messages a test client received: (topic, payload).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A plain test client on the broker's anonymous listener.
 struct TestClient {
     client: Client,
     acked: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    received: Received,
 }
 
 impl TestClient {

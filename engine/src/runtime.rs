@@ -141,8 +141,17 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         let name = s.name.clone();
         sink_tasks.push(tokio::spawn(async move {
             let mut failures = 0u64;
-            while let Some(b) = srx.recv().await {
-                if let Err(e) = sink.write(b).await {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let result = tokio::select! {
+                    b = srx.recv() => match b {
+                        Some(b) => sink.write(b).await,
+                        None => break,
+                    },
+                    _ = tick.tick() => sink.tick().await,
+                };
+                if let Err(e) = result {
                     failures += 1;
                     metrics::counter!("weir_sink_errors_total", "sink" => name.clone())
                         .increment(1);

@@ -97,7 +97,7 @@ pub fn power_spectrum(x: &[f64], rate: f64) -> Vec<(f64, f64)> {
     (0..=n / 2)
         .map(|k| {
             let p = buf[k].norm_sqr() / (nf * nf);
-            let mirrored = k != 0 && !(n % 2 == 0 && k == n / 2);
+            let mirrored = k != 0 && !(n.is_multiple_of(2) && k == n / 2);
             (k as f64 * rate / nf, if mirrored { 2.0 * p } else { p })
         })
         .collect()

@@ -83,10 +83,10 @@ impl Settings {
                 }
             }
         }
-        if let Some(t) = &tls {
-            if t.cert.is_some() != t.key.is_some() {
-                return Err(o.error("'client_cert_file' and 'client_key_file' go together"));
-            }
+        if let Some(t) = &tls
+            && t.cert.is_some() != t.key.is_some()
+        {
+            return Err(o.error("'client_cert_file' and 'client_key_file' go together"));
         }
         let protocol = match o.choice("protocol", &["3.1.1", "5"])?.as_deref() {
             Some("5") => Protocol::V5,

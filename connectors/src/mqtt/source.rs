@@ -375,10 +375,10 @@ impl Source for MqttSource {
             };
             if flush {
                 deadline = None;
-                if let Some(b) = intake.batch()? {
-                    if out.send(b).await.is_err() {
-                        break Ok(());
-                    }
+                if let Some(b) = intake.batch()?
+                    && out.send(b).await.is_err()
+                {
+                    break Ok(());
                 }
             }
         };

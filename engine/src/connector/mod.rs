@@ -137,6 +137,11 @@ pub struct SinkSpec {
 pub trait Sink: Send {
     /// Writes rows.
     async fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()>;
+    /// Called about once a second, also when no rows come: for time-based work such as
+    /// rolling a file after `roll_interval`.
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Flushes and closes at the end of the run.
     async fn close(&mut self) -> anyhow::Result<()>;
 }

@@ -184,6 +184,17 @@ impl Sink for FileSink {
         Ok(())
     }
 
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|f| f.opened.elapsed() >= self.roll_interval)
+        {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
     async fn close(&mut self) -> anyhow::Result<()> {
         self.roll()
     }
