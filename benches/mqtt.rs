@@ -10,6 +10,8 @@
 
 #[path = "../tests/support/mosquitto.rs"]
 mod mosquitto;
+#[path = "../tests/support/process.rs"]
+mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,6 +4,8 @@
 
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/weir_process.rs"]
 mod weir_process;
 

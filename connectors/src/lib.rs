@@ -1,6 +1,5 @@
 //! Weir's connectors (sources, and sinks that talk to devices or brokers). Each implements the engine's [`weir_engine::connector`] traits.
 
-pub mod backoff;
 pub mod columns;
 pub mod conform;
 pub mod dead_letter;

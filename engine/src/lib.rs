@@ -1,6 +1,7 @@
 //! Weir's engine: pipeline files, the compiler onto DataFusion, event-time windows,
 //! the dataflow that runs them, and the development sinks.
 
+pub mod backoff;
 pub mod compile;
 pub mod connector;
 pub mod diagnostic;

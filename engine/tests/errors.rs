@@ -56,7 +56,7 @@ async fn unknown_sink_connector() {
         &one_error(&sql).await,
         &sql,
         "'ftp'",
-        "unknown sink connector 'ftp' (available: file, stdout)",
+        "unknown sink connector 'ftp' (available: file, object_store, stdout)",
     );
 }
 

@@ -3,10 +3,11 @@
 //! restartable on the same ports.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use crate::process::ServerProcess;
 
 /// User and password accepted by the password listener.
 pub const USER: &str = "plant";
@@ -15,6 +16,8 @@ pub const PASSWORD: &str = "s3cret-pw";
 
 /// A running (or stopped) broker.
 pub struct Mosquitto {
+    /// Declared first: dropped (killed) before its directory goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
     /// Anonymous plain listener.
     pub port: u16,
@@ -22,7 +25,6 @@ pub struct Mosquitto {
     pub password_port: u16,
     /// TLS listener (certificate for 127.0.0.1 signed by [`Mosquitto::ca_file`]).
     pub tls_port: u16,
-    child: Option<Child>,
 }
 
 /// A port nothing listens on right now.
@@ -146,12 +148,13 @@ impl Mosquitto {
             user.trim()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let log = dir.path().join("mosquitto.log");
         let mut m = Mosquitto {
             dir,
             port,
             password_port,
             tls_port,
-            child: None,
+            process: ServerProcess::new("mosquitto", log),
         };
         m.restart();
         m
@@ -164,41 +167,16 @@ impl Mosquitto {
 
     /// Stops the broker (SIGKILL: clients see the connection drop).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the broker again on the same ports.
     pub fn restart(&mut self) {
-        self.kill();
-        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
-        let child = Command::new(program("mosquitto"))
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start mosquitto (install Debian's mosquitto package)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [self.port, self.password_port, self.tls_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "mosquitto did not listen on {port}: {}",
-                    std::fs::read_to_string(self.dir.path().join("mosquitto.log"))
-                        .unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
+        let config = self.dir.path().join("mosquitto.conf");
+        let ports = [self.port, self.password_port, self.tls_port];
+        self.process.start(
+            Command::new(program("mosquitto")).arg("-c").arg(config),
+            &ports,
+        );
     }
 }

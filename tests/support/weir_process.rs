@@ -98,6 +98,11 @@ impl WeirProcess {
         });
     }
 
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends `signal` (e.g. `STOP`, `CONT`, `TERM`).
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")

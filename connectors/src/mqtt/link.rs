@@ -4,7 +4,7 @@
 use tracing::{error, info, warn};
 
 use super::client::ConnectError;
-use crate::backoff::Reconnect;
+use weir_engine::backoff::Reconnect;
 
 /// The link of one source or sink to its broker.
 pub struct Link {

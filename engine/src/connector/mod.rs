@@ -164,11 +164,12 @@ pub struct Connectors {
 }
 
 impl Connectors {
-    /// The engine's own sinks (`stdout`, `file`) and no sources.
+    /// The engine's own sinks (`stdout`, `file`, `object_store`) and no sources.
     pub fn with_builtin_sinks() -> Self {
         let mut c = Self::default();
         c.add_sink(Arc::new(crate::sinks::stdout::StdoutSinkFactory));
         c.add_sink(Arc::new(crate::sinks::file::FileSinkFactory));
+        c.add_sink(Arc::new(crate::sinks::object_sink::ObjectStoreSinkFactory));
         c
     }
 

@@ -1,0 +1,254 @@
+//! Uploads finished files; when the store fails, spills them and replays the spill
+//! directory oldest first (exponential backoff with jitter) until the store answers again.
+//! Runs as its own task so that the pipeline never waits for the network.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::spill::{SpillDir, Spilled};
+use crate::backoff::Reconnect;
+
+/// What to do when the spill directory reaches its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Delete the oldest spilled files (counted and logged) to make room.
+    DropOldest,
+    /// Stop taking new files until uploads make room: the pipeline slows down.
+    Block,
+}
+
+/// A finished file.
+#[derive(Debug)]
+pub struct Finished {
+    /// Object key.
+    pub key: String,
+    /// Parquet bytes.
+    pub data: Bytes,
+    /// Rows in it.
+    pub rows: u64,
+}
+
+/// Messages to the uploader.
+#[derive(Debug)]
+pub enum Command {
+    /// Upload (or spill) this file.
+    File(Finished),
+    /// Try the backlog once more, then stop; answers when done.
+    Close(oneshot::Sender<()>),
+}
+
+/// The uploader of one sink.
+pub struct Uploader {
+    /// Sink name.
+    pub name: String,
+    /// Where files go.
+    pub store: Arc<dyn ObjectStore>,
+    /// URL for messages.
+    pub display: String,
+    /// Where files wait.
+    pub spill: SpillDir,
+    /// Spill budget in bytes.
+    pub max_bytes: u64,
+    /// What to do at the budget.
+    pub policy: Policy,
+    /// When the link went down (None: up).
+    pub down_since: Option<Instant>,
+    /// Delays between replay attempts.
+    pub reconnect: Reconnect,
+}
+
+/// What a replay pass did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Replayed {
+    files: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Uploader {
+    fn label(&self) -> String {
+        self.name.clone()
+    }
+
+    fn gauges(&self) {
+        let sink = self.label();
+        metrics::gauge!("weir_sink_spill_files", "sink" => sink.clone())
+            .set(self.spill.len() as f64);
+        metrics::gauge!("weir_sink_spill_bytes", "sink" => sink.clone())
+            .set(self.spill.bytes() as f64);
+        let age = self.spill.oldest().map_or(0.0, |o| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            (now - o.spilled_ms).max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("weir_sink_spill_oldest_age_seconds", "sink" => sink).set(age);
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
+        let size = data.len() as u64;
+        let result = self
+            .store
+            .put(&ObjectPath::from(key), data.into())
+            .await
+            .map(|_| ());
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("weir_sink_uploads_total", "sink" => self.label(), "result" => outcome)
+            .increment(1);
+        if result.is_ok() {
+            metrics::counter!("weir_sink_uploaded_bytes_total", "sink" => self.label())
+                .increment(size);
+        }
+        Ok(result?)
+    }
+
+    fn link_down(&mut self, e: &anyhow::Error) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
+                "object store unreachable: spilling files to disk until it answers");
+        }
+    }
+
+    fn link_up(&mut self, r: Replayed) {
+        if let Some(since) = self.down_since.take() {
+            info!(sink = %self.name, store = %self.display, down_for = ?since.elapsed(),
+                replayed_files = r.files, replayed_rows = r.rows, replayed_bytes = r.bytes,
+                "object store reachable again");
+        }
+        self.reconnect.reset();
+    }
+
+    /// Uploads spilled files oldest first until one fails or none is left.
+    async fn replay(&mut self) -> bool {
+        let mut done = Replayed::default();
+        while let Some(oldest) = self.spill.oldest().cloned() {
+            let contents = match self.spill.read(&oldest) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.quarantine(&oldest, &e);
+                    continue;
+                }
+            };
+            if let Err(e) = self.put(&contents.key, contents.data).await {
+                self.link_down(&e);
+                self.gauges();
+                return false;
+            }
+            if let Err(e) = self.spill.remove(&oldest) {
+                error!(sink = %self.name, error = %format!("{e:#}"), "cannot delete an uploaded spill file");
+            }
+            done.files += 1;
+            done.rows += contents.rows;
+            done.bytes += oldest.bytes;
+            self.gauges();
+        }
+        self.link_up(done);
+        true
+    }
+
+    fn quarantine(&mut self, s: &Spilled, why: &anyhow::Error) {
+        metrics::counter!("weir_sink_spill_quarantined_total", "sink" => self.label()).increment(1);
+        match self.spill.quarantine(&s.path) {
+            Ok(to) => error!(sink = %self.name, file = %to.display(), error = %format!("{why:#}"),
+                "corrupt spill file moved to quarantine"),
+            Err(e) => {
+                error!(sink = %self.name, file = %s.path.display(), error = %format!("{e:#}"),
+                    "cannot quarantine a corrupt spill file; deleting it");
+                let _ = self.spill.remove(s);
+            }
+        }
+    }
+
+    /// Makes room for `incoming` bytes; false when the file must be dropped itself.
+    async fn make_room(&mut self, incoming: u64) -> bool {
+        while self.spill.bytes() + incoming > self.max_bytes {
+            match self.policy {
+                Policy::DropOldest => {
+                    let Some(oldest) = self.spill.oldest().cloned() else {
+                        return false;
+                    };
+                    let rows = self.spill.read(&oldest).map_or(0, |c| c.rows);
+                    let _ = self.spill.remove(&oldest);
+                    metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label())
+                        .increment(1);
+                    metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
+                        .increment(rows);
+                    error!(sink = %self.name, file = %oldest.path.display(), rows,
+                        "spill budget reached: dropped the oldest spilled file");
+                }
+                Policy::Block => {
+                    if self.spill.is_empty() {
+                        return false;
+                    }
+                    if !self.replay().await {
+                        tokio::time::sleep(self.reconnect.next_delay()).await;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn accept(&mut self, f: Finished) {
+        if self.spill.is_empty() {
+            match self.put(&f.key, f.data.clone()).await {
+                Ok(()) => return self.link_up(Replayed::default()),
+                Err(e) => self.link_down(&e),
+            }
+        }
+        if !self.make_room(f.data.len() as u64).await {
+            metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label()).increment(1);
+            metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
+                .increment(f.rows);
+            error!(sink = %self.name, key = %f.key, rows = f.rows, bytes = f.data.len(),
+                "file larger than the whole spill budget: dropped");
+            return;
+        }
+        if let Err(e) = self.spill.write(&f.data) {
+            error!(sink = %self.name, key = %f.key, rows = f.rows, error = %format!("{e:#}"),
+                "cannot spill a file: its rows are lost");
+            metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
+                .increment(f.rows);
+        }
+        self.gauges();
+    }
+
+    /// Runs until `Close` (or until the sink goes away).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.gauges();
+        let mut next_try = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Command::File(f)) => self.accept(f).await,
+                    Some(Command::Close(done)) => {
+                        if !self.spill.is_empty() {
+                            self.replay().await;
+                        }
+                        if !self.spill.is_empty() {
+                            warn!(sink = %self.name, files = self.spill.len(), bytes = self.spill.bytes(),
+                                "stopping with spilled files; they are uploaded at the next start");
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_try), if !self.spill.is_empty() => {
+                    if !self.replay().await {
+                        next_try = tokio::time::Instant::now() + self.reconnect.next_delay();
+                    }
+                }
+                _ = tick.tick() => self.gauges(),
+            }
+        }
+    }
+}
