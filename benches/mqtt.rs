@@ -84,18 +84,23 @@ async fn make_session(id: &str, port: u16) {
     while l.poll().await.is_ok() {}
 }
 
-fn payload(i: u64) -> Vec<u8> {
+/// Reading `i` of a backlog whose times start at `t0`.
+fn payload(t0: i64, i: u64) -> Vec<u8> {
     format!(
         "{{\"ts\":{},\"machine\":\"M{:02}\",\"sensor\":\"vib_x\",\"value\":{:.6},\"status\":\"ok\",\"seq\":{i}}}",
-        T0 + i as i64,
+        t0 + i as i64,
         i % 16,
         (i % 1000) as f64 / 7.0
     )
     .into_bytes()
 }
 
-/// Publishes the backlog at QoS 1 (and a last reading far ahead that closes every window).
-async fn publish_backlog(port: u16) {
+/// Publishes the backlog of `round` at QoS 1 (and a last reading far ahead that closes every
+/// window). Each round's times start ten days after the last's, so that a message of an
+/// earlier round delivered again (its acknowledgement cut off when the engine stopped) is
+/// late, not ahead of the new backlog.
+async fn publish_backlog(port: u16, round: i64) {
+    let t0 = T0 + round * 10 * 86_400_000;
     let (c, mut l) = AsyncClient::new(options("bench-publisher", port), 1000);
     let poller = tokio::spawn(async move {
         let mut acked = 0u64;
@@ -110,14 +115,14 @@ async fn publish_backlog(port: u16) {
             format!("bench/L1/M{:02}", i % 16),
             QoS::AtLeastOnce,
             false,
-            payload(i),
+            payload(t0, i),
         )
         .await
         .unwrap();
     }
     let end = format!(
         "{{\"ts\":{},\"machine\":\"end\",\"value\":0}}",
-        T0 + N as i64 + 3_600_000
+        t0 + N as i64 + 3_600_000
     );
     c.publish("bench/L1/end", QoS::AtLeastOnce, false, end.into_bytes())
         .await
@@ -187,11 +192,11 @@ async fn main() {
     make_session("bench-weir", port).await;
     println!(
         "mqtt: drain a backlog of {N} JSON messages (~{} bytes, QoS 1) from a local Mosquitto, median of 3 rounds",
-        payload(12345).len()
+        payload(T0, 12345).len()
     );
     let (mut plain, mut weir) = (vec![], vec![]);
     for round in 0..3 {
-        publish_backlog(port).await;
+        publish_backlog(port, round as i64).await;
         if round % 2 == 0 {
             plain.push(drain_plain(port).await);
             weir.push(drain_weir(port).await);

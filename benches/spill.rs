@@ -92,6 +92,7 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
         name: "bench".into(),
         store: server.client(),
         display: server.endpoint(),
+        prefix: "bench/replay".into(),
         spill,
         max_bytes: u64::MAX,
         policy: Policy::Block,

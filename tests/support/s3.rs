@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::process::ServerProcess;
@@ -92,13 +92,18 @@ impl S3Server {
         );
     }
 
-    /// A client of the bucket.
+    /// A client of [`BUCKET`].
     pub fn client(&self) -> Arc<dyn ObjectStore> {
+        self.client_of(BUCKET)
+    }
+
+    /// A client of `bucket`.
+    pub fn client_of(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(self.endpoint())
                 .with_allow_http(true)
-                .with_bucket_name(BUCKET)
+                .with_bucket_name(bucket)
                 .with_region("us-east-1")
                 .with_access_key_id(ACCESS_KEY)
                 .with_secret_access_key(SECRET_KEY)
@@ -107,9 +112,14 @@ impl S3Server {
         )
     }
 
-    /// Every object under `prefix`: key and its Parquet rows.
+    /// Every object of [`BUCKET`] under `prefix`: key and its Parquet rows.
     pub async fn objects(&self, prefix: &str) -> Vec<(String, Vec<RecordBatch>)> {
-        let store = self.client();
+        self.objects_in(BUCKET, prefix).await
+    }
+
+    /// Every object of `bucket` under `prefix`: key and its Parquet rows.
+    pub async fn objects_in(&self, bucket: &str, prefix: &str) -> Vec<(String, Vec<RecordBatch>)> {
+        let store = self.client_of(bucket);
         let p = object_store::path::Path::from(prefix);
         let metas: Vec<_> = store.list(Some(&p)).try_collect().await.unwrap();
         let mut out = Vec::new();

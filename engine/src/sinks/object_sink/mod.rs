@@ -139,6 +139,7 @@ impl ObjectStoreSink {
                 name: self.name.clone(),
                 store: Arc::clone(&self.target.store),
                 display: self.target.display.clone(),
+                prefix: self.target.prefix.clone(),
                 spill,
                 max_bytes: self.spill_max_bytes,
                 policy: self.policy,

@@ -9,7 +9,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::diagnostic::PipelineError;
 use crate::parse::Options;
@@ -25,11 +25,17 @@ pub struct Target {
     pub display: String,
 }
 
+/// One quick retry: a store that does not answer is the spill buffer's business, and a long
+/// retry would hold up the uploader.
 fn retry() -> RetryConfig {
     RetryConfig {
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(20),
-        ..Default::default()
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(10),
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -51,6 +51,8 @@ pub struct Uploader {
     pub store: Arc<dyn ObjectStore>,
     /// URL for messages.
     pub display: String,
+    /// Key prefix inside the store.
+    pub prefix: String,
     /// Where files wait.
     pub spill: SpillDir,
     /// Spill budget in bytes.
@@ -220,8 +222,20 @@ impl Uploader {
         self.gauges();
     }
 
+    /// Lists the key prefix once, to report a wrong bucket or credentials at start-up rather
+    /// than at the first upload. Only a warning: credentials may be allowed to write and not
+    /// to list.
+    async fn check(&self) {
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        if let Err(e) = self.store.list_with_delimiter(Some(&prefix)).await {
+            warn!(sink = %self.name, store = %self.display, error = %e,
+                "cannot list the store (check the bucket name and the credentials; uploads may still work if they may only write)");
+        }
+    }
+
     /// Runs until `Close` (or until the sink goes away).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.check().await;
         self.gauges();
         let mut next_try = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
