@@ -246,7 +246,8 @@ fn files_spilled_before_a_sigkill_are_replayed_at_the_next_start() {
     assert_eq!(
         bucket_rows(&objects),
         expected,
-        "the spilled rows, each once"
+        "the spilled rows, each once; the replaying run logged:\n{}",
+        again.stderr()
     );
     assert!(spilled(&dir).is_empty());
 }

@@ -14,6 +14,9 @@ use tracing::{error, info, warn};
 use super::spill::{SpillDir, Spilled};
 use crate::backoff::Reconnect;
 
+/// How long closing keeps trying to upload what is spilled.
+const CLOSE_REPLAY: Duration = Duration::from_secs(5);
+
 /// What to do when the spill directory reaches its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -244,8 +247,14 @@ impl Uploader {
                 cmd = rx.recv() => match cmd {
                     Some(Command::File(f)) => self.accept(f).await,
                     Some(Command::Close(done)) => {
-                        if !self.spill.is_empty() {
-                            self.replay().await;
+                        // a few quick attempts: a store that just came back may still stumble
+                        let give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
+                        let mut pause = Duration::from_millis(100);
+                        while !self.spill.is_empty() && !self.replay().await
+                            && tokio::time::Instant::now() + pause < give_up
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause *= 2;
                         }
                         if !self.spill.is_empty() {
                             warn!(sink = %self.name, files = self.spill.len(), bytes = self.spill.bytes(),
