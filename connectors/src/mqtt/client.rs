@@ -11,6 +11,9 @@ use rumqttc::{ConnectReturnCode as Code4, Packet as Packet4, QoS as QoS4, TlsCon
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use weir_engine::PipelineError;
+use weir_engine::parse::Options;
+
 use super::settings::{Protocol, Settings, TlsFiles};
 
 /// How many times `max_packet_size` the client can read before the connection breaks: larger
@@ -75,9 +78,16 @@ pub enum Connection {
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
-/// QoS 0, 1 or 2.
-pub fn qos_level(q: u8) -> Option<u8> {
-    (q <= 2).then_some(q)
+/// The `qos` option: 0, 1 or 2, default 1.
+pub fn qos_option(o: &Options) -> Result<u8, PipelineError> {
+    Ok(o.parsed("qos", |v| {
+        v.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|q| *q <= 2)
+            .ok_or_else(|| "expected 0, 1 or 2".to_string())
+    })?
+    .unwrap_or(1))
 }
 
 fn qos4(q: u8) -> QoS4 {

@@ -53,15 +53,7 @@ impl MqttSink {
             .entry("topic")
             .ok_or_else(|| o.error("missing required option 'topic' (e.g. 'alerts/{machine}')"))?;
         let template = TopicTemplate::parse(&t.value).map_err(|m| o.value_error(t, &m))?;
-        let qos = o
-            .parsed("qos", |v| {
-                v.trim()
-                    .parse::<u8>()
-                    .ok()
-                    .and_then(client::qos_level)
-                    .ok_or_else(|| "expected 0, 1 or 2".to_string())
-            })?
-            .unwrap_or(1);
+        let qos = client::qos_option(o)?;
         Ok(MqttSink {
             name: spec.name.clone(),
             settings,

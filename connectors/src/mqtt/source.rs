@@ -96,15 +96,7 @@ impl MqttSource {
         if patterns.is_empty() {
             return Err(o.value_error(topic_entry, "no topic given"));
         }
-        let qos = o
-            .parsed("qos", |v| {
-                v.trim()
-                    .parse::<u8>()
-                    .ok()
-                    .and_then(client::qos_level)
-                    .ok_or_else(|| "expected 0, 1 or 2".to_string())
-            })?
-            .unwrap_or(1);
+        let qos = client::qos_option(o)?;
         let format = match o.choice("format", &["json", "raw"])?.as_deref() {
             Some("raw") => Format::Raw,
             _ => Format::Json,
