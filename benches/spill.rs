@@ -98,6 +98,7 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
         policy: Policy::Block,
         down_since: None,
         reconnect: Reconnect::default(),
+        closing: None,
     };
     let (tx, rx) = mpsc::channel(1);
     let start = Instant::now();

@@ -48,6 +48,28 @@ impl EpochUnit {
     }
 }
 
+/// A number read from a payload or a device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// A whole number.
+    Int(i128),
+    /// Any other number.
+    Float(f64),
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Number::Int(i) => write!(f, "{i}"),
+            // as JSON writes it (`3.0`, `1e300`)
+            Number::Float(x) => match serde_json::Number::from_f64(*x) {
+                Some(n) => write!(f, "{n}"),
+                None => write!(f, "{x}"),
+            },
+        }
+    }
+}
+
 /// Values of one column, before they become an Arrow array.
 #[derive(Debug)]
 enum Values {
@@ -191,47 +213,94 @@ impl ColumnBuffer {
 
     /// Appends a JSON value, coerced losslessly; the error says why it does not fit.
     pub fn push_json(&mut self, v: &Value, unit: EpochUnit) -> Result<(), String> {
-        if v.is_null() {
-            self.push_null();
-            return Ok(());
+        match v {
+            Value::Null => {
+                self.push_null();
+                Ok(())
+            }
+            Value::String(s) => self.push_text(s, unit),
+            Value::Number(n) if !matches!(self.values, Values::Text(_) | Values::Binary(_)) => {
+                let n = match exact_integer(n) {
+                    Some(i) => Number::Int(i),
+                    None => Number::Float(n.as_f64().unwrap_or(f64::NAN)),
+                };
+                self.push_number(n, unit)
+            }
+            Value::Bool(b) if !matches!(self.values, Values::Text(_) | Values::Binary(_)) => {
+                self.push_bool(*b)
+            }
+            v => match &mut self.values {
+                Values::Text(out) => {
+                    out.push(Some(v.to_string()));
+                    Ok(())
+                }
+                Values::Binary(out) => {
+                    out.push(Some(v.to_string().into_bytes()));
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "{} does not fit a {} column",
+                    describe(v),
+                    self.data_type
+                )),
+            },
         }
-        if let Value::String(s) = v {
-            return self.push_text(s, unit);
+    }
+
+    /// Appends a boolean: only boolean and text columns take one.
+    pub fn push_bool(&mut self, b: bool) -> Result<(), String> {
+        match &mut self.values {
+            Values::Bool(out) => out.push(Some(b)),
+            Values::Text(out) => out.push(Some(b.to_string())),
+            Values::Binary(out) => out.push(Some(b.to_string().into_bytes())),
+            _ => return Err(format!("{b} does not fit a {} column", self.data_type)),
         }
+        Ok(())
+    }
+
+    /// Appends a number, coerced losslessly (a whole float fills an integer column; an
+    /// epoch number of `unit` fills a timestamp column).
+    pub fn push_number(&mut self, n: Number, unit: EpochUnit) -> Result<(), String> {
         let t = &self.data_type;
-        let wrong = || format!("{} does not fit a {t} column", describe(v));
-        match (&mut self.values, v) {
-            (Values::Int(out, lo, hi), Value::Number(n)) => {
-                let i = exact_integer(n).filter(|i| (*lo as i128..=*hi as i128).contains(i));
+        let wrong = || format!("{n} does not fit a {t} column");
+        let whole = match n {
+            Number::Int(i) => Some(i),
+            Number::Float(f) => (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i128),
+        };
+        match &mut self.values {
+            Values::Int(out, lo, hi) => {
+                let i = whole.filter(|i| (*lo as i128..=*hi as i128).contains(i));
                 out.push(Some(i.ok_or_else(wrong)? as i64));
             }
-            (Values::UInt(out, max), Value::Number(n)) => {
-                let i = exact_integer(n).filter(|i| (0..=*max as i128).contains(i));
+            Values::UInt(out, max) => {
+                let i = whole.filter(|i| (0..=*max as i128).contains(i));
                 out.push(Some(i.ok_or_else(wrong)? as u64));
             }
-            (Values::Float(out), Value::Number(n)) => out.push(n.as_f64()),
-            (Values::Bool(out), Value::Bool(b)) => out.push(Some(*b)),
-            (Values::Text(out), v) => out.push(Some(v.to_string())),
-            (Values::Binary(out), v) => out.push(Some(v.to_string().into_bytes())),
-            (Values::Time(out), Value::Number(n)) => {
+            Values::Float(out) => out.push(Some(match n {
+                Number::Int(i) => i as f64,
+                Number::Float(f) => f,
+            })),
+            Values::Text(out) => out.push(Some(n.to_string())),
+            Values::Binary(out) => out.push(Some(n.to_string().into_bytes())),
+            Values::Time(out) => {
                 let scale = unit.nanos();
-                let ns = match exact_integer(n) {
-                    Some(i) => i
+                let ns = match n {
+                    Number::Int(i) => i
                         .checked_mul(scale as i128)
                         .and_then(|x| i64::try_from(x).ok()),
                     // whole and fractional parts apart: epoch nanoseconds exceed f64's
                     // 53-bit mantissa
-                    None => n.as_f64().and_then(|f| {
+                    Number::Float(f) => {
                         let whole = f.trunc();
                         let frac = ((f - whole) * scale as f64).round() as i128;
                         (whole.abs() < 9.2e18)
                             .then(|| whole as i128 * scale as i128 + frac)
                             .and_then(|x| i64::try_from(x).ok())
-                    }),
+                    }
                 };
                 out.push(Some(ns.ok_or_else(wrong)?));
             }
-            _ => return Err(wrong()),
+            Values::Bool(_) => return Err(wrong()),
         }
         Ok(())
     }
@@ -271,8 +340,11 @@ impl ColumnBuffer {
                 out.push(Some(b));
             }
             Values::Time(_) => {
-                if let Ok(n) = trimmed.parse::<serde_json::Number>() {
-                    return self.push_json(&Value::Number(n), unit);
+                if let Ok(i) = trimmed.parse::<i128>() {
+                    return self.push_number(Number::Int(i), unit);
+                }
+                if let Ok(f) = trimmed.parse::<f64>() {
+                    return self.push_number(Number::Float(f), unit);
                 }
                 let ns = string_to_timestamp_nanos(trimmed)
                     .map_err(|_| format!("{}: expected RFC 3339 time or epoch number", wrong()))?;

@@ -5,6 +5,7 @@ pub mod conform;
 pub mod dead_letter;
 pub mod file;
 pub mod generator;
+pub mod modbus;
 pub mod mqtt;
 mod signals;
 
@@ -18,6 +19,7 @@ pub fn all() -> Connectors {
     c.add_source(Arc::new(generator::GeneratorFactory));
     c.add_source(Arc::new(file::FileSourceFactory));
     c.add_source(Arc::new(mqtt::MqttSourceFactory));
+    c.add_source(Arc::new(modbus::ModbusSourceFactory));
     c.add_sink(Arc::new(mqtt::MqttSinkFactory));
     c
 }

@@ -2,10 +2,13 @@
 //! columns, or the raw payload; topic captures, the topic and the arrival time fill columns
 //! too. A message decodes whole or not at all.
 
+use std::fmt;
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 
+use super::json_fields::{ObjectSeed, Paths, Scalar, Slots};
 use crate::columns::{ColumnBuffer, EpochUnit};
 
 /// Payload format.
@@ -58,22 +61,30 @@ pub struct Decoder {
     unit: EpochUnit,
     fills: Vec<Fill>,
     required: Vec<bool>,
+    /// The JSON paths of the `Field` columns.
+    paths: Paths,
     columns: Vec<ColumnBuffer>,
     rows: usize,
 }
 
-/// `obj[path]`, matching each key exactly or else ignoring case.
-fn lookup<'v>(obj: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
-    let (first, rest) = path.split_first()?;
-    let v = obj.get(first).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(first))
-            .map(|(_, v)| v)
-    })?;
-    if rest.is_empty() {
-        Some(v)
-    } else {
-        lookup(v.as_object()?, rest)
+/// What fills a row besides the payload's fields.
+struct RowContext<'m> {
+    topic: &'m str,
+    captured: &'m [Option<&'m str>],
+    payload: &'m [u8],
+    arrival_ns: i64,
+}
+
+fn push_scalar(col: &mut ColumnBuffer, v: &Scalar, unit: EpochUnit) -> Result<(), String> {
+    match v {
+        Scalar::Null => {
+            col.push_null();
+            Ok(())
+        }
+        Scalar::Bool(b) => col.push_bool(*b),
+        Scalar::Number(n) => col.push_number(*n, unit),
+        Scalar::Str(s) => col.push_text(s, unit),
+        Scalar::Nested(v) => col.push_json(v, unit),
     }
 }
 
@@ -93,12 +104,17 @@ impl Decoder {
             .iter()
             .map(|f| ColumnBuffer::new(f.data_type()).expect("checked column type"))
             .collect();
+        let paths = Paths::new(fills.iter().enumerate().filter_map(|(i, f)| match f {
+            Fill::Field(path) => Some((i, path.as_slice())),
+            _ => None,
+        }));
         Decoder {
             schema,
             format,
             unit,
             fills,
             required,
+            paths,
             columns,
             rows: 0,
         }
@@ -120,9 +136,15 @@ impl Decoder {
     ) -> Result<usize, Skip> {
         let before = self.rows;
         let result = match self.format {
-            Format::Raw => self
-                .add_row(topic, captured, None, payload, arrival_ns)
-                .map(|()| 1),
+            Format::Raw => {
+                let context = RowContext {
+                    topic,
+                    captured,
+                    payload,
+                    arrival_ns,
+                };
+                self.add_row(&context, None).map(|()| 1)
+            }
             Format::Json => self.decode_json(topic, captured, payload, arrival_ns),
         };
         if result.is_err() {
@@ -141,62 +163,54 @@ impl Decoder {
         payload: &[u8],
         arrival_ns: i64,
     ) -> Result<usize, Skip> {
-        let v: Value =
-            serde_json::from_slice(payload).map_err(|e| skip("malformed_json", e.to_string()))?;
-        match &v {
-            Value::Object(obj) => {
-                self.add_row(topic, captured, Some(obj), payload, arrival_ns)?;
-                Ok(1)
-            }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let obj = item.as_object().ok_or_else(|| {
-                        skip(
-                            "not_an_object",
-                            format!("array item {i} is not a JSON object"),
-                        )
-                    })?;
-                    self.add_row(topic, captured, Some(obj), payload, arrival_ns)?;
-                }
-                Ok(items.len())
-            }
-            _ => Err(skip(
-                "not_an_object",
-                "expected a JSON object or an array of objects",
-            )),
+        let context = RowContext {
+            topic,
+            captured,
+            payload,
+            arrival_ns,
+        };
+        let mut found = None;
+        let mut rows = 0;
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let seed = PayloadSeed {
+            decoder: self,
+            context: &context,
+            skip: &mut found,
+            rows: &mut rows,
+            item: None,
+        };
+        match seed.deserialize(&mut de).and_then(|()| de.end()) {
+            Ok(()) => Ok(rows),
+            Err(e) => Err(found.unwrap_or_else(|| match e.classify() {
+                serde_json::error::Category::Data => skip("not_an_object", e.to_string()),
+                _ => skip("malformed_json", e.to_string()),
+            })),
         }
     }
 
-    fn add_row(
-        &mut self,
-        topic: &str,
-        captured: &[Option<&str>],
-        obj: Option<&Map<String, Value>>,
-        payload: &[u8],
-        arrival_ns: i64,
-    ) -> Result<(), Skip> {
+    fn add_row(&mut self, c: &RowContext, fields: Option<&Slots>) -> Result<(), Skip> {
         let unit = self.unit;
         for (i, col) in self.columns.iter_mut().enumerate() {
             let name = self.schema.field(i).name();
             let at = |e: String| format!("column {name}: {e}");
-            if let Some(Some(level)) = captured.get(i) {
+            if let Some(Some(level)) = c.captured.get(i) {
                 col.push_text(level, unit)
                     .map_err(|e| skip("wrong_type", at(format!("topic level {e}"))))?;
                 continue;
             }
             match &self.fills[i] {
-                Fill::Field(path) => match obj.and_then(|o| lookup(o, path)) {
-                    Some(v) => col
-                        .push_json(v, unit)
-                        .map_err(|e| skip("wrong_type", at(e)))?,
+                Fill::Field(_) => match fields.and_then(|f| f[i].as_ref()) {
+                    Some((v, _)) => {
+                        push_scalar(col, v, unit).map_err(|e| skip("wrong_type", at(e)))?
+                    }
                     None => col.push_null(),
                 },
                 Fill::Topic => col
-                    .push_text(topic, unit)
+                    .push_text(c.topic, unit)
                     .map_err(|e| skip("wrong_type", at(e)))?,
-                Fill::Arrival => col.push_time(arrival_ns),
-                Fill::Payload => col.push_bytes(payload, unit).map_err(|e| {
-                    let reason = if std::str::from_utf8(payload).is_err() {
+                Fill::Arrival => col.push_time(c.arrival_ns),
+                Fill::Payload => col.push_bytes(c.payload, unit).map_err(|e| {
+                    let reason = if std::str::from_utf8(c.payload).is_err() {
                         "not_utf8"
                     } else {
                         "wrong_type"
@@ -228,6 +242,72 @@ impl Decoder {
             .collect::<arrow::error::Result<Vec<_>>>()?;
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// Decodes a payload: an object is one row, an array one row per object item.
+struct PayloadSeed<'d, 'x> {
+    decoder: &'d mut Decoder,
+    context: &'x RowContext<'x>,
+    /// Why the message is skipped, when a row could not be added.
+    skip: &'x mut Option<Skip>,
+    rows: &'x mut usize,
+    /// Index in the top-level array, for items.
+    item: Option<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.item {
+            Some(i) => write!(f, "a JSON object as array item {i}"),
+            None => f.write_str("a JSON object or an array of objects"),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let mut slots: Slots<'de> = vec![None; self.decoder.columns.len()];
+        ObjectSeed {
+            paths: &self.decoder.paths,
+            slots: &mut slots,
+            exact: true,
+        }
+        .visit_map(map)?;
+        match self.decoder.add_row(self.context, Some(&slots)) {
+            Ok(()) => {
+                *self.rows += 1;
+                Ok(())
+            }
+            Err(s) => {
+                *self.skip = Some(s);
+                Err(A::Error::custom("row skipped"))
+            }
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.item.is_some() {
+            return Err(A::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let mut i = 0;
+        while seq
+            .next_element_seed(PayloadSeed {
+                decoder: &mut *self.decoder,
+                context: self.context,
+                skip: &mut *self.skip,
+                rows: &mut *self.rows,
+                item: Some(i),
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
     }
 }
 

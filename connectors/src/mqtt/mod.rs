@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod decode;
+pub mod json_fields;
 pub mod link;
 pub mod settings;
 pub mod sink;

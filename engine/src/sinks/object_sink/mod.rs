@@ -145,6 +145,7 @@ impl ObjectStoreSink {
                 policy: self.policy,
                 down_since: None,
                 reconnect: Reconnect::default(),
+                closing: None,
             };
             self.uploader = Some((tx, tokio::spawn(u.run(rx))));
         }

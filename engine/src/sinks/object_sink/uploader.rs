@@ -66,6 +66,17 @@ pub struct Uploader {
     pub down_since: Option<Instant>,
     /// Delays between replay attempts.
     pub reconnect: Reconnect,
+    /// A `Close` that arrived during a replay, answered once it is done.
+    pub closing: Option<oneshot::Sender<()>>,
+}
+
+/// Runs blocking file work (writes with fsync, reads of spilled files) without holding up
+/// the other tasks of a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// What a replay pass did.
@@ -130,11 +141,16 @@ impl Uploader {
         self.reconnect.reset();
     }
 
-    /// Uploads spilled files oldest first until one fails or none is left.
-    async fn replay(&mut self) -> bool {
+    /// Uploads spilled files oldest first until one fails or none is left. Files that
+    /// arrive on `incoming` meanwhile are spilled behind the backlog, so the pipeline never
+    /// waits for a replay.
+    async fn replay(&mut self, mut incoming: Option<&mut mpsc::Receiver<Command>>) -> bool {
         let mut done = Replayed::default();
         while let Some(oldest) = self.spill.oldest().cloned() {
-            let contents = match self.spill.read(&oldest) {
+            if let Some(rx) = incoming.as_deref_mut() {
+                self.take_waiting(rx);
+            }
+            let contents = match blocking(|| self.spill.read(&oldest)) {
                 Ok(c) => c,
                 Err(e) => {
                     self.quarantine(&oldest, &e);
@@ -146,7 +162,7 @@ impl Uploader {
                 self.gauges();
                 return false;
             }
-            if let Err(e) = self.spill.remove(&oldest) {
+            if let Err(e) = blocking(|| self.spill.remove(&oldest)) {
                 error!(sink = %self.name, error = %format!("{e:#}"), "cannot delete an uploaded spill file");
             }
             done.files += 1;
@@ -171,34 +187,48 @@ impl Uploader {
         }
     }
 
-    /// Makes room for `incoming` bytes; false when the file must be dropped itself.
-    async fn make_room(&mut self, incoming: u64) -> bool {
+    /// Drop-oldest policy: deletes the oldest spilled files until `incoming` bytes fit;
+    /// false when the file does not fit even into an empty directory.
+    fn drop_oldest_for(&mut self, incoming: u64) -> bool {
         while self.spill.bytes() + incoming > self.max_bytes {
-            match self.policy {
-                Policy::DropOldest => {
-                    let Some(oldest) = self.spill.oldest().cloned() else {
-                        return false;
-                    };
-                    let rows = self.spill.read(&oldest).map_or(0, |c| c.rows);
-                    let _ = self.spill.remove(&oldest);
-                    metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label())
-                        .increment(1);
-                    metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
-                        .increment(rows);
-                    error!(sink = %self.name, file = %oldest.path.display(), rows,
-                        "spill budget reached: dropped the oldest spilled file");
-                }
-                Policy::Block => {
-                    if self.spill.is_empty() {
-                        return false;
-                    }
-                    if !self.replay().await {
-                        tokio::time::sleep(self.reconnect.next_delay()).await;
-                    }
-                }
+            let Some(oldest) = self.spill.oldest().cloned() else {
+                return false;
+            };
+            let rows = blocking(|| self.spill.read(&oldest)).map_or(0, |c| c.rows);
+            let _ = blocking(|| self.spill.remove(&oldest));
+            metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label()).increment(1);
+            metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
+                .increment(rows);
+            error!(sink = %self.name, file = %oldest.path.display(), rows,
+                "spill budget reached: dropped the oldest spilled file");
+        }
+        true
+    }
+
+    /// Block policy: replays (waiting between attempts) until `incoming` bytes fit; the
+    /// pipeline waits meanwhile. False when the file does not fit into an empty directory.
+    async fn wait_for_room(&mut self, incoming: u64) -> bool {
+        while self.spill.bytes() + incoming > self.max_bytes {
+            if self.spill.is_empty() {
+                return false;
+            }
+            if !self.replay(None).await {
+                tokio::time::sleep(self.reconnect.next_delay()).await;
             }
         }
         true
+    }
+
+    /// Spills the files waiting in `rx` (during a replay, drop-oldest policy only: with
+    /// `block` the pipeline is meant to wait); a `Close` is kept for later.
+    fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        while self.closing.is_none() && self.policy == Policy::DropOldest {
+            match rx.try_recv() {
+                Ok(Command::File(f)) => self.spill_file(f),
+                Ok(Command::Close(done)) => self.closing = Some(done),
+                Err(_) => return,
+            }
+        }
     }
 
     async fn accept(&mut self, f: Finished) {
@@ -208,15 +238,25 @@ impl Uploader {
                 Err(e) => self.link_down(&e),
             }
         }
-        if !self.make_room(f.data.len() as u64).await {
-            metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label()).increment(1);
-            metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
-                .increment(f.rows);
-            error!(sink = %self.name, key = %f.key, rows = f.rows, bytes = f.data.len(),
-                "file larger than the whole spill budget: dropped");
-            return;
+        if self.policy == Policy::Block && !self.wait_for_room(f.data.len() as u64).await {
+            return self.drop_file(&f);
         }
-        if let Err(e) = self.spill.write(&f.data) {
+        self.spill_file(f);
+    }
+
+    fn drop_file(&self, f: &Finished) {
+        metrics::counter!("weir_sink_dropped_files_total", "sink" => self.label()).increment(1);
+        metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label()).increment(f.rows);
+        error!(sink = %self.name, key = %f.key, rows = f.rows, bytes = f.data.len(),
+            "file larger than the whole spill budget: dropped");
+    }
+
+    /// Writes `f` to the spill directory (under the drop-oldest policy, making room first).
+    fn spill_file(&mut self, f: Finished) {
+        if self.policy == Policy::DropOldest && !self.drop_oldest_for(f.data.len() as u64) {
+            return self.drop_file(&f);
+        }
+        if let Err(e) = blocking(|| self.spill.write(&f.data)) {
             error!(sink = %self.name, key = %f.key, rows = f.rows, error = %format!("{e:#}"),
                 "cannot spill a file: its rows are lost");
             metrics::counter!("weir_sink_dropped_rows_total", "sink" => self.label())
@@ -236,6 +276,25 @@ impl Uploader {
         }
     }
 
+    /// Answers `Close`: a few quick attempts to upload the backlog (a store that just came
+    /// back may still stumble), then stops.
+    async fn close(&mut self, done: oneshot::Sender<()>) {
+        let give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
+        let mut pause = Duration::from_millis(100);
+        while !self.spill.is_empty()
+            && !self.replay(None).await
+            && tokio::time::Instant::now() + pause < give_up
+        {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        if !self.spill.is_empty() {
+            warn!(sink = %self.name, files = self.spill.len(), bytes = self.spill.bytes(),
+                "stopping with spilled files; they are uploaded at the next start");
+        }
+        let _ = done.send(());
+    }
+
     /// Runs until `Close` (or until the sink goes away).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.check().await;
@@ -243,30 +302,17 @@ impl Uploader {
         let mut next_try = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            if let Some(done) = self.closing.take() {
+                return self.close(done).await;
+            }
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::File(f)) => self.accept(f).await,
-                    Some(Command::Close(done)) => {
-                        // a few quick attempts: a store that just came back may still stumble
-                        let give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
-                        let mut pause = Duration::from_millis(100);
-                        while !self.spill.is_empty() && !self.replay().await
-                            && tokio::time::Instant::now() + pause < give_up
-                        {
-                            tokio::time::sleep(pause).await;
-                            pause *= 2;
-                        }
-                        if !self.spill.is_empty() {
-                            warn!(sink = %self.name, files = self.spill.len(), bytes = self.spill.bytes(),
-                                "stopping with spilled files; they are uploaded at the next start");
-                        }
-                        let _ = done.send(());
-                        return;
-                    }
+                    Some(Command::Close(done)) => return self.close(done).await,
                     None => return,
                 },
                 _ = tokio::time::sleep_until(next_try), if !self.spill.is_empty() => {
-                    if !self.replay().await {
+                    if !self.replay(Some(&mut rx)).await {
                         next_try = tokio::time::Instant::now() + self.reconnect.next_delay();
                     }
                 }

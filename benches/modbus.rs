@@ -1,0 +1,163 @@
+//! Modbus polling: polls/s and values/s (registers and coils) of `weir run` against a local Modbus TCP server
+//! (tokio-modbus, in this process) for the 200-register map of the tests, with requests
+//! coalesced (8 per poll) and with one request per register (200 per poll), in the same run;
+//! and Weir's CPU time per poll (user + system time of the `weir` process).
+//!
+//! Each round runs both modes for a few seconds, polling as fast as the server answers
+//! (`interval = '100us'`); alternating order, median of 3 rounds.
+//!
+//! Run: `cargo bench --bench modbus`.
+
+#[path = "../tests/support/modbus_server.rs"]
+mod modbus_server;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modbus_server::{ModbusServer, Shared, device, scattered_map};
+
+const MEASURE: Duration = Duration::from_secs(4);
+const ROUNDS: usize = 3;
+
+/// User + system CPU ticks of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // fields after the command name (which may hold spaces) start at field 3
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+struct Measured {
+    polls_per_s: f64,
+    cpu_us_per_poll: f64,
+}
+
+fn start_weir(dir: &std::path::Path, port: u16, coalesce: bool) -> Child {
+    let (columns, map, _) = scattered_map();
+    let pipeline = format!(
+        "CREATE SOURCE meters ({columns}, ts TIMESTAMP) WITH (connector = 'modbus',
+            url = 'tcp://127.0.0.1:{port}', unit_id = '1', unit_column = 'unit',
+            interval = '100us', coalesce = '{coalesce}', registers = '{}',
+            event_time = 'ts');
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+         INSERT INTO out SELECT window_start, count(*) AS polls, sum(s448) AS checksum
+         FROM TUMBLE(meters, ts, INTERVAL '1' SECOND) GROUP BY window_start, window_end;",
+        map.join("; ")
+    );
+    std::fs::write(dir.join("pipeline.sql"), pipeline).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "pipeline.sql"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn measure(
+    device: &Shared,
+    port: u16,
+    coalesce: bool,
+    reads_per_poll: u64,
+    tick_s: f64,
+) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let mut weir = start_weir(dir.path(), port, coalesce);
+    let log = dir.path().join("stderr.txt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("modbus connected")
+    {
+        assert!(Instant::now() < deadline, "weir did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let requests = || device.lock().unwrap().requests;
+    let (r0, c0, t0) = (requests(), cpu_ticks(weir.id()), Instant::now());
+    std::thread::sleep(MEASURE);
+    let (r1, c1, secs) = (requests(), cpu_ticks(weir.id()), t0.elapsed().as_secs_f64());
+    let _ = Command::new("kill")
+        .args(["-TERM", &weir.id().to_string()])
+        .status();
+    let _ = weir.wait();
+    let polls = (r1 - r0) as f64 / reads_per_poll as f64;
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !stderr.contains("inputs skipped"),
+        "requests failed during the bench:\n{stderr}"
+    );
+    Measured {
+        polls_per_s: polls / secs,
+        cpu_us_per_poll: (c1 - c0) as f64 / tick_s * 1e6 / polls,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let dev = device(&[1]);
+    {
+        let mut d = dev.lock().unwrap();
+        d.count_only = true;
+        let bank = d.banks.get_mut(&1).unwrap();
+        for (a, w) in bank.holding.iter_mut().enumerate().take(450) {
+            *w = a as u16;
+        }
+    }
+    let server = ModbusServer::tcp(dev.clone());
+    let (_, map, planned) = scattered_map();
+    let registers: usize = map.len();
+    let tick_s = ticks_per_second();
+    let (mut coalesced, mut single) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let mut run = |c: bool| {
+            if c {
+                coalesced.push(measure(
+                    &dev,
+                    server.port,
+                    true,
+                    planned.len() as u64,
+                    tick_s,
+                ));
+            } else {
+                single.push(measure(&dev, server.port, false, registers as u64, tick_s));
+            }
+        };
+        if round % 2 == 0 {
+            run(true);
+            run(false);
+        } else {
+            run(false);
+            run(true);
+        }
+    }
+    let report = |name: &str, m: &[Measured], reads: usize| {
+        let polls = median(m.iter().map(|x| x.polls_per_s).collect());
+        let cpu = median(m.iter().map(|x| x.cpu_us_per_poll).collect());
+        println!(
+            "{name:<28} {reads:>3} requests/poll  {polls:>9.0} polls/s  {:>11.0} values/s  {cpu:>8.1} µs CPU/poll",
+            polls * registers as f64
+        );
+        polls
+    };
+    println!(
+        "modbus: {registers}-value map, one unit, local TCP server, median of {ROUNDS} rounds of {:?}",
+        MEASURE
+    );
+    let c = report("coalesced (max_gap 16)", &coalesced, planned.len());
+    let s = report("one request per register", &single, registers);
+    println!("coalesced / one per register: {:.1}× the polls", c / s);
+}

@@ -1,0 +1,392 @@
+//! `connector = 'modbus'` as a source: polls every unit at `interval` with the planned
+//! reads and turns each unit's answers into one row.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use tokio::time::MissedTickBehavior;
+use weir_engine::PipelineError;
+use weir_engine::connector::{Source, SourceHealth, SourceOutput, SourceSpec};
+use weir_engine::parse::Options;
+
+use super::decode::{self, Reading};
+use super::link::Link;
+use super::plan::{Read, plan};
+use super::register_map::{self, Point};
+use super::request::{self, Data};
+use super::transport::Transport;
+use crate::columns::{ColumnBuffer, EpochUnit, Number, supported};
+
+/// A configured Modbus source.
+pub struct ModbusSource {
+    name: String,
+    transport: Transport,
+    units: Vec<u8>,
+    interval: Duration,
+    timeout: Duration,
+    retries: u32,
+    points: Vec<Point>,
+    /// Column index of each point.
+    point_columns: Vec<usize>,
+    reads: Vec<Read>,
+    schema: SchemaRef,
+    time_column: Option<usize>,
+    unit_column: Option<usize>,
+    epoch_unit: EpochUnit,
+}
+
+fn column_index(schema: &SchemaRef, name: &str) -> Option<usize> {
+    schema
+        .fields()
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(name.trim()))
+}
+
+/// Unit ids: `1`, `1,2,5` or a range such as `1-4`.
+fn parse_units(v: &str) -> Result<Vec<u8>, String> {
+    let mut units = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id = |s: &str| {
+            s.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("unit id '{s}': expected 0 to 255"))
+        };
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (id(a)?, id(b)?);
+                if a > b {
+                    return Err(format!("unit range '{item}' runs backwards"));
+                }
+                units.extend(a..=b);
+            }
+            None => units.push(id(item)?),
+        }
+    }
+    if units.is_empty() {
+        return Err("no unit id given".into());
+    }
+    units.sort_unstable();
+    units.dedup();
+    Ok(units)
+}
+
+impl ModbusSource {
+    /// Reads and checks the source's options against its declared columns.
+    pub fn build(spec: &SourceSpec, o: &Options) -> Result<ModbusSource, PipelineError> {
+        let transport = Transport::from_options(o)?;
+        let units = o.parsed("unit_id", parse_units)?.unwrap_or(vec![1]);
+        let interval = o.duration("interval")?.unwrap_or(Duration::from_secs(1));
+        if interval.is_zero() {
+            return Err(o.error("interval must be longer than 0"));
+        }
+        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(1));
+        let retries = o.u64("retries")?.unwrap_or(1).min(10) as u32;
+        let max_gap = o.u64("max_gap")?.unwrap_or(16).min(2000) as u16;
+        let coalesce = o.bool("coalesce")?.unwrap_or(true);
+        let epoch_unit = o
+            .parsed("timestamp_unit", |v| {
+                EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
+            })?
+            .unwrap_or(EpochUnit::Seconds);
+        // each point with the option it came from, for errors
+        let mut points = Vec::new();
+        let mut origins = Vec::new();
+        if let Some(e) = o.entry("registers") {
+            let found = register_map::parse_inline(&e.value).map_err(|m| o.value_error(e, &m))?;
+            origins.extend(std::iter::repeat_n(e, found.len()));
+            points.extend(found);
+        }
+        if let Some(e) = o.entry("register_map") {
+            let base = Path::new(o.file()).parent().unwrap_or(Path::new("."));
+            let path = base.join(e.value.trim());
+            let found = register_map::load_file(&path).map_err(|m| o.value_error(e, &m))?;
+            origins.extend(std::iter::repeat_n(e, found.len()));
+            points.extend(found);
+        }
+        if points.is_empty() {
+            return Err(o.error(
+                "no registers mapped: give 'registers' (e.g. 'temp = holding 0 int16') or 'register_map' (a YAML or JSON file)",
+            ));
+        }
+        let schema = spec.schema.clone();
+        let mut filled = vec![false; schema.fields().len()];
+        let mut point_columns = Vec::new();
+        for (p, origin) in points.iter().zip(origins) {
+            let i = column_index(&schema, &p.column).ok_or_else(|| {
+                o.value_error(
+                    origin,
+                    &format!("'{}', which is not a column of this source", p.column),
+                )
+            })?;
+            if filled[i] {
+                return Err(o.value_error(origin, &format!("'{}' is mapped twice", p.column)));
+            }
+            filled[i] = true;
+            point_columns.push(i);
+        }
+        let mut special = |key: &str, default: Option<usize>| -> Result<_, PipelineError> {
+            let i = match o.get(key) {
+                Some(c) => Some(column_index(&schema, c).ok_or_else(|| {
+                    o.error(format!("{key} '{c}' is not a column of this source"))
+                })?),
+                None => default.filter(|i| !filled[*i]),
+            };
+            if let Some(i) = i {
+                if filled[i] {
+                    return Err(o.error(format!(
+                        "{key} '{}' is also in the register map",
+                        schema.field(i).name()
+                    )));
+                }
+                filled[i] = true;
+            }
+            Ok(i)
+        };
+        let time_column = special("time_column", spec.event_time)?;
+        let unit_column = special("unit_column", None)?;
+        if let Some(i) = time_column
+            && !matches!(schema.field(i).data_type(), DataType::Timestamp(..))
+        {
+            return Err(o.error(format!(
+                "time_column '{}' must be a TIMESTAMP",
+                schema.field(i).name()
+            )));
+        }
+        for (i, f) in schema.fields().iter().enumerate() {
+            if !supported(f.data_type()) {
+                return Err(o.error(format!(
+                    "column '{}' is {}, which the modbus source cannot fill (use integer, float, boolean, text or timestamp columns)",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+            if !filled[i] {
+                return Err(o.error(format!(
+                    "column '{}' is not filled: map it to a register, or name it in time_column or unit_column",
+                    f.name()
+                )));
+            }
+        }
+        let reads = plan(&points, coalesce.then_some(max_gap));
+        Ok(ModbusSource {
+            name: spec.name.clone(),
+            transport,
+            units,
+            interval,
+            timeout,
+            retries,
+            points,
+            point_columns,
+            reads,
+            schema,
+            time_column,
+            unit_column,
+            epoch_unit,
+        })
+    }
+
+    /// The planned reads per unit and poll.
+    pub fn reads(&self) -> &[Read] {
+        &self.reads
+    }
+}
+
+/// Nanoseconds since the epoch, now.
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The rows of one poll being built.
+struct Rows {
+    columns: Vec<ColumnBuffer>,
+    rows: usize,
+}
+
+impl ModbusSource {
+    fn empty_rows(&self) -> Rows {
+        Rows {
+            columns: self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| ColumnBuffer::new(f.data_type()).expect("checked at build"))
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    /// Polls every unit; each unit that answered at least one read adds a row (points
+    /// whose read failed are null). While the link is down the poll adds nothing.
+    async fn poll(&self, link: &mut Link, health: &SourceHealth, rows: &mut Rows) {
+        for &unit in &self.units {
+            let mut readings: Vec<Option<Reading>> = vec![None; self.points.len()];
+            let mut arrived = None;
+            for read in &self.reads {
+                let context = || {
+                    format!(
+                        "unit {unit} {} {}..{}",
+                        read.table,
+                        read.start,
+                        read.start as u32 + read.count as u32 - 1
+                    )
+                };
+                match request::execute(link, unit, read, self.timeout, self.retries).await {
+                    Ok(data) => {
+                        arrived.get_or_insert_with(now_nanos);
+                        self.decode(read, &data, &mut readings, health, &context());
+                    }
+                    Err(f) if f.kind == "not_connected" => {
+                        // counted once per poll, not per read
+                        health.skip(f.kind, &self.transport.to_string(), f.detail);
+                        return;
+                    }
+                    Err(f) => health.skip(f.kind, &context(), f.detail),
+                }
+            }
+            if let Some(at) = arrived {
+                self.push_row(unit, at, readings, health, rows);
+            }
+        }
+    }
+
+    fn decode(
+        &self,
+        read: &Read,
+        data: &Data,
+        readings: &mut [Option<Reading>],
+        health: &SourceHealth,
+        context: &str,
+    ) {
+        for &p in &read.points {
+            let point = &self.points[p];
+            let at = (point.address - read.start) as usize;
+            let r = match data {
+                Data::Bits(bits) => Ok(Reading::Bool(bits[at])),
+                Data::Words(words) => {
+                    decode::registers(point, &words[at..at + point.len() as usize])
+                }
+            };
+            match r {
+                Ok(r) => readings[p] = Some(r),
+                Err(e) => health.skip("conversion", context, format!("{}: {e}", point.column)),
+            }
+        }
+    }
+
+    fn push_row(
+        &self,
+        unit: u8,
+        at: i64,
+        readings: Vec<Option<Reading>>,
+        health: &SourceHealth,
+        rows: &mut Rows,
+    ) {
+        let cols = &mut rows.columns;
+        for ((reading, point), &c) in readings
+            .into_iter()
+            .zip(&self.points)
+            .zip(&self.point_columns)
+        {
+            let pushed = match reading {
+                None => {
+                    cols[c].push_null();
+                    Ok(())
+                }
+                Some(Reading::Bool(b)) => cols[c].push_bool(b),
+                Some(Reading::Number(n)) => cols[c].push_number(n, self.epoch_unit),
+                Some(Reading::Text(t)) => cols[c].push_text(&t, self.epoch_unit),
+            };
+            if let Err(e) = pushed {
+                health.skip(
+                    "conversion",
+                    &format!("unit {unit} {} {}", point.table, point.address),
+                    format!("{}: {e}", point.column),
+                );
+                cols[c].push_null();
+            }
+        }
+        if let Some(c) = self.time_column {
+            cols[c].push_time(at);
+        }
+        if let Some(c) = self.unit_column
+            && cols[c]
+                .push_number(Number::Int(unit.into()), self.epoch_unit)
+                .is_err()
+        {
+            cols[c].push_null();
+        }
+        rows.rows += 1;
+    }
+
+    fn finish(&self, rows: &mut Rows) -> anyhow::Result<RecordBatch> {
+        let arrays = rows
+            .columns
+            .iter_mut()
+            .map(ColumnBuffer::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.rows = 0;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+#[async_trait]
+impl Source for ModbusSource {
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    async fn run(self: Box<Self>, mut out: SourceOutput) -> anyhow::Result<()> {
+        let health = out.health().clone();
+        let mut link = Link::new(
+            &self.name,
+            self.transport.clone(),
+            self.timeout,
+            health.clone(),
+        );
+        tracing::info!(source = %self.name, device = %self.transport, units = ?self.units,
+            reads_per_unit = self.reads.len(), interval = ?self.interval, "modbus polling");
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rows = self.empty_rows();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = out.stopped() => break,
+            }
+            self.poll(&mut link, &health, &mut rows).await;
+            metrics::counter!("weir_modbus_polls_total", "source" => self.name.clone())
+                .increment(1);
+            if rows.rows == 0 {
+                continue;
+            }
+            let batch = self.finish(&mut rows)?;
+            if out.is_stopped() {
+                out.send_last(batch).await;
+                break;
+            }
+            if out.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_units;
+
+    #[test]
+    fn unit_lists() {
+        assert_eq!(parse_units("1").unwrap(), vec![1]);
+        assert_eq!(parse_units("3, 1-2,2").unwrap(), vec![1, 2, 3]);
+        assert!(parse_units("2-1").is_err());
+        assert!(parse_units("256").is_err());
+        assert!(parse_units(" ").is_err());
+    }
+}

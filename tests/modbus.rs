@@ -1,0 +1,656 @@
+//! The Modbus connector against real Modbus servers started by the tests (tokio-modbus'
+//! server on a free loopback port, and on a socat pseudo-terminal pair for RTU): every data
+//! type in every byte/word order, request coalescing counted on the server, exceptions,
+//! timeouts, server restarts and line noise, and windows over polled values.
+
+#[path = "support/modbus_server.rs"]
+mod modbus_server;
+#[path = "support/weir_process.rs"]
+mod weir_process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use modbus_server::{ModbusServer, Shared, device, scattered_map};
+use serde_json::Value;
+use tokio_modbus::ExceptionCode;
+use weir_process::WeirProcess;
+
+/// The device's registers, as the test wrote them: `(unit, table, address) = value`.
+fn set_holding(d: &Shared, unit: u8, address: u16, words: &[u16]) {
+    let mut d = d.lock().unwrap();
+    let bank = d.banks.get_mut(&unit).unwrap();
+    bank.holding[address as usize..address as usize + words.len()].copy_from_slice(words);
+}
+
+/// Registers holding the big-endian bytes `be` as a device of `order` sends them. The
+/// byte positions per order are written out, not derived: index i of the result is byte
+/// `PERMUTATION[i]` of the big-endian value.
+fn device_words(be: &[u8], order: &str) -> Vec<u16> {
+    let permutation: &[usize] = match (be.len(), order) {
+        (2, "ABCD" | "CDAB") => &[0, 1],
+        (2, "BADC" | "DCBA") => &[1, 0],
+        (4, "ABCD") => &[0, 1, 2, 3],
+        (4, "CDAB") => &[2, 3, 0, 1],
+        (4, "BADC") => &[1, 0, 3, 2],
+        (4, "DCBA") => &[3, 2, 1, 0],
+        (8, "ABCD") => &[0, 1, 2, 3, 4, 5, 6, 7],
+        (8, "CDAB") => &[6, 7, 4, 5, 2, 3, 0, 1],
+        (8, "BADC") => &[1, 0, 3, 2, 5, 4, 7, 6],
+        (8, "DCBA") => &[7, 6, 5, 4, 3, 2, 1, 0],
+        other => panic!("no permutation for {other:?}"),
+    };
+    let bytes: Vec<u8> = permutation.iter().map(|&i| be[i]).collect();
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// Counts per skip reason from the run summary line of source `name`.
+fn skipped(stderr: &str, name: &str) -> BTreeMap<String, u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("source {name}:")))
+        .unwrap_or_else(|| panic!("no summary for {name}:\n{stderr}"));
+    let mut out = BTreeMap::new();
+    if let Some(list) = line.split_once('(').map(|(_, r)| r.trim_end_matches(')')) {
+        for item in list.split(", ") {
+            let (reason, n) = item.rsplit_once(' ').unwrap();
+            out.insert(reason.to_string(), n.parse().unwrap());
+        }
+    }
+    out
+}
+
+/// Rows in the summary line of source `name`.
+fn summary_rows(stderr: &str, name: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("source {name}:")))
+        .unwrap();
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
+
+#[test]
+fn every_type_and_order_decodes_to_the_expected_value() {
+    let dev = device(&[7]);
+    // values whose bytes all differ, so that any wrong order gives another value
+    let i16v: i16 = -12_345; // 0xCFC7
+    let u16v: u16 = 0xA1B2;
+    let i32v: i32 = -123_456_789; // 0xF8A432EB
+    let u32v: u32 = 0x89AB_CDEF;
+    let i64v: i64 = -0x0123_4567_89AB_CDEF;
+    let u64v: u64 = 0xFEDC_BA98_7654_3210;
+    let f32v: f32 = -1234.567;
+    let f64v: f64 = 98_765.432_101_234;
+    let text = "Weir-PLC";
+    let mut columns = vec!["ts TIMESTAMP".to_string(), "unit INT".to_string()];
+    let mut map = Vec::new();
+    let mut expected: BTreeMap<String, Value> = BTreeMap::new();
+    let mut address = 0u16;
+    for order in ORDERS {
+        let o = order.to_lowercase();
+        let values: Vec<(&str, &str, Vec<u8>, Value)> = vec![
+            ("i16", "int16", i16v.to_be_bytes().to_vec(), i16v.into()),
+            ("u16", "uint16", u16v.to_be_bytes().to_vec(), u16v.into()),
+            ("i32", "int32", i32v.to_be_bytes().to_vec(), i32v.into()),
+            ("u32", "uint32", u32v.to_be_bytes().to_vec(), u32v.into()),
+            ("i64", "int64", i64v.to_be_bytes().to_vec(), i64v.into()),
+            ("u64", "uint64", u64v.to_be_bytes().to_vec(), u64v.into()),
+            (
+                "f32",
+                "float32",
+                f32v.to_be_bytes().to_vec(),
+                (f32v as f64).into(),
+            ),
+            ("f64", "float64", f64v.to_be_bytes().to_vec(), f64v.into()),
+        ];
+        for (name, ty, be, value) in values {
+            let column = format!("{name}_{o}");
+            let sql_type = match name {
+                "i16" | "i32" | "i64" => "BIGINT",
+                "u16" | "u32" | "u64" => "BIGINT UNSIGNED",
+                _ => "DOUBLE",
+            };
+            columns.push(format!("{column} {sql_type}"));
+            map.push(format!("{column} = holding {address} {ty} {order}"));
+            let words = device_words(&be, order);
+            set_holding(&dev, 7, address, &words);
+            address += words.len() as u16;
+            expected.insert(column, value);
+        }
+        // text: registers in order, two characters each, the byte order inside varies
+        let column = format!("text_{o}");
+        columns.push(format!("{column} VARCHAR"));
+        map.push(format!("{column} = input {address} string(5) {order}"));
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.resize(10, 0);
+        let swapped = order == "BADC" || order == "DCBA";
+        let words: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| {
+                if swapped {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
+            .collect();
+        {
+            let mut d = dev.lock().unwrap();
+            let bank = d.banks.get_mut(&7).unwrap();
+            bank.input[address as usize..address as usize + 5].copy_from_slice(&words);
+        }
+        address += 5;
+        expected.insert(column, text.into());
+    }
+    // bits of a register, coils, discrete inputs; scale and offset
+    set_holding(&dev, 7, 500, &[0b1000_0000_0000_0101, 1234]);
+    {
+        let mut d = dev.lock().unwrap();
+        let bank = d.banks.get_mut(&7).unwrap();
+        bank.coils[3] = true;
+        bank.discrete[9] = true;
+    }
+    for (column, sql_type, entry, value) in [
+        ("bit0", "BOOLEAN", "holding 500 bit=0", Value::Bool(true)),
+        ("bit1", "BOOLEAN", "holding 500 bit=1", Value::Bool(false)),
+        ("bit15", "BOOLEAN", "holding 500 bit=15", Value::Bool(true)),
+        ("coil3", "BOOLEAN", "coil 3", Value::Bool(true)),
+        ("coil4", "BOOLEAN", "coil 4", Value::Bool(false)),
+        ("di9", "BOOLEAN", "discrete 9", Value::Bool(true)),
+        (
+            "scaled",
+            "DOUBLE",
+            "holding 501 uint16 scale=0.1 offset=-20",
+            (1234.0 * 0.1 - 20.0).into(),
+        ),
+    ] {
+        columns.push(format!("{column} {sql_type}"));
+        map.push(format!("{column} = {entry}"));
+        expected.insert(column.to_string(), value);
+    }
+    let server = ModbusServer::tcp(dev);
+    let weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc ({}) WITH (connector = 'modbus', url = 'tcp://127.0.0.1:{}',
+                unit_id = '7', unit_column = 'unit', time_column = 'ts', interval = '100ms',
+                registers = '{}');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            columns.join(", "),
+            server.port,
+            map.join("; ")
+        ),
+        &[],
+    );
+    let mut weir = weir;
+    weir.wait_rows(2);
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let row = &weir.rows()[0];
+    assert_eq!(row["unit"], 7);
+    for (column, value) in &expected {
+        let got = &row[column.as_str()];
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                let (g, e) = (got.as_f64().unwrap(), n.as_f64().unwrap());
+                assert!((g - e).abs() <= e.abs() * 1e-12, "{column}: {g} vs {e}");
+            }
+            _ => assert_eq!(got, value, "{column}"),
+        }
+    }
+    assert!(
+        skipped(&weir.stderr(), "plc").is_empty(),
+        "{}",
+        weir.stderr()
+    );
+}
+
+#[test]
+fn scattered_registers_are_read_with_the_planned_requests() {
+    let dev = device(&[1, 2]);
+    for unit in [1u8, 2] {
+        let words: Vec<u16> = (0..450).map(|a| a * 3 + unit as u16).collect();
+        set_holding(&dev, unit, 0, &words);
+    }
+    let server = ModbusServer::tcp(dev);
+    let (columns, map, expected) = scattered_map();
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE meters ({columns}) WITH (connector = 'modbus', url = 'tcp://127.0.0.1:{}',
+                unit_id = '1,2', unit_column = 'unit', interval = '200ms', registers = '{}');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT unit, h0, h29, s200, s448 FROM meters;",
+            server.port,
+            map.join("; ")
+        ),
+        &[],
+    );
+    weir.wait_rows(6);
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let rows = weir.rows();
+    let log = server.log();
+    let ranges: BTreeSet<(u8, u16, u16)> =
+        log.iter().map(|s| (s.function, s.start, s.count)).collect();
+    assert_eq!(ranges, expected);
+    // every poll of every unit: exactly the planned reads, no more
+    assert_eq!(
+        log.len(),
+        rows.len() * expected.len(),
+        "{} rows",
+        rows.len()
+    );
+    for r in &rows {
+        let unit = r["unit"].as_i64().unwrap();
+        assert_eq!(r["h0"], unit);
+        assert_eq!(r["h29"], 29 * 3 + unit);
+        assert_eq!(r["s200"], 200 * 3 + unit);
+        assert_eq!(r["s448"], 448 * 3 + unit);
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r["unit"] == 1).count(),
+        rows.iter().filter(|r| r["unit"] == 2).count()
+    );
+}
+
+#[test]
+fn exceptions_timeouts_and_restarts_are_counted_and_polling_recovers() {
+    let dev = device(&[1, 2]);
+    set_holding(&dev, 1, 0, &[11]);
+    set_holding(&dev, 2, 0, &[22]);
+    {
+        let mut d = dev.lock().unwrap();
+        for (unit, v) in [(1u8, 101u16), (2, 202)] {
+            d.banks.get_mut(&unit).unwrap().holding[100] = v;
+            d.banks.get_mut(&unit).unwrap().input[0] = v + 1;
+        }
+        // the register at 100 does not exist on this device
+        d.exceptions
+            .push((3, 100, 100, ExceptionCode::IllegalDataAddress));
+    }
+    let mut server = ModbusServer::tcp(dev);
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc (unit INT, a BIGINT, b BIGINT, c BIGINT) WITH (connector = 'modbus',
+                url = 'tcp://127.0.0.1:{}', unit_id = '1-2', unit_column = 'unit', interval = '100ms',
+                timeout = '200ms', retries = '0', max_gap = '0',
+                registers = 'a = holding 0; b = holding 100; c = input 0');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            server.port
+        ),
+        &[],
+    );
+    weir.wait_rows(6);
+    // the rows keep the readable columns; the missing register is null
+    for r in weir.rows() {
+        let unit = r["unit"].as_i64().unwrap();
+        assert_eq!(r["a"], unit * 11, "{r}");
+        assert_eq!(r["b"], Value::Null, "{r}");
+        assert_eq!(r["c"], unit * 101 + 1, "{r}");
+    }
+    // a busy input table, then unit 2 goes silent: its requests time out, unit 1 goes on
+    server.with(|d| {
+        d.exceptions
+            .push((4, 0, 0, ExceptionCode::ServerDeviceBusy))
+    });
+    let n = weir.rows().len();
+    weir.wait_rows(n + 4);
+    server.with(|d| {
+        d.exceptions.retain(|e| e.0 != 4);
+        d.silent.push(2);
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    server.with(|d| d.silent.clear());
+    let unit2_rows = |w: &WeirProcess| w.rows().iter().filter(|r| r["unit"] == 2).count();
+    let before = unit2_rows(&weir);
+    weir.wait_for("unit 2 again", Duration::from_secs(20), |w| {
+        unit2_rows(w) >= before + 3
+    });
+    // the server goes away and comes back on the same port
+    server.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = weir.rows().len();
+    server.restart();
+    weir.wait_for("rows after the restart", Duration::from_secs(30), |w| {
+        w.rows().len() >= during + 6
+    });
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let rows = weir.rows();
+    let last = rows.iter().rev().find(|r| r["unit"] == 2).unwrap();
+    assert_eq!(last["a"], 22);
+    assert_eq!(last["c"], 203);
+    let counts = skipped(&weir.stderr(), "plc");
+    let log = server.log();
+    let refused = |code| log.iter().filter(|s| s.exception == Some(code)).count() as u64;
+    assert_eq!(
+        counts.get("illegal_data_address"),
+        Some(&refused(ExceptionCode::IllegalDataAddress)),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("server_device_busy"),
+        Some(&refused(ExceptionCode::ServerDeviceBusy)),
+        "{counts:?}"
+    );
+    assert!(counts.get("timeout").is_some_and(|n| *n >= 3), "{counts:?}");
+    let while_down =
+        counts.get("connection_lost").unwrap_or(&0) + counts.get("not_connected").unwrap_or(&0);
+    assert!(while_down >= 1, "{counts:?}");
+    let stderr = weir.stderr();
+    assert!(stderr.contains("modbus cannot connect"), "{stderr}");
+    assert!(stderr.matches("modbus connected").count() >= 2, "{stderr}");
+    assert_eq!(summary_rows(&stderr, "plc"), rows.len() as u64);
+}
+
+/// CRC-16/MODBUS (polynomial 0xA001, reflected, initial 0xFFFF).
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc = 0xFFFFu16;
+    for b in data {
+        crc ^= *b as u16;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                crc >> 1 ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+#[test]
+fn rtu_over_a_serial_line_survives_noise() {
+    let dev = device(&[3, 4]);
+    set_holding(&dev, 3, 10, &device_words(&1.5f32.to_be_bytes(), "CDAB"));
+    set_holding(
+        &dev,
+        4,
+        10,
+        &device_words(&(-2.25f32).to_be_bytes(), "CDAB"),
+    );
+    set_holding(&dev, 3, 12, &[300]);
+    set_holding(&dev, 4, 12, &[400]);
+    let server = ModbusServer::rtu(dev, 38400);
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE line (unit INT, current DOUBLE, count BIGINT) WITH (connector = 'modbus',
+                url = 'rtu://{}', baud_rate = '38400', parity = 'none', unit_id = '3,4',
+                unit_column = 'unit', interval = '50ms', timeout = '300ms',
+                registers = 'current = holding 10 float32 CDAB; count = holding 12 uint16');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM line;",
+            server.client_tty.display()
+        ),
+        &[],
+    );
+    weir.wait_rows(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let stop = Arc::clone(&stop);
+        let tty = server.server_tty.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(tty).unwrap();
+            let mut x = 0x2545_F491u32;
+            while !stop.load(Ordering::SeqCst) {
+                let junk: Vec<u8> = (0..24)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                let _ = f.write_all(&junk);
+                std::thread::sleep(Duration::from_millis(7));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    noise.join().unwrap();
+    let n = weir.rows().len();
+    weir.wait_rows(n + 10);
+    // a stray frame with a valid checksum from a unit nobody asked (9), while unit 3 is
+    // silent: taken for unit 3's answer it would be wrong data
+    server.with(|d| d.silent.push(3));
+    let mut stray = vec![9u8, 3, 2, 0x12, 0x34];
+    stray.extend(crc16(&stray).to_le_bytes());
+    for _ in 0..40 {
+        server.noise(&stray);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    server.with(|d| d.silent.clear());
+    let n = weir.rows().len();
+    weir.wait_rows(n + 10);
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let rows = weir.rows();
+    // whatever the noise did, no row holds a wrong value
+    for r in &rows {
+        let (current, count) = match r["unit"].as_i64().unwrap() {
+            3 => (1.5, 300),
+            4 => (-2.25, 400),
+            u => panic!("unit {u}"),
+        };
+        if !r["current"].is_null() {
+            assert_eq!(r["current"].as_f64().unwrap(), current, "{r}");
+        }
+        if !r["count"].is_null() {
+            assert_eq!(r["count"], count, "{r}");
+        }
+    }
+    // the rows after the noise are complete again
+    for r in &rows[rows.len() - 6..] {
+        assert!(!r["current"].is_null() && !r["count"].is_null(), "{r}");
+    }
+    let counts = skipped(&weir.stderr(), "line");
+    assert!(
+        counts
+            .keys()
+            .all(|k| ["bad_response", "timeout"].contains(&k.as_str())),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get("bad_response").is_some_and(|n| *n >= 1),
+        "the stray frames went unnoticed: {counts:?}"
+    );
+}
+
+#[test]
+fn windows_over_polled_values_match_an_independent_computation() {
+    let dev = device(&[1, 2]);
+    let server = ModbusServer::tcp(Arc::clone(&dev));
+    // the device updates its clock (epoch ms, uint64) and a temperature every 10 ms
+    let stop = Arc::new(AtomicBool::new(false));
+    let updater = {
+        let (stop, dev) = (Arc::clone(&stop), Arc::clone(&dev));
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                for unit in [1u8, 2] {
+                    let temp =
+                        20.0f32 + unit as f32 * 10.0 + ((k * 7 + unit as u64) % 23) as f32 / 4.0;
+                    let mut words = device_words(&temp.to_be_bytes(), "ABCD");
+                    words.extend(device_words(&now_ms.to_be_bytes(), "ABCD"));
+                    set_holding(&dev, unit, 0, &words);
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE oven (unit INT, temp DOUBLE, ts TIMESTAMP) WITH (connector = 'modbus',
+                url = 'tcp://127.0.0.1:{}', unit_id = '1,2', unit_column = 'unit', interval = '30ms',
+                registers = 'temp = holding 0 float32; ts = holding 2 uint64', timestamp_unit = 'ms',
+                event_time = 'ts', watermark = '500ms');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT unit, window_start, count(*) AS n, avg(temp) AS mean, min(temp) AS low, max(temp) AS high
+             FROM TUMBLE(oven, ts, INTERVAL '1' SECOND) GROUP BY unit, window_start, window_end;",
+            server.port
+        ),
+        &[],
+    );
+    weir.wait_rows(8);
+    let (status, weir) = weir.stop();
+    stop.store(true, Ordering::SeqCst);
+    updater.join().unwrap();
+    assert!(status.success(), "{}", weir.stderr());
+    // the expectation, from what the server answered
+    let mut expected: BTreeMap<(i64, i64), (i64, f64, f64, f64)> = BTreeMap::new();
+    for s in server.log() {
+        let temp = f32::from_bits((s.words[0] as u32) << 16 | s.words[1] as u32) as f64;
+        let ts = s.words[2..6]
+            .iter()
+            .fold(0u64, |acc, w| acc << 16 | *w as u64) as i64;
+        let e = expected
+            .entry((s.unit as i64, ts.div_euclid(1000) * 1000))
+            .or_insert((0, 0.0, f64::MAX, f64::MIN));
+        e.0 += 1;
+        e.1 += temp;
+        e.2 = e.2.min(temp);
+        e.3 = e.3.max(temp);
+    }
+    let mut got = BTreeMap::new();
+    for r in weir.rows() {
+        let start = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(
+            r["window_start"].as_str().unwrap(),
+        )
+        .unwrap()
+            / 1_000_000;
+        let prev = got.insert(
+            (r["unit"].as_i64().unwrap(), start),
+            (
+                r["n"].as_i64().unwrap(),
+                r["mean"].as_f64().unwrap(),
+                r["low"].as_f64().unwrap(),
+                r["high"].as_f64().unwrap(),
+            ),
+        );
+        assert!(prev.is_none(), "window emitted twice: {r}");
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (k, (n, sum, low, high)) in &expected {
+        let g = &got[k];
+        assert_eq!(g.0, *n, "{k:?}");
+        assert!((g.1 - sum / *n as f64).abs() < 1e-9, "{k:?}");
+        assert_eq!((g.2, g.3), (*low, *high), "{k:?}");
+    }
+    assert!(
+        weir.stderr().contains("0 late rows dropped"),
+        "{}",
+        weir.stderr()
+    );
+}
+
+/// `weir check` on a pipeline in `dir`; returns (success, stderr).
+fn check(dir: &std::path::Path, pipeline: &str) -> (bool, String) {
+    std::fs::write(dir.join("pipeline.sql"), pipeline).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check", "pipeline.sql"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn map_files_load_and_mistakes_point_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("press.yaml"),
+        "registers:\n  running: coil 0\n  fault: holding 10 bit=3\n  cycles:\n    table: holding\n    address: 0x0200\n    type: uint32\n    order: CDAB\n  recipe: holding 300 string(8)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("extra.json"),
+        r#"{"registers": {"pressure": {"table": "input", "address": 4, "type": "int16", "scale": 0.01}}}"#,
+    )
+    .unwrap();
+    let source = |options: &str| {
+        format!(
+            "CREATE SOURCE press (ts TIMESTAMP, running BOOLEAN, fault BOOLEAN, cycles BIGINT, recipe VARCHAR, pressure DOUBLE)
+             WITH (connector = 'modbus', url = 'rtu:///dev/ttyUSB0', event_time = 'ts', {options});
+             CREATE SINK out WITH (connector = 'stdout');
+             INSERT INTO out SELECT * FROM press;"
+        )
+    };
+    let (ok, err) = check(
+        dir.path(),
+        &source("register_map = 'press.yaml', registers = 'pressure = input 4 int16 scale=0.01'"),
+    );
+    assert!(ok, "{err}");
+    // the same point from a JSON file; the YAML file's second half inline
+    let (ok, err) = check(
+        dir.path(),
+        &source(
+            "register_map = 'extra.json', registers = 'running = coil 0; fault = holding 10 bit=3; cycles = holding 0x200 uint32 CDAB; recipe = holding 300 string(8)'",
+        ),
+    );
+    assert!(ok, "{err}");
+    for (options, message) in [
+        (
+            "register_map = 'press.yaml', registers = 'pressure = holdings 4'",
+            "unknown table 'holdings'",
+        ),
+        (
+            "register_map = 'press.yaml', registers = 'pressure = input 4 float'",
+            "unknown type 'float'",
+        ),
+        (
+            "register_map = 'press.yaml', registers = 'presure = input 4'",
+            "'presure', which is not a column",
+        ),
+        (
+            "register_map = 'press.yaml', registers = 'recipe = input 4'",
+            "'recipe' is mapped twice",
+        ),
+        ("register_map = 'missing.yaml'", "cannot read register map"),
+        (
+            "register_map = 'press.yaml'",
+            "column 'pressure' is not filled",
+        ),
+        (
+            "register_map = 'press.yaml', registers = 'pressure = input 4', parity = 'mark'",
+            "expected one of none, even, odd",
+        ),
+    ] {
+        let (ok, err) = check(dir.path(), &source(options));
+        assert!(!ok, "{options}");
+        assert!(err.contains(message), "{options}: {err}");
+        // map mistakes point at the option's value, a missing column at the statement
+        let line = if message.contains("not filled") { 1 } else { 2 };
+        assert!(
+            err.contains(&format!("pipeline.sql:{line}:")),
+            "{options}: {err}"
+        );
+    }
+}
