@@ -49,6 +49,19 @@ fn device_words(be: &[u8], order: &str) -> Vec<u16> {
         .collect()
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Milliseconds since the epoch of a time printed by the stdout sink.
+fn time_ms(v: &Value) -> i64 {
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(v.as_str().unwrap()).unwrap()
+        / 1_000_000
+}
+
 /// Counts per skip reason from the run summary line of source `name`.
 fn skipped(stderr: &str, name: &str) -> BTreeMap<String, u64> {
     let line = stderr
@@ -183,6 +196,7 @@ fn every_type_and_order_decodes_to_the_expected_value() {
         expected.insert(column.to_string(), value);
     }
     let server = ModbusServer::tcp(dev);
+    let started_ms = now_ms();
     let weir = WeirProcess::start(
         &format!(
             "CREATE SOURCE plc ({}) WITH (connector = 'modbus', url = 'tcp://127.0.0.1:{}',
@@ -202,6 +216,9 @@ fn every_type_and_order_decodes_to_the_expected_value() {
     assert!(status.success(), "{}", weir.stderr());
     let row = &weir.rows()[0];
     assert_eq!(row["unit"], 7);
+    // stamped when the answer arrived: after the start, before the test looked
+    let ts = time_ms(&row["ts"]);
+    assert!(started_ms <= ts && ts <= now_ms(), "{row}");
     for (column, value) in &expected {
         let got = &row[column.as_str()];
         match value {
@@ -484,10 +501,7 @@ fn windows_over_polled_values_match_an_independent_computation() {
         std::thread::spawn(move || {
             let mut k = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64;
+                let now_ms = now_ms() as u64;
                 for unit in [1u8, 2] {
                     let temp =
                         20.0f32 + unit as f32 * 10.0 + ((k * 7 + unit as u64) % 23) as f32 / 4.0;
@@ -535,11 +549,7 @@ fn windows_over_polled_values_match_an_independent_computation() {
     }
     let mut got = BTreeMap::new();
     for r in weir.rows() {
-        let start = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(
-            r["window_start"].as_str().unwrap(),
-        )
-        .unwrap()
-            / 1_000_000;
+        let start = time_ms(&r["window_start"]);
         let prev = got.insert(
             (r["unit"].as_i64().unwrap(), start),
             (

@@ -17,6 +17,9 @@ use crate::exec::dataflow::SinkBatch;
 pub struct Summary {
     /// Wall-clock duration.
     pub elapsed: Duration,
+    /// Until every source had ended and its rows had gone through the pipelines (the rest
+    /// of `elapsed` is the sinks flushing and closing).
+    pub processing: Duration,
     /// Per source.
     pub sources: Vec<SourceSummary>,
     /// Per pipeline.
@@ -238,6 +241,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     if !dataflow.is_finished() {
         warn!("not every pipeline finished");
     }
+    let processing = started.elapsed();
     drop(sink_txs);
     let mut sink_errors = 0;
     for t in sink_tasks {
@@ -245,6 +249,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     }
     Summary {
         elapsed: started.elapsed(),
+        processing,
         // sources are the first streams
         sources: dataflow
             .streams
