@@ -18,6 +18,7 @@ use weir_engine::PipelineError;
 use weir_engine::connector::{Source, SourceFactory, SourceOutput, SourceSpec};
 use weir_engine::parse::Options;
 
+use crate::columns::now_nanos;
 use crate::conform::conform;
 use crate::signals::{Fault, SensorKind, sample};
 
@@ -63,13 +64,6 @@ pub struct GeneratorConfig {
     pub disorder: i64,
     /// Rows per batch.
     pub batch_rows: usize,
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn nanos(d: Duration) -> i64 {

@@ -2,7 +2,7 @@
 //! reads and turns each unit's answers into one row.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -18,7 +18,7 @@ use super::plan::{Read, plan};
 use super::register_map::{self, Point};
 use super::request::{self, Data};
 use super::transport::Transport;
-use crate::columns::{ColumnBuffer, EpochUnit, Number, supported};
+use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, now_nanos, supported};
 
 /// A configured Modbus source.
 pub struct ModbusSource {
@@ -36,13 +36,6 @@ pub struct ModbusSource {
     time_column: Option<usize>,
     unit_column: Option<usize>,
     epoch_unit: EpochUnit,
-}
-
-fn column_index(schema: &SchemaRef, name: &str) -> Option<usize> {
-    schema
-        .fields()
-        .iter()
-        .position(|f| f.name().eq_ignore_ascii_case(name.trim()))
 }
 
 /// Unit ids: `1`, `1,2,5` or a range such as `1-4`.
@@ -192,13 +185,6 @@ impl ModbusSource {
     pub fn reads(&self) -> &[Read] {
         &self.reads
     }
-}
-
-/// Nanoseconds since the epoch, now.
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The rows of one poll being built.

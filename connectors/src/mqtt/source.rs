@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use super::decode::{Decoder, Fill, Format};
 use super::link::Link;
 use super::settings::Settings;
 use super::topic::TopicPattern;
-use crate::columns::{EpochUnit, supported};
+use crate::columns::{EpochUnit, column_index, now_nanos, supported};
 use crate::dead_letter::DeadLetters;
 
 /// Messages waiting between the connection task and the decoder.
@@ -43,13 +43,6 @@ pub struct MqttSource {
     batch_rows: usize,
     batch_latency: Duration,
     dead_letter: Option<PathBuf>,
-}
-
-fn column_index(schema: &SchemaRef, name: &str) -> Option<usize> {
-    schema
-        .fields()
-        .iter()
-        .position(|f| f.name().eq_ignore_ascii_case(name.trim()))
 }
 
 /// Comma-separated items of `key`, trimmed, empty ones dropped.
@@ -185,13 +178,6 @@ impl MqttSource {
             dead_letter: o.get("dead_letter").map(PathBuf::from),
         })
     }
-}
-
-/// Nanoseconds since the epoch, now.
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A message with the time it arrived.
