@@ -1,4 +1,4 @@
-//! Modbus polling: polls/s and values/s (registers and coils) of `weir run` against a local Modbus TCP server
+//! Modbus polling: polls/s and registers/s of `weir run` against a local Modbus TCP server
 //! (tokio-modbus, in this process) for the 200-register map of the tests, with requests
 //! coalesced (8 per poll) and with one request per register (200 per poll), in the same run;
 //! and Weir's CPU time per poll (user + system time of the `weir` process).
@@ -148,13 +148,13 @@ fn main() {
         let polls = median(m.iter().map(|x| x.polls_per_s).collect());
         let cpu = median(m.iter().map(|x| x.cpu_us_per_poll).collect());
         println!(
-            "{name:<28} {reads:>3} requests/poll  {polls:>9.0} polls/s  {:>11.0} values/s  {cpu:>8.1} µs CPU/poll",
+            "{name:<28} {reads:>3} requests/poll  {polls:>9.0} polls/s  {:>11.0} registers/s  {cpu:>8.1} µs CPU/poll",
             polls * registers as f64
         );
         polls
     };
     println!(
-        "modbus: {registers}-value map, one unit, local TCP server, median of {ROUNDS} rounds of {:?}",
+        "modbus: {registers}-register map, one unit, local TCP server, median of {ROUNDS} rounds of {:?}",
         MEASURE
     );
     let c = report("coalesced (max_gap 16)", &coalesced, planned.len());

@@ -169,7 +169,7 @@ impl Service for DeviceService {
     }
 }
 
-/// A 200-register map scattered over the tables: its columns (with `unit INT` first), its
+/// A map of 200 registers scattered over two tables: its columns (with `unit INT` first), its
 /// entries, and the reads (function, start, count) a person plans for it by hand.
 pub fn scattered_map() -> (String, Vec<String>, BTreeSet<(u8, u16, u16)>) {
     let mut map = Vec::new();
@@ -191,15 +191,15 @@ pub fn scattered_map() -> (String, Vec<String>, BTreeSet<(u8, u16, u16)>) {
     for a in [0, 50] {
         add(format!("i{a}"), format!("input {a} uint16"), "BIGINT");
     }
-    for a in 10..=20 {
-        add(format!("c{a}"), format!("coil {a}"), "BOOLEAN");
+    for a in 2000..=2010 {
+        add(format!("j{a}"), format!("input {a} int16"), "BIGINT");
     }
     for a in 1000..1040 {
         add(format!("t{a}"), format!("input {a}"), "BIGINT");
     }
     // with max_gap 16: holding 0..=29 (the 10-register gap is bridged), holding 100..=103,
     // holding 200..=324 (125 registers, the most one request may read), holding 326..=448,
-    // input 0 and input 50 apart (gap 49), input 1000..=1039, coils 10..=20
+    // input 0 and input 50 apart (gap 49), input 1000..=1039, input 2000..=2010
     let expected: BTreeSet<(u8, u16, u16)> = [
         (3, 0, 30),
         (3, 100, 4),
@@ -208,7 +208,7 @@ pub fn scattered_map() -> (String, Vec<String>, BTreeSet<(u8, u16, u16)>) {
         (4, 0, 1),
         (4, 50, 1),
         (4, 1000, 40),
-        (1, 10, 11),
+        (4, 2000, 11),
     ]
     .into();
     assert_eq!(map.len(), 200);
