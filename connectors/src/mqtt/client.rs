@@ -284,6 +284,15 @@ fn failure(broker: &str, what: String, refused: bool) -> ConnectError {
 }
 
 impl Connection {
+    /// True while the next [`Connection::poll`] returns an event already read from the
+    /// network (the client library reads a few packets at a time) without waiting.
+    pub fn has_buffered(&self) -> bool {
+        match self {
+            Connection::V4(l) => !l.state.events.is_empty(),
+            Connection::V5(l) => !l.state.events.is_empty(),
+        }
+    }
+
     /// Drives the connection until something happens; after an error, the next call
     /// reconnects.
     pub async fn poll(&mut self, broker: &str) -> Result<Event, ConnectError> {

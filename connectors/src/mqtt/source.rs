@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, warn};
 use weir_engine::PipelineError;
@@ -22,10 +22,11 @@ use super::topic::TopicPattern;
 use crate::columns::{EpochUnit, column_index, now_nanos, supported};
 use crate::dead_letter::DeadLetters;
 
-/// Messages waiting between the connection task and the decoder.
-const QUEUE: usize = 4096;
-/// Messages the decoder takes from the queue in one go (fewer wake-ups under load).
-const RECEIVE_AT_ONCE: usize = 256;
+/// Groups of messages waiting between the connection task and the decoder (a group is what
+/// one read from the network brought, at most [`GROUP`] messages).
+const QUEUE: usize = 64;
+/// Messages handed to the decoder in one go at most.
+const GROUP: usize = 64;
 
 /// A configured MQTT source.
 pub struct MqttSource {
@@ -186,14 +187,17 @@ struct Arrived {
     at_ns: i64,
 }
 
-/// Keeps the connection up and forwards messages; returns when the decoder goes away.
+/// Keeps the connection up and forwards messages; returns when the decoder goes away, or
+/// once `stop` is set and every message already read from the network is handed over (they
+/// are acknowledged to the broker: dropping them would lose them).
 async fn connection_task(
     source: String,
     settings: Settings,
     filters: Vec<String>,
     qos: u8,
-    tx: mpsc::Sender<Arrived>,
+    tx: mpsc::Sender<Vec<Arrived>>,
     health: Arc<SourceHealth>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let (client, mut conn) = match client::connect(&settings, 64) {
         Ok(c) => c,
@@ -206,8 +210,28 @@ async fn connection_task(
         health.set_connection(if up { Connection::Up } else { Connection::Down })
     });
     let mut link = Link::new("source", &source, settings.broker(), on_state);
+    // messages are handed over a read at a time: one queue operation (and at most one
+    // wake-up of the decoder) per read from the network rather than per message
+    let mut group = Vec::with_capacity(GROUP);
     loop {
-        match conn.poll(link.broker()).await {
+        if !group.is_empty()
+            && (group.len() >= GROUP || !conn.has_buffered())
+            && tx.send(std::mem::take(&mut group)).await.is_err()
+        {
+            break;
+        }
+        let polled = if conn.has_buffered() {
+            // returns at once: nothing to wait for
+            conn.poll(link.broker()).await
+        } else {
+            // waiting for the network: nothing read is lost by stopping here
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                r = conn.poll(link.broker()) => r,
+            }
+        };
+        match polled {
             Ok(Event::Connected { session_present }) => {
                 link.up(session_present);
                 if let Err(e) = client.subscribe(&filters, qos) {
@@ -215,17 +239,24 @@ async fn connection_task(
                 }
             }
             Ok(Event::Message(message)) => {
-                let at_ns = now_nanos();
-                if tx.send(Arrived { message, at_ns }).await.is_err() {
-                    client.disconnect();
-                    return;
+                if group.capacity() == 0 {
+                    group.reserve(GROUP);
                 }
+                group.push(Arrived {
+                    message,
+                    at_ns: now_nanos(),
+                });
             }
             Ok(_) => {}
             Err(_) if tx.is_closed() => return,
-            Err(e) => link.down(e).await,
+            Err(e) => tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                () = link.down(e) => {}
+            },
         }
     }
+    client.disconnect();
 }
 
 impl MqttSource {
@@ -307,7 +338,8 @@ impl Source for MqttSource {
             Some(p) => Some(DeadLetters::open(p)?),
             None => None,
         };
-        let (tx, mut rx) = mpsc::channel::<Arrived>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Vec<Arrived>>(QUEUE);
+        let (stop_reading, reading_stopped) = watch::channel(false);
         let filters: Vec<String> = self
             .patterns
             .iter()
@@ -320,6 +352,7 @@ impl Source for MqttSource {
             self.qos,
             tx,
             Arc::clone(&health),
+            reading_stopped,
         ));
         let mut intake = Intake {
             source: &self,
@@ -335,17 +368,17 @@ impl Source for MqttSource {
             messages: metrics::counter!("weir_mqtt_messages_total", "source" => self.name.clone()),
         };
         let mut deadline: Option<Instant> = None;
-        let mut arrived = Vec::with_capacity(RECEIVE_AT_ONCE);
+        let mut arrived = Vec::with_capacity(QUEUE);
         let mut stop = out.clone();
         let result = loop {
             let flush = tokio::select! {
                 biased;
                 _ = stop.stopped() => break Ok(()),
-                n = rx.recv_many(&mut arrived, RECEIVE_AT_ONCE) => {
+                n = rx.recv_many(&mut arrived, QUEUE) => {
                     if n == 0 {
                         break Err(anyhow::anyhow!("the mqtt connection task ended"));
                     }
-                    for m in arrived.drain(..) {
+                    for m in arrived.drain(..).flatten() {
                         intake.take(m);
                     }
                     let rows = intake.decoder.rows();
@@ -366,11 +399,13 @@ impl Source for MqttSource {
             }
         };
         // stop reading, then keep what was already read (the broker considers it delivered)
-        conn.abort();
-        let _ = conn.await;
-        while let Ok(m) = rx.try_recv() {
-            intake.take(m);
+        let _ = stop_reading.send(true);
+        while let Some(group) = rx.recv().await {
+            for m in group {
+                intake.take(m);
+            }
         }
+        let _ = conn.await;
         health.set_connection(Connection::Down);
         if let Some(b) = intake.batch()? {
             out.send_last(b).await;
