@@ -4,7 +4,7 @@
 //! Both drain an identical backlog: each has a persistent session subscribed to `bench/#`;
 //! the bench publishes N JSON messages (~100 bytes) at QoS 1, which the broker queues for
 //! both sessions; then each connects and is timed until it has taken in all N (for Weir:
-//! until the windows it emitted count all N rows). Alternating order, median of 3 rounds.
+//! until the windows it emitted count all N rows). Alternating order, median of 7 rounds.
 //!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, StringArray,
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, StringArray, StringViewBuilder,
     TimestampNanosecondArray, UInt64Array,
 };
 use arrow::compute::cast;
@@ -70,6 +70,61 @@ impl std::fmt::Display for Number {
     }
 }
 
+/// Text values in one buffer (no allocation per value), with where each ends.
+#[derive(Debug, Default)]
+struct TextValues {
+    data: String,
+    ends: Vec<usize>,
+    valid: Vec<bool>,
+}
+
+impl TextValues {
+    fn push(&mut self, s: Option<&str>) {
+        if let Some(s) = s {
+            self.data.push_str(s);
+        }
+        self.ends.push(self.data.len());
+        self.valid.push(s.is_some());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.ends.truncate(n);
+        self.valid.truncate(n);
+        self.data.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    fn last_is_null(&self) -> bool {
+        self.valid.last() == Some(&false)
+    }
+
+    fn values(&self) -> impl Iterator<Item = Option<&str>> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .zip(&self.valid)
+            .map(|((a, b), ok)| ok.then(|| &self.data[a..*b]))
+    }
+
+    /// The values as a `Utf8View` array for that type, else as `Utf8`; empty afterwards.
+    fn finish(&mut self, t: &DataType) -> ArrayRef {
+        let a: ArrayRef = if t == &DataType::Utf8View {
+            let mut b = StringViewBuilder::with_capacity(self.len());
+            self.values().for_each(|v| b.append_option(v));
+            Arc::new(b.finish())
+        } else {
+            Arc::new(StringArray::from_iter(self.values()))
+        };
+        self.data.clear();
+        self.ends.clear();
+        self.valid.clear();
+        a
+    }
+}
+
 /// Values of one column, before they become an Arrow array.
 #[derive(Debug)]
 enum Values {
@@ -77,7 +132,7 @@ enum Values {
     UInt(Vec<Option<u64>>, u64),
     Float(Vec<Option<f64>>),
     Bool(Vec<Option<bool>>),
-    Text(Vec<Option<String>>),
+    Text(TextValues),
     Binary(Vec<Option<Vec<u8>>>),
     Time(Vec<Option<i64>>),
 }
@@ -161,7 +216,9 @@ impl ColumnBuffer {
             match t {
                 DataType::Float32 | DataType::Float64 => Values::Float(vec![]),
                 DataType::Boolean => Values::Bool(vec![]),
-                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Values::Text(vec![]),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                    Values::Text(TextValues::default())
+                }
                 DataType::Binary | DataType::BinaryView | DataType::LargeBinary => {
                     Values::Binary(vec![])
                 }
@@ -246,7 +303,7 @@ impl ColumnBuffer {
             }
             v => match &mut self.values {
                 Values::Text(out) => {
-                    out.push(Some(v.to_string()));
+                    out.push(Some(&v.to_string()));
                     Ok(())
                 }
                 Values::Binary(out) => {
@@ -266,7 +323,7 @@ impl ColumnBuffer {
     pub fn push_bool(&mut self, b: bool) -> Result<(), String> {
         match &mut self.values {
             Values::Bool(out) => out.push(Some(b)),
-            Values::Text(out) => out.push(Some(b.to_string())),
+            Values::Text(out) => out.push(Some(if b { "true" } else { "false" })),
             Values::Binary(out) => out.push(Some(b.to_string().into_bytes())),
             _ => return Err(format!("{b} does not fit a {} column", self.data_type)),
         }
@@ -295,7 +352,7 @@ impl ColumnBuffer {
                 Number::Int(i) => i as f64,
                 Number::Float(f) => f,
             })),
-            Values::Text(out) => out.push(Some(n.to_string())),
+            Values::Text(out) => out.push(Some(&n.to_string())),
             Values::Binary(out) => out.push(Some(n.to_string().into_bytes())),
             Values::Time(out) => {
                 let scale = unit.nanos();
@@ -329,7 +386,7 @@ impl ColumnBuffer {
         };
         let trimmed = s.trim();
         match &mut self.values {
-            Values::Text(out) => out.push(Some(s.to_string())),
+            Values::Text(out) => out.push(Some(s)),
             Values::Binary(out) => out.push(Some(s.as_bytes().to_vec())),
             Values::Int(out, lo, hi) => {
                 let i = trimmed
@@ -388,7 +445,7 @@ impl ColumnBuffer {
             Values::UInt(v, _) => v.last().is_some_and(Option::is_none),
             Values::Float(v) => v.last().is_some_and(Option::is_none),
             Values::Bool(v) => v.last().is_some_and(Option::is_none),
-            Values::Text(v) => v.last().is_some_and(Option::is_none),
+            Values::Text(v) => v.last_is_null(),
             Values::Binary(v) => v.last().is_some_and(Option::is_none),
         }
     }
@@ -400,7 +457,7 @@ impl ColumnBuffer {
             Values::UInt(v, _) => Arc::new(UInt64Array::from(std::mem::take(v))),
             Values::Float(v) => Arc::new(Float64Array::from(std::mem::take(v))),
             Values::Bool(v) => Arc::new(BooleanArray::from(std::mem::take(v))),
-            Values::Text(v) => Arc::new(StringArray::from(std::mem::take(v))),
+            Values::Text(v) => v.finish(&self.data_type),
             Values::Binary(v) => {
                 let v = std::mem::take(v);
                 Arc::new(BinaryArray::from_iter(v))
@@ -483,5 +540,28 @@ mod tests {
         let a = a.as_string::<i32>();
         assert_eq!((a.value(0), a.value(1), a.len()), ("a", "1.5", 2));
         assert!(ColumnBuffer::new(&DataType::Date32).is_none());
+    }
+
+    #[test]
+    fn text_values_truncate_and_finish_as_views_or_strings() {
+        for t in [DataType::Utf8View, DataType::Utf8] {
+            let mut c = ColumnBuffer::new(&t).unwrap();
+            c.push_text("M1", EpochUnit::Millis).unwrap();
+            c.push_null();
+            c.push_text("a much longer value than twelve bytes", EpochUnit::Millis)
+                .unwrap();
+            c.push_text("dropped", EpochUnit::Millis).unwrap();
+            c.truncate(3);
+            assert!(!c.last_is_null());
+            let a = c.finish().unwrap();
+            assert_eq!(a.data_type(), &t);
+            let a = arrow::compute::cast(&a, &DataType::Utf8).unwrap();
+            let a = a.as_string::<i32>();
+            assert_eq!(a.len(), 3);
+            assert_eq!(a.value(0), "M1");
+            assert!(a.is_null(1));
+            assert_eq!(a.value(2), "a much longer value than twelve bytes");
+            assert!(c.is_empty());
+        }
     }
 }
