@@ -4,7 +4,7 @@
 //! and Weir's CPU time per poll (user + system time of the `weir` process).
 //!
 //! Each round runs both modes for a few seconds, polling as fast as the server answers
-//! (`interval = '100us'`); alternating order, median of 3 rounds.
+//! (`interval = '0s'`); alternating order, median of 3 rounds.
 //!
 //! Run: `cargo bench --bench modbus`.
 
@@ -46,7 +46,7 @@ fn start_weir(dir: &std::path::Path, port: u16, coalesce: bool) -> Child {
     let pipeline = format!(
         "CREATE SOURCE meters ({columns}, ts TIMESTAMP) WITH (connector = 'modbus',
             url = 'tcp://127.0.0.1:{port}', unit_id = '1', unit_column = 'unit',
-            interval = '100us', coalesce = '{coalesce}', registers = '{}',
+            interval = '0s', coalesce = '{coalesce}', registers = '{}',
             event_time = 'ts');
          CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
          INSERT INTO out SELECT window_start, count(*) AS polls, sum(s448) AS checksum

@@ -26,6 +26,8 @@ pub struct Link {
     next_attempt: Option<Instant>,
     failures: u64,
     was_up: bool,
+    /// Requests sent.
+    requests: metrics::Counter,
 }
 
 impl Link {
@@ -47,17 +49,23 @@ impl Link {
             next_attempt: None,
             failures: 0,
             was_up: false,
+            requests: metrics::counter!("weir_modbus_requests_total", "source" => source.to_string()),
         }
     }
 
-    /// The source's name.
-    pub fn source(&self) -> &str {
-        &self.source
+    /// Counts a request sent.
+    pub fn count_request(&self) {
+        self.requests.increment(1);
     }
 
     /// The transport, for log context.
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// While disconnected and backing off: when the next connection attempt is due.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.next_attempt.filter(|_| self.context.is_none())
     }
 
     /// The open context, connecting first if needed; `None` while the device cannot be

@@ -77,8 +77,7 @@ pub async fn execute(
 ) -> Result<Data, Failure> {
     let mut attempt = 0;
     loop {
-        metrics::counter!("weir_modbus_requests_total", "source" => link.source().to_string())
-            .increment(1);
+        link.count_request();
         let Some(ctx) = link.context().await else {
             return Err(Failure {
                 kind: "not_connected",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use weir_engine::PipelineError;
 use weir_engine::connector::{Source, SourceHealth, SourceOutput, SourceSpec};
 use weir_engine::parse::Options;
@@ -20,12 +20,17 @@ use super::request::{self, Data};
 use super::transport::Transport;
 use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, now_nanos, supported};
 
+/// Rows sent in one batch at most.
+const BATCH_ROWS: usize = 1000;
+
 /// A configured Modbus source.
 pub struct ModbusSource {
     name: String,
     transport: Transport,
     units: Vec<u8>,
     interval: Duration,
+    /// Rows of fast polls are sent together, at most this late.
+    batch_latency: Duration,
     timeout: Duration,
     retries: u32,
     points: Vec<Point>,
@@ -72,9 +77,9 @@ impl ModbusSource {
         let transport = Transport::from_options(o)?;
         let units = o.parsed("unit_id", parse_units)?.unwrap_or(vec![1]);
         let interval = o.duration("interval")?.unwrap_or(Duration::from_secs(1));
-        if interval.is_zero() {
-            return Err(o.error("interval must be longer than 0"));
-        }
+        let batch_latency = o
+            .duration("batch_latency")?
+            .unwrap_or(Duration::from_millis(50));
         let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(1));
         let retries = o.u64("retries")?.unwrap_or(1).min(10) as u32;
         let max_gap = o.u64("max_gap")?.unwrap_or(16).min(2000) as u16;
@@ -169,6 +174,7 @@ impl ModbusSource {
             transport,
             units,
             interval,
+            batch_latency,
             timeout,
             retries,
             points,
@@ -336,20 +342,50 @@ impl Source for ModbusSource {
         );
         tracing::info!(source = %self.name, device = %self.transport, units = ?self.units,
             reads_per_unit = self.reads.len(), interval = ?self.interval, "modbus polling");
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // a zero interval polls back to back (tokio's timer cannot wait less than 1 ms)
+        let mut ticker = (!self.interval.is_zero()).then(|| {
+            let mut t = tokio::time::interval(self.interval);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        });
+        let polls = metrics::counter!("weir_modbus_polls_total", "source" => self.name.clone());
         let mut rows = self.empty_rows();
+        let mut first_unsent: Option<Instant> = None;
         loop {
+            if let Some(t) = link.next_attempt() {
+                // down: no poll before the next connection attempt
+                tokio::select! {
+                    biased;
+                    _ = out.stopped() => break,
+                    _ = tokio::time::sleep_until(t) => {}
+                }
+            }
             tokio::select! {
-                _ = ticker.tick() => {}
+                biased;
                 _ = out.stopped() => break,
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => tokio::task::yield_now().await,
+                    }
+                } => {}
             }
             self.poll(&mut link, &health, &mut rows).await;
-            metrics::counter!("weir_modbus_polls_total", "source" => self.name.clone())
-                .increment(1);
+            polls.increment(1);
             if rows.rows == 0 {
                 continue;
             }
+            // rows wait for more polls only while the next poll still comes in time
+            let since = *first_unsent.get_or_insert_with(Instant::now);
+            if rows.rows < BATCH_ROWS
+                && since.elapsed() + self.interval < self.batch_latency
+                && !out.is_stopped()
+            {
+                continue;
+            }
+            first_unsent = None;
             let batch = self.finish(&mut rows)?;
             if out.is_stopped() {
                 out.send_last(batch).await;
@@ -358,6 +394,9 @@ impl Source for ModbusSource {
             if out.send(batch).await.is_err() {
                 break;
             }
+        }
+        if rows.rows > 0 {
+            out.send_last(self.finish(&mut rows)?).await;
         }
         Ok(())
     }
