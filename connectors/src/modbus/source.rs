@@ -186,11 +186,6 @@ impl ModbusSource {
             epoch_unit,
         })
     }
-
-    /// The planned reads per unit and poll.
-    pub fn reads(&self) -> &[Read] {
-        &self.reads
-    }
 }
 
 /// The rows of one poll being built.
@@ -213,9 +208,14 @@ impl ModbusSource {
     }
 
     /// Polls every unit; each unit that answered at least one read adds a row (points
-    /// whose read failed are null). While the link is down the poll adds nothing.
+    /// whose read failed are null). Once the device cannot be reached the poll ends, keeping
+    /// what was read.
     async fn poll(&self, link: &mut Link, health: &SourceHealth, rows: &mut Rows) {
+        let mut reachable = true;
         for &unit in &self.units {
+            if !reachable {
+                break;
+            }
             let mut readings: Vec<Option<Reading>> = vec![None; self.points.len()];
             let mut arrived = None;
             for read in &self.reads {
@@ -235,7 +235,8 @@ impl ModbusSource {
                     Err(f) if f.kind == "not_connected" => {
                         // counted once per poll, not per read
                         health.skip(f.kind, &self.transport.to_string(), f.detail);
-                        return;
+                        reachable = false;
+                        break;
                     }
                     Err(f) => health.skip(f.kind, &context(), f.detail),
                 }
