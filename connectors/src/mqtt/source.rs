@@ -249,11 +249,17 @@ async fn connection_task(
             }
             Ok(_) => {}
             Err(_) if tx.is_closed() => return,
-            Err(e) => tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => break,
-                () = link.down(e) => {}
-            },
+            Err(e) => {
+                // what was read before the failure goes on before the backoff wait
+                if !group.is_empty() && tx.send(std::mem::take(&mut group)).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = link.down(e) => {}
+                }
+            }
         }
     }
     client.disconnect();
