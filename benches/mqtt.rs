@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
 
+#[path = "../tests/support/http.rs"]
+mod http;
 #[path = "../tests/support/mosquitto.rs"]
 mod mosquitto;
 #[path = "../tests/support/process.rs"]
@@ -45,7 +47,7 @@ impl Sink for CountSink {
         self.0.fetch_add(total as u64, Ordering::Relaxed);
         Ok(())
     }
-    async fn close(&mut self) -> anyhow::Result<()> {
+    async fn close(&mut self, _deadline: tokio::time::Instant) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -170,7 +172,7 @@ async fn drain_weir(port: u16) -> f64 {
         .expect("compiles");
     let (stop_tx, stop) = watch::channel(false);
     let start = Instant::now();
-    let running = tokio::spawn(run(project, RunControl { stop }));
+    let running = tokio::spawn(run(project, RunControl::new(stop)));
     while counted.load(Ordering::Relaxed) < N {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -99,6 +99,7 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
         down_since: None,
         reconnect: Reconnect::default(),
         closing: None,
+        deadline: tokio::sync::watch::channel(None).1,
     };
     let (tx, rx) = mpsc::channel(1);
     let start = Instant::now();
@@ -138,7 +139,7 @@ async fn pipeline_rows_s(endpoint: &str, rows: u64) -> (f64, f64) {
         .await
         .expect("compiles");
     let (_stop_tx, stop) = watch::channel(false);
-    let summary = run(project, RunControl { stop }).await;
+    let summary = run(project, RunControl::new(stop)).await;
     assert_eq!(summary.rows_in(), rows);
     (
         rows as f64 / summary.processing.as_secs_f64(),

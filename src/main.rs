@@ -1,12 +1,14 @@
 //! The `weir` command: run and check pipeline files.
 
+mod supervise;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
-use tracing::{error, warn};
-use weir_engine::runtime::{RunControl, run};
+use weir_engine::observe::{Endpoints, RunStatus};
 
 /// Weir: an edge stream-processing and local analytics engine. Pipelines are SQL files of
 /// CREATE SOURCE, CREATE SINK, CREATE VIEW and INSERT INTO statements.
@@ -51,6 +53,22 @@ enum Command {
         /// What to do with open windows at the end of input or on shutdown.
         #[arg(long, value_enum, default_value_t = OpenWindows::Emit)]
         open_windows: OpenWindows,
+        /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
+        /// 0.0.0.0:9464 (off when not given).
+        #[arg(long, env = "WEIR_HTTP_ADDR")]
+        http_addr: Option<SocketAddr>,
+        /// After SIGTERM/SIGINT: time to stop sources, handle open windows and flush or
+        /// spill pending uploads before the process exits anyway.
+        #[arg(long, env = "WEIR_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+        shutdown_grace: Duration,
+        /// Reload when the pipeline files change (checked every --watch-interval): the
+        /// running pipelines stop as on a signal and the new ones start; files that do not
+        /// compile are reported and the running pipelines go on.
+        #[arg(long, env = "WEIR_WATCH")]
+        watch: bool,
+        /// How often --watch looks at the files.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        watch_interval: Duration,
     },
     /// Parse and plan pipeline files without connecting to anything; errors are printed as
     /// file:line:column: message.
@@ -81,53 +99,12 @@ fn init_logs(level: &str, format: LogFormat) {
     }
 }
 
-async fn load(paths: &[PathBuf], emit: bool) -> Result<weir_engine::Project, ExitCode> {
-    let env = |name: &str| std::env::var(name).ok();
-    let files = weir_engine::load_files(paths, &env).map_err(|d| {
-        eprintln!("{d}");
-        ExitCode::from(2)
-    })?;
-    let connectors = weir_connectors::all();
-    weir_engine::compile(files, &connectors, emit)
-        .await
-        .map_err(|d| {
-            eprintln!("{d}");
-            eprintln!("weir: {} error(s)", d.0.len());
-            ExitCode::from(2)
-        })
-}
-
-/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
-async fn stop_signal(tx: watch::Sender<bool>) {
-    let wait = || async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    };
-    wait().await;
-    warn!("signal received: stopping (send it again to exit at once)");
-    let _ = tx.send(true);
-    wait().await;
-    error!("second signal: exiting without flushing");
-    std::process::exit(130);
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Check { paths, explain } => match load(&paths, true).await {
+        Command::Check { paths, explain } => match supervise::load(&paths, true).await {
             Ok(project) => {
                 if explain {
                     for e in &project.explain {
@@ -142,25 +119,38 @@ async fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(code) => code,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
         },
         Command::Run {
             paths,
             open_windows,
+            http_addr,
+            shutdown_grace,
+            watch,
+            watch_interval,
         } => {
-            let project = match load(&paths, open_windows == OpenWindows::Emit).await {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let (tx, rx) = watch::channel(false);
-            tokio::spawn(stop_signal(tx));
-            let summary = run(project, RunControl { stop: rx }).await;
-            eprint!("{summary}");
-            if summary.failed_sources.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            let status = RunStatus::new();
+            if let Some(addr) = http_addr {
+                let served = match Endpoints::install(status.clone()) {
+                    Ok(e) => weir_engine::observe::serve(addr, e).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    eprintln!("weir: {e:#}");
+                    return ExitCode::from(2);
+                }
             }
+            supervise::run_files(supervise::RunOptions {
+                paths,
+                emit: open_windows == OpenWindows::Emit,
+                grace: shutdown_grace,
+                watch: watch.then_some(watch_interval),
+                status,
+            })
+            .await
         }
         Command::Functions => {
             for f in weir_udf::functions() {

@@ -152,13 +152,6 @@ pub fn column_index(schema: &arrow::datatypes::SchemaRef, name: &str) -> Option<
         .position(|f| f.name().eq_ignore_ascii_case(name.trim()))
 }
 
-/// Nanoseconds since the epoch, now (for arrival times).
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// The column types a buffer can fill.
 pub fn supported(t: &DataType) -> bool {
     ColumnBuffer::new(t).is_some()

@@ -18,9 +18,9 @@ use weir_engine::PipelineError;
 use weir_engine::connector::{Source, SourceFactory, SourceOutput, SourceSpec};
 use weir_engine::parse::Options;
 
-use crate::columns::now_nanos;
 use crate::conform::conform;
 use crate::signals::{Fault, SensorKind, sample};
+use weir_engine::clock::now_nanos;
 
 /// The columns the generator can fill; a source declares any subset, by name.
 pub fn natural_schema() -> SchemaRef {

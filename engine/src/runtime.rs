@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use crate::compile::Project;
 use crate::connector::{SourceEvent, SourceHealth, SourceOutput};
 use crate::exec::dataflow::SinkBatch;
+use crate::observe::RunStatus;
 
 /// What happened during a run.
 #[derive(Debug, Clone, Default)]
@@ -116,16 +117,42 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// How a run ends besides its input running out.
+/// How a run ends besides its input running out, and what it reports while it runs.
 #[derive(Debug, Clone)]
 pub struct RunControl {
     /// Set to true to stop: sources stop, open windows are handled, sinks are flushed.
     pub stop: watch::Receiver<bool>,
+    /// Time allowed from the stop (or the end of input) until the sinks have closed:
+    /// uploads still running at four fifths of it are abandoned and their files spilled.
+    pub grace: Duration,
+    /// Phase and failed sources, for readiness.
+    pub status: Arc<RunStatus>,
+}
+
+/// The grace period when none is given: Kubernetes' default 30 s termination grace minus
+/// a margin.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(25);
+
+impl RunControl {
+    /// Stopped by `stop`, with the default grace period and a status of its own.
+    pub fn new(stop: watch::Receiver<bool>) -> Self {
+        Self {
+            stop,
+            grace: DEFAULT_GRACE,
+            status: RunStatus::new(),
+        }
+    }
 }
 
 /// Runs `project` until every source has ended (or `control.stop` fires).
 pub async fn run(project: Project, control: RunControl) -> Summary {
     let started = Instant::now();
+    let RunControl {
+        mut stop,
+        grace,
+        status,
+    } = control;
+    status.starting();
     let Project {
         sources,
         sinks,
@@ -137,11 +164,13 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     // Sinks: one task each behind a bounded channel.
     let mut sink_txs = Vec::new();
     let mut sink_tasks = Vec::new();
+    let (close_by_tx, close_by) = watch::channel(None::<tokio::time::Instant>);
     for s in sinks {
         let (stx, mut srx) = mpsc::channel::<arrow::record_batch::RecordBatch>(16);
         sink_txs.push(stx);
         let mut sink = s.sink;
         let name = s.name.clone();
+        let close_by = close_by.clone();
         sink_tasks.push(tokio::spawn(async move {
             let mut failures = 0u64;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -161,7 +190,10 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
                     error!(sink = %name, error = %format!("{e:#}"), "sink write failed");
                 }
             }
-            if let Err(e) = sink.close().await {
+            let deadline = close_by
+                .borrow()
+                .unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_GRACE);
+            if let Err(e) = sink.close(deadline).await {
                 failures += 1;
                 error!(sink = %name, error = %format!("{e:#}"), "sink close failed");
             }
@@ -193,8 +225,9 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         });
     }
     drop(tx);
+    status.running(dataflow.pipelines.len());
     let mut failed = Vec::new();
-    let mut stop = control.stop;
+    let mut stopped_at = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let send = |outs: Vec<SinkBatch>, txs: &Vec<mpsc::Sender<_>>| {
         let txs = txs.clone();
@@ -219,6 +252,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
                     SourceEvent::Failed(id, e) => {
                         running -= 1;
                         error!(source = %source_names[id], error = %e, "source failed");
+                        status.source_failed(&source_names[id], &e);
                         failed.push((source_names[id].clone(), e));
                         dataflow.on_source_end(id)
                     }
@@ -232,6 +266,8 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             r = stop.changed(), if !stopping => {
                 if r.is_err() || *stop.borrow() {
                     stopping = true;
+                    stopped_at = Some(tokio::time::Instant::now());
+                    status.stopping();
                     info!("stopping: sources stop, open windows are handled, sinks are flushed");
                     let _ = stop_tx.send(true);
                 }
@@ -242,11 +278,15 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         warn!("not every pipeline finished");
     }
     let processing = started.elapsed();
+    status.stopping();
+    let close_from = stopped_at.unwrap_or_else(tokio::time::Instant::now);
+    close_by_tx.send_replace(Some(close_from + grace * 4 / 5));
     drop(sink_txs);
     let mut sink_errors = 0;
     for t in sink_tasks {
         sink_errors += t.await.unwrap_or(1);
     }
+    status.finished();
     Summary {
         elapsed: started.elapsed(),
         processing,

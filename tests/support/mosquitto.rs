@@ -3,10 +3,10 @@
 //! restartable on the same ports.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::http::free_port;
 use crate::process::ServerProcess;
 
 /// User and password accepted by the password listener.
@@ -25,15 +25,6 @@ pub struct Mosquitto {
     pub password_port: u16,
     /// TLS listener (certificate for 127.0.0.1 signed by [`Mosquitto::ca_file`]).
     pub tls_port: u16,
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn program(name: &str) -> PathBuf {

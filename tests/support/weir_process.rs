@@ -20,12 +20,18 @@ fn read(p: &Path) -> String {
 impl WeirProcess {
     /// Writes `pipeline` to `pipeline.sql` and runs it with `env` added to the environment.
     pub fn start(pipeline: &str, env: &[(&str, &str)]) -> WeirProcess {
+        Self::start_with(pipeline, &[], env)
+    }
+
+    /// As [`WeirProcess::start`], with more arguments after `run pipeline.sql`.
+    pub fn start_with(pipeline: &str, args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
         let out = std::fs::File::create(dir.path().join("stdout.txt")).unwrap();
         let err = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["run", "pipeline.sql"])
+            .args(args)
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdout(out)

@@ -18,7 +18,8 @@ use super::plan::{Read, plan};
 use super::register_map::{self, Point};
 use super::request::{self, Data};
 use super::transport::Transport;
-use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, now_nanos, supported};
+use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, supported};
+use weir_engine::clock::now_nanos;
 
 /// Rows sent in one batch at most.
 const BATCH_ROWS: usize = 1000;

@@ -154,11 +154,12 @@ impl Sink for MqttSink {
         Ok(())
     }
 
-    async fn close(&mut self) -> anyhow::Result<()> {
+    async fn close(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
         let Some(r) = self.running.take() else {
             return Ok(());
         };
-        let waited = tokio::time::timeout(CLOSE_WAIT, async {
+        let until = deadline.min(tokio::time::Instant::now() + CLOSE_WAIT);
+        let waited = tokio::time::timeout_at(until, async {
             while r.delivered.load(Ordering::Relaxed) < r.published {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -171,7 +172,7 @@ impl Sink for MqttSink {
             let missing = r.published - r.delivered.load(Ordering::Relaxed);
             warn!(sink = %self.name, unconfirmed = missing, "mqtt sink closed before the broker confirmed every message");
             anyhow::bail!(
-                "{missing} published messages were not confirmed by the broker within {CLOSE_WAIT:?}"
+                "{missing} published messages were not confirmed by the broker before closing"
             );
         }
         Ok(())

@@ -19,8 +19,9 @@ use super::decode::{Decoder, Fill, Format};
 use super::link::Link;
 use super::settings::Settings;
 use super::topic::TopicPattern;
-use crate::columns::{EpochUnit, column_index, now_nanos, supported};
+use crate::columns::{EpochUnit, column_index, supported};
 use crate::dead_letter::DeadLetters;
+use weir_engine::clock::now_nanos;
 
 /// Groups of messages waiting between the connection task and the decoder (a group is what
 /// one read from the network brought, at most [`GROUP`] messages).

@@ -142,8 +142,10 @@ pub trait Sink: Send {
     async fn tick(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
-    /// Flushes and closes at the end of the run.
-    async fn close(&mut self) -> anyhow::Result<()>;
+    /// Flushes and closes at the end of the run, by `deadline` where waiting is involved
+    /// (the shutdown grace period): what cannot be delivered by then is kept where the sink
+    /// has a place for it (the object-store sink's spill buffer) or reported.
+    async fn close(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()>;
 }
 
 /// Builds sinks of one connector kind.

@@ -89,6 +89,8 @@ pub struct Dataflow {
     pub emit_on_end: bool,
     finished: Vec<bool>,
     last_watermark: Vec<Option<i64>>,
+    /// Windows emitted per pipeline, as last counted into the metrics.
+    windows_counted: Vec<u64>,
     sink_out: Vec<SinkBatch>,
 }
 
@@ -119,6 +121,7 @@ impl Dataflow {
             emit_on_end,
             finished: vec![false; n],
             last_watermark: vec![None; n],
+            windows_counted: vec![0; n],
             sink_out: Vec::new(),
         }
     }
@@ -157,6 +160,7 @@ impl Dataflow {
         if changed {
             self.propagate();
         }
+        self.record_watermark_lag();
         std::mem::take(&mut self.sink_out)
     }
 
@@ -212,6 +216,8 @@ impl Dataflow {
             if self.finished[p] {
                 continue;
             }
+            metrics::counter!("weir_pipeline_rows_in_total", "pipeline" => self.pipelines[p].name.clone())
+                .increment(batch.num_rows() as u64);
             let late_before = self.pipelines[p].window_stats().late_rows;
             let result = self.pipelines[p].process(b, batch.clone());
             let late = self.pipelines[p].window_stats().late_rows - late_before;
@@ -235,6 +241,7 @@ impl Dataflow {
                 return;
             }
         };
+        self.record_emitted(p, &out);
         let target = self.pipelines[p].target;
         for b in out {
             metrics::counter!("weir_pipeline_rows_out_total", "pipeline" => self.pipelines[p].name.clone())
@@ -245,6 +252,43 @@ impl Dataflow {
                     self.streams[s].rows_in += b.num_rows() as u64;
                     self.deliver(s, b);
                 }
+            }
+        }
+    }
+
+    /// Counts windows `p` emitted since the last call and how long after their end (by the
+    /// wall clock) `out` leaves.
+    fn record_emitted(&mut self, p: usize, out: &[RecordBatch]) {
+        let pipe = &self.pipelines[p];
+        let emitted = pipe.window_stats().windows_emitted;
+        let new = emitted.saturating_sub(self.windows_counted[p]);
+        self.windows_counted[p] = emitted;
+        if new == 0 {
+            return;
+        }
+        metrics::counter!("weir_pipeline_windows_total", "pipeline" => pipe.name.clone())
+            .increment(new);
+        let Some(col) = pipe.window.as_ref().and_then(|w| w.out_end) else {
+            return;
+        };
+        let now = crate::clock::now_nanos();
+        let delay =
+            metrics::histogram!("weir_window_emit_delay_seconds", "pipeline" => pipe.name.clone());
+        for b in out {
+            let ends = b.column(col).as_primitive_opt::<TimestampNanosecondType>();
+            if let Some(end) = ends.and_then(arrow::compute::min) {
+                delay.record(now.saturating_sub(end).max(0) as f64 / 1e9);
+            }
+        }
+    }
+
+    /// Sets each windowed pipeline's watermark lag (wall clock minus watermark).
+    fn record_watermark_lag(&self) {
+        let now = crate::clock::now_nanos();
+        for (pipe, w) in self.pipelines.iter().zip(&self.last_watermark) {
+            if let (Some(_), Some(w)) = (&pipe.window, w) {
+                metrics::gauge!("weir_watermark_lag_seconds", "pipeline" => pipe.name.clone())
+                    .set(now.saturating_sub(*w) as f64 / 1e9);
             }
         }
     }

@@ -195,7 +195,7 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn close(&mut self) -> anyhow::Result<()> {
+    async fn close(&mut self, _deadline: tokio::time::Instant) -> anyhow::Result<()> {
         self.roll()
     }
 }

@@ -70,7 +70,7 @@ impl Sink for StdoutSink {
         Ok(())
     }
 
-    async fn close(&mut self) -> anyhow::Result<()> {
+    async fn close(&mut self, _deadline: tokio::time::Instant) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         Ok(())
     }

@@ -20,7 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::error;
 
@@ -98,6 +98,7 @@ impl SinkFactory for ObjectStoreSinkFactory {
             seq: 0,
             open: None,
             uploader: None,
+            deadline: watch::channel(None).0,
         }))
     }
 }
@@ -123,6 +124,8 @@ pub struct ObjectStoreSink {
     seq: u64,
     open: Option<OpenFile>,
     uploader: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
+    /// The close deadline, for the uploader.
+    deadline: watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl ObjectStoreSink {
@@ -146,6 +149,7 @@ impl ObjectStoreSink {
                 down_since: None,
                 reconnect: Reconnect::default(),
                 closing: None,
+                deadline: self.deadline.subscribe(),
             };
             self.uploader = Some((tx, tokio::spawn(u.run(rx))));
         }
@@ -154,9 +158,7 @@ impl ObjectStoreSink {
 
     fn open(&mut self, schema: &SchemaRef) -> anyhow::Result<&mut OpenFile> {
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.props.clone()))?;
-        let opened_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let opened_ns = crate::clock::now_nanos();
         Ok(self.open.insert(OpenFile {
             writer,
             range: TimeRange::default(),
@@ -232,7 +234,8 @@ impl Sink for ObjectStoreSink {
         Ok(())
     }
 
-    async fn close(&mut self) -> anyhow::Result<()> {
+    async fn close(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
+        self.deadline.send_replace(Some(deadline));
         self.roll().await?;
         if self.uploader.is_none() && self.spill_dir.exists() {
             // a run without rows still uploads what earlier runs spilled

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::spill::{SpillDir, Spilled};
@@ -68,6 +68,22 @@ pub struct Uploader {
     pub reconnect: Reconnect,
     /// A `Close` that arrived during a replay, answered once it is done.
     pub closing: Option<oneshot::Sender<()>>,
+    /// Set when the run stops: uploads still going at this instant are abandoned and
+    /// their files spilled.
+    pub deadline: watch::Receiver<Option<tokio::time::Instant>>,
+}
+
+/// Resolves when the instant in `deadline` (once set) has passed.
+async fn passed(mut deadline: watch::Receiver<Option<tokio::time::Instant>>) {
+    loop {
+        let set = *deadline.borrow_and_update();
+        if let Some(at) = set {
+            return tokio::time::sleep_until(at).await;
+        }
+        if deadline.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Runs blocking file work (writes with fsync, reads of spilled files) without holding up
@@ -107,13 +123,26 @@ impl Uploader {
         metrics::gauge!("weir_sink_spill_oldest_age_seconds", "sink" => sink).set(age);
     }
 
+    /// `f`'s output, or None when the close deadline passes first.
+    async fn before_deadline<T>(&self, f: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            r = f => Some(r),
+            () = passed(self.deadline.clone()) => None,
+        }
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
         let size = data.len() as u64;
-        let result = self
-            .store
-            .put(&ObjectPath::from(key), data.into())
+        let path = ObjectPath::from(key);
+        let result = match self
+            .before_deadline(self.store.put(&path, data.into()))
             .await
-            .map(|_| ());
+        {
+            Some(r) => r.map(|_| ()).map_err(anyhow::Error::from),
+            None => Err(anyhow::anyhow!(
+                "upload abandoned: the shutdown grace period is running out"
+            )),
+        };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         metrics::counter!("weir_sink_uploads_total", "sink" => self.label(), "result" => outcome)
             .increment(1);
@@ -121,7 +150,7 @@ impl Uploader {
             metrics::counter!("weir_sink_uploaded_bytes_total", "sink" => self.label())
                 .increment(size);
         }
-        Ok(result?)
+        result
     }
 
     fn link_down(&mut self, e: &anyhow::Error) {
@@ -270,7 +299,8 @@ impl Uploader {
     /// to list.
     async fn check(&self) {
         let prefix = ObjectPath::from(self.prefix.as_str());
-        if let Err(e) = self.store.list_with_delimiter(Some(&prefix)).await {
+        let listed = self.before_deadline(self.store.list_with_delimiter(Some(&prefix)));
+        if let Some(Err(e)) = listed.await {
             warn!(sink = %self.name, store = %self.display, error = %e,
                 "cannot list the store (check the bucket name and the credentials; uploads may still work if they may only write)");
         }
@@ -279,7 +309,10 @@ impl Uploader {
     /// Answers `Close`: a few quick attempts to upload the backlog (a store that just came
     /// back may still stumble), then stops.
     async fn close(&mut self, done: oneshot::Sender<()>) {
-        let give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
+        let mut give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
+        if let Some(deadline) = *self.deadline.borrow() {
+            give_up = give_up.min(deadline);
+        }
         let mut pause = Duration::from_millis(100);
         while !self.spill.is_empty()
             && !self.replay(None).await

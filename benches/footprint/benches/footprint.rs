@@ -1,0 +1,263 @@
+//! Footprint of a built `weir` binary, for sizing edge nodes and the Kubernetes manifests:
+//! binary size, container image size (when deploy/build-image.sh has built it), start-up
+//! time until /readyz answers 200, resident memory (all of it, and the anonymous part) idle
+//! and with the demo pipeline's generator at 100,000 rows/s, and the CPU used.
+//!
+//!   cargo build --release && cargo bench -p weir-footprint
+//!   WEIR_BIN=/path/to/weir cargo bench -p weir-footprint
+
+#[path = "../../../tests/support/http.rs"]
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::{free_port, request};
+
+const RUNS: usize = 7;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A field of /proc/PID/status in bytes.
+fn proc_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| {
+            l[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |k| k * 1024)
+}
+
+/// User + system CPU seconds of PID.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = &s[s.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+struct Weir {
+    child: Child,
+    port: u16,
+    _dir: PathBuf,
+}
+
+impl Weir {
+    fn start(bin: &Path, pipeline: &str, tag: &str) -> Weir {
+        let dir = std::env::temp_dir().join(format!("weir-footprint-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.sql"), pipeline).unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["run", "p.sql", "--http-addr", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weir");
+        Weir {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for /readyz = 200; the time it took from `since`.
+    fn ready(&mut self, since: Instant) -> Duration {
+        loop {
+            if let Some((200, _)) = request(self.port, "GET", "/readyz") {
+                return since.elapsed();
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("weir exited: {s}");
+            }
+            assert!(since.elapsed() < Duration::from_secs(60), "never ready");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Resident memory of a process, MB: all of it, and the anonymous part (heap and stacks,
+/// private to the process; the rest is the binary's pages from the page cache, shared and
+/// reclaimable).
+#[derive(Clone, Copy)]
+struct Memory {
+    rss: f64,
+    anon: f64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Memory {
+        Memory {
+            rss: proc_kib(pid, "VmRSS:") as f64 / 1e6,
+            anon: proc_kib(pid, "RssAnon:") as f64 / 1e6,
+        }
+    }
+
+    fn median(v: &[Memory]) -> Memory {
+        Memory {
+            rss: median(v.iter().map(|m| m.rss).collect()),
+            anon: median(v.iter().map(|m| m.anon).collect()),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median RSS {:.1} MB, of which anonymous {:.1} MB (the rest: the binary's pages)",
+            self.rss, self.anon
+        )
+    }
+}
+
+/// The demo pipeline running for ever at `rate` rows/s of wall time, its event time
+/// following the wall clock (no `start`, and the generator's default interval: one sample
+/// of each series per machines × sensors / rate).
+fn demo_at(rate: u64) -> String {
+    let demo = std::fs::read_to_string(root().join("queries/demo.sql")).unwrap();
+    let dropped = ["duration", "start", "interval"];
+    demo.lines()
+        .filter(|l| !dropped.iter().any(|d| l.trim_start().starts_with(d)))
+        .map(|l| {
+            if l.trim_start().starts_with("rate") {
+                format!("    rate = '{rate}',")
+            } else if l.contains("connector = 'stdout'") {
+                // the console would print to /dev/null anyway; keep the pipeline's work
+                l.replace("format = 'table'", "format = 'ndjson'")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn image_size() -> Option<String> {
+    let out = Command::new("buildah")
+        .args([
+            "--storage-driver",
+            "vfs",
+            "images",
+            "--format",
+            "{{.Size}}",
+            "localhost/weir:dev",
+        ])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+fn main() {
+    let bin = std::env::var_os("WEIR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/weir"));
+    if !bin.exists() {
+        eprintln!(
+            "{} is missing: run `cargo build --release` first (or set WEIR_BIN)",
+            bin.display()
+        );
+        std::process::exit(2);
+    }
+    let size = std::fs::metadata(&bin).unwrap().len();
+    println!(
+        "binary {}: {:.1} MB ({size} bytes)",
+        bin.display(),
+        size as f64 / 1e6
+    );
+    match image_size() {
+        Some(s) => println!("container image localhost/weir:dev: {s}"),
+        None => println!("container image: not built here (deploy/build-image.sh builds it)"),
+    }
+
+    // start-up until /readyz = 200, idle memory (1 row/s) after it settles
+    let idle_pipeline = demo_at(1);
+    let mut startup = Vec::new();
+    let mut idle_rss = Vec::new();
+    for i in 0..RUNS {
+        let t = Instant::now();
+        let mut w = Weir::start(&bin, &idle_pipeline, &format!("idle{i}"));
+        startup.push(w.ready(t).as_secs_f64() * 1e3);
+        if i < 3 {
+            std::thread::sleep(Duration::from_secs(3));
+            idle_rss.push(Memory::of(w.child.id()));
+        }
+    }
+    println!(
+        "start-up to ready: median {:.1} ms (min {:.1}, max {:.1}) over {RUNS} starts",
+        median(startup.clone()),
+        startup.iter().copied().fold(f64::MAX, f64::min),
+        startup.iter().copied().fold(0.0, f64::max)
+    );
+    let idle = Memory::median(&idle_rss);
+    println!("idle (demo pipeline at 1 row/s, after 3 s): {idle}");
+
+    // loaded: the demo pipeline's generator at 100,000 rows/s for 12 s
+    let mut w = Weir::start(&bin, &demo_at(100_000), "loaded");
+    w.ready(Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = w.child.id();
+    let rows = |w: &Weir| {
+        counter(
+            &request(w.port, "GET", "/metrics").unwrap().1,
+            "weir_source_rows_total",
+        )
+    };
+    let (rows0, cpu0, t0) = (rows(&w), cpu_seconds(pid), Instant::now());
+    let mut samples = Vec::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        samples.push(Memory::of(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = (rows(&w) - rows0) / secs;
+    let cores = (cpu_seconds(pid) - cpu0) / secs;
+    let peak = proc_kib(pid, "VmHWM:") as f64 / 1e6;
+    let loaded = Memory::median(&samples);
+    let max_anon = samples.iter().map(|m| m.anon).fold(0.0, f64::max);
+    println!(
+        "loaded (demo pipeline, {rate:.0} rows/s achieved): {loaded}; largest anonymous {max_anon:.1} MB, peak RSS (VmHWM) {peak:.1} MB; CPU {cores:.2} cores"
+    );
+    println!(
+        "loaded / idle: RSS {:.2}x, anonymous {:.2}x",
+        loaded.rss / idle.rss,
+        loaded.anon / idle.anon
+    );
+}

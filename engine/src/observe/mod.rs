@@ -1,0 +1,9 @@
+//! What the engine tells the outside about itself: Prometheus metrics, process figures,
+//! liveness and readiness, served over HTTP.
+
+pub mod http;
+pub mod process;
+pub mod status;
+
+pub use http::{Endpoints, serve};
+pub use status::RunStatus;

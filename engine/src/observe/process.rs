@@ -1,0 +1,65 @@
+//! Process figures (memory) read from `/proc/self`, set as gauges at each scrape.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Sets `process_resident_memory_bytes`, `process_virtual_memory_bytes` and
+/// `process_start_time_seconds` (Prometheus' usual names).
+/// Figures that cannot be read (not Linux) are left out.
+pub fn record() {
+    static START: OnceLock<f64> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    });
+    metrics::gauge!("process_start_time_seconds").set(start);
+    if let Some((rss, vm)) = memory() {
+        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+        metrics::gauge!("process_virtual_memory_bytes").set(vm as f64);
+    }
+}
+
+/// Resident and virtual memory of this process in bytes (Linux).
+fn memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss = status_kib(&status, "VmRSS:")?;
+    let vm = status_kib(&status, "VmSize:")?;
+    Some((rss * 1024, vm * 1024))
+}
+
+/// A `Key:   1234 kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_lines() {
+        let s = "Name:\tweir\nVmSize:\t  123456 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(status_kib(s, "VmRSS:"), Some(2048));
+        assert_eq!(status_kib(s, "VmSize:"), Some(123456));
+        assert_eq!(status_kib(s, "VmSwap:"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_resident_memory() {
+        let before = memory().unwrap().0;
+        assert!(before > 1024 * 1024);
+        let block = vec![1u8; 64 << 20];
+        let after = memory().unwrap().0;
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        drop(std::hint::black_box(block));
+    }
+}

@@ -1,0 +1,631 @@
+//! Running Weir as a service: the HTTP endpoints (`/metrics` checked by Prometheus' own
+//! `promtool`, `/healthz`, `/readyz`), JSON logs without secrets, SIGTERM within the grace
+//! period with open windows and pending uploads handled, reloading changed pipeline files,
+//! and the Kubernetes manifests rendered and validated against the API schemas.
+
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/s3.rs"]
+mod s3;
+#[path = "support/weir_process.rs"]
+mod weir_process;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::{free_port, request as http};
+use weir_process::WeirProcess;
+
+#[track_caller]
+fn wait_status(w: &mut WeirProcess, port: u16, path: &str, code: u16) -> String {
+    let body = std::cell::RefCell::new(String::new());
+    w.wait_for(
+        &format!("{path} to answer {code}"),
+        Duration::from_secs(30),
+        |_| match http(port, "GET", path) {
+            Some((c, b)) if c == code => {
+                *body.borrow_mut() = b;
+                true
+            }
+            _ => false,
+        },
+    );
+    body.into_inner()
+}
+
+/// Samples of a Prometheus text exposition: `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("sample line");
+            (key.to_string(), value.parse::<f64>().expect("sample value"))
+        })
+        .collect()
+}
+
+/// Runs `promtool check metrics` on `exposition`: its output when it finds problems.
+fn promtool(exposition: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A scrape taken while no window is being emitted: the window and summary-row counters
+/// equal those of a scrape 50 ms before (a window's rows are counted in several steps).
+fn settled_metrics(port: u16) -> String {
+    let counters = |text: &str| -> Vec<(String, f64)> {
+        samples(text)
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with("weir_pipeline_windows")
+                    || k.starts_with("weir_pipeline_rows_out")
+                    || k.contains(r#"pipeline="out""#)
+                    || k.contains(r#"pipeline="cloud""#)
+            })
+            .collect()
+    };
+    let mut before = http(port, "GET", "/metrics").unwrap().1;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = http(port, "GET", "/metrics").unwrap().1;
+        if counters(&now) == counters(&before) {
+            return now;
+        }
+        before = now;
+    }
+}
+
+const SECRET: &str = "s3cr3t-never-in-logs-4711";
+
+/// Generator rows stamped with the wall clock, summarised per second.
+fn live_pipeline(extra_sinks: &str) -> String {
+    format!(
+        "CREATE SOURCE telemetry (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'generator', machines = '3', sensors = 'temp,current', rate = '3000',
+            interval = '2ms', event_time = 'ts', watermark = '100ms', batch_rows = '100');
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+         CREATE VIEW per_second AS
+           SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean
+           FROM TUMBLE(telemetry, ts, INTERVAL '1' SECOND)
+           GROUP BY machine, sensor, window_start, window_end;
+         INSERT INTO out SELECT * FROM per_second;
+         {extra_sinks}"
+    )
+}
+
+#[test]
+fn metrics_are_valid_prometheus_and_follow_the_run() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // an object-store sink to a port nobody listens on: its secret must stay out of the logs
+    let dead = free_port();
+    let sinks = format!(
+        "CREATE SINK cloud WITH (connector = 'object_store', url = 's3://edge/x',
+            endpoint = 'http://127.0.0.1:{dead}', region = 'us-east-1', access_key_id = 'K',
+            secret_access_key = '${{THE_SECRET}}', roll_interval = '500ms', spill_dir = 'spill');
+         INSERT INTO cloud SELECT * FROM per_second;"
+    );
+    let mut w = WeirProcess::start_with(
+        &live_pipeline(&sinks),
+        &[
+            "--http-addr",
+            &addr,
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ],
+        &[("THE_SECRET", SECRET)],
+    );
+    let ready = wait_status(&mut w, port, "/readyz", 200);
+    assert!(ready.contains("running: 3 pipeline(s)"), "{ready}");
+    assert_eq!(http(port, "GET", "/healthz").unwrap().0, 200);
+    assert_eq!(http(port, "GET", "/nowhere").unwrap().0, 404);
+    assert_eq!(http(port, "POST", "/metrics").unwrap().0, 405);
+    w.wait_rows(6);
+
+    let first = settled_metrics(port);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = settled_metrics(port);
+    promtool(&first).unwrap_or_else(|e| panic!("promtool:\n{e}\n{first}"));
+    promtool(&second).unwrap_or_else(|e| panic!("promtool:\n{e}\n{second}"));
+    let (a, b) = (samples(&first), samples(&second));
+    let get = |m: &BTreeMap<String, f64>, k: &str| {
+        *m.get(k)
+            .unwrap_or_else(|| panic!("no sample {k} in\n{second}"))
+    };
+    for key in [
+        r#"weir_source_rows_total{source="telemetry"}"#,
+        r#"weir_pipeline_rows_in_total{pipeline="per_second"}"#,
+        r#"weir_pipeline_rows_out_total{pipeline="per_second"}"#,
+        r#"weir_pipeline_windows_total{pipeline="per_second"}"#,
+    ] {
+        assert!(get(&b, key) > get(&a, key), "{key} did not grow");
+    }
+    // rows in = rows read (one pipeline reads the source); a row per window and group key
+    // (3 machines × 2 sensors); what the view emits is what its two readers read
+    // (a scrape may fall between the two counts of one 100-row batch)
+    let rows_read = get(&b, r#"weir_source_rows_total{source="telemetry"}"#);
+    let rows_in = get(&b, r#"weir_pipeline_rows_in_total{pipeline="per_second"}"#);
+    assert!(
+        rows_in <= rows_read && rows_read - rows_in <= 100.0,
+        "{rows_in} of {rows_read}"
+    );
+    let summaries = get(&b, r#"weir_pipeline_rows_out_total{pipeline="per_second"}"#);
+    assert_eq!(
+        summaries,
+        6.0 * get(&b, r#"weir_pipeline_windows_total{pipeline="per_second"}"#)
+    );
+    for reader in ["out", "cloud"] {
+        let key = format!(r#"weir_pipeline_rows_in_total{{pipeline="{reader}"}}"#);
+        assert_eq!(get(&b, &key), summaries, "{key}");
+    }
+    // event time is the wall clock here: lag ≈ watermark delay, emit delay ≈ same
+    let lag = get(&b, r#"weir_watermark_lag_seconds{pipeline="per_second"}"#);
+    assert!((0.05..5.0).contains(&lag), "watermark lag {lag}");
+    let delays = get(
+        &b,
+        r#"weir_window_emit_delay_seconds_count{pipeline="per_second"}"#,
+    );
+    assert!(delays >= 1.0);
+    let within_5s = get(
+        &b,
+        r#"weir_window_emit_delay_seconds_bucket{pipeline="per_second",le="5"}"#,
+    );
+    assert_eq!(within_5s, delays, "every window left within 5 s of its end");
+    assert!(get(&b, "process_resident_memory_bytes") > 1e6);
+    assert_eq!(get(&b, "weir_ready"), 1.0);
+    // the store is down: uploads fail, files wait in the spill directory
+    assert!(
+        get(
+            &b,
+            r#"weir_sink_uploads_total{sink="cloud",result="failed"}"#
+        ) >= 1.0
+    );
+    assert!(get(&b, r#"weir_sink_spill_files{sink="cloud"}"#) >= 1.0);
+    assert!(get(&b, r#"weir_sink_spill_bytes{sink="cloud"}"#) > 0.0);
+
+    let (status, w) = w.stop();
+    assert!(status.success(), "{}", w.stderr());
+    let log = w.stderr();
+    assert!(!log.contains(SECRET), "the secret was logged:\n{log}");
+    let json_lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json_lines.len() >= 3, "{log}");
+    for l in json_lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+    assert!(
+        log.contains("\"DEBUG\""),
+        "--log-level debug shows debug lines"
+    );
+}
+
+#[test]
+fn readiness_drops_when_a_source_fails_for_good() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let replay = dir.path().join("replay.ndjson");
+    // two good rows a second apart, then one the reader cannot parse
+    std::fs::write(
+        &replay,
+        "{\"ts\": \"2026-01-01T00:00:00Z\", \"v\": 1}\n{\"ts\": \"2026-01-01T00:00:02Z\", \"v\": 2}\n{\"ts\": oops}\n",
+    )
+    .unwrap();
+    let pipeline = format!(
+        "CREATE SOURCE replay (ts TIMESTAMP, v BIGINT) WITH (connector = 'file', path = '{}',
+            pace = 'original', batch_rows = '1', event_time = 'ts');
+         CREATE SOURCE live (ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator',
+            machines = '1', sensors = 'temp', rate = '100', event_time = 'ts');
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+         INSERT INTO out SELECT CAST(v AS DOUBLE) AS value FROM replay;
+         INSERT INTO out SELECT value FROM live WHERE value < -1000;",
+        replay.display()
+    );
+    let mut w = WeirProcess::start_with(&pipeline, &["--http-addr", &addr], &[]);
+    wait_status(&mut w, port, "/readyz", 200);
+    let why = wait_status(&mut w, port, "/readyz", 503);
+    assert!(why.contains("source replay failed"), "{why}");
+    // still alive: the other source goes on
+    assert_eq!(http(port, "GET", "/healthz").unwrap().0, 200);
+    let metrics = http(port, "GET", "/metrics").unwrap().1;
+    assert_eq!(samples(&metrics).get("weir_ready"), Some(&0.0));
+    let (status, w) = w.stop();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a failed source: exit 1\n{}",
+        w.stderr()
+    );
+}
+
+/// Parquet rows in the files under `dir`.
+fn parquet_rows(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| {
+            let f = std::fs::File::open(p).unwrap();
+            let r = parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap();
+            parquet::file::reader::FileReader::metadata(&r)
+                .file_metadata()
+                .num_rows() as u64
+        })
+        .sum()
+}
+
+#[test]
+fn sigterm_emits_open_windows_and_flushes_or_spills_uploads_within_the_grace() {
+    let server = s3::S3Server::start();
+    // a "store" that accepts connections and never answers: uploads hang
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let sinks = format!(
+        "CREATE SINK cloud WITH (connector = 'object_store', url = 's3://{bucket}/run',
+            endpoint = '{endpoint}', region = 'us-east-1', access_key_id = '{key}',
+            secret_access_key = '{secret}', roll_interval = '1h', spill_dir = 'spill');
+         CREATE SINK stuck WITH (connector = 'object_store', url = 's3://edge/run',
+            endpoint = 'http://127.0.0.1:{hang_port}', region = 'us-east-1', access_key_id = 'K',
+            secret_access_key = 'S', roll_interval = '1h', spill_dir = 'spill');
+         INSERT INTO cloud SELECT * FROM per_second;
+         INSERT INTO stuck SELECT * FROM per_second;",
+        bucket = s3::BUCKET,
+        endpoint = server.endpoint(),
+        key = s3::ACCESS_KEY,
+        secret = s3::SECRET_KEY,
+    );
+    let mut w = WeirProcess::start_with(&live_pipeline(&sinks), &["--shutdown-grace", "6s"], &[]);
+    w.wait_rows(12);
+    let asked = Instant::now();
+    let (status, w) = w.stop();
+    let took = asked.elapsed();
+    drop(hang);
+    assert!(status.success(), "exit {status}\n{}", w.stderr());
+    assert!(took < Duration::from_secs(6), "stopped in {took:?}");
+    let log = w.stderr();
+    // open windows were emitted: every row read is in some window
+    let rows: Vec<serde_json::Value> = w.rows();
+    let counted: u64 = rows.iter().map(|r| r["n"].as_u64().unwrap()).sum();
+    let read: u64 = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("source telemetry: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no source line in the summary:\n{log}"));
+    assert_eq!(counted, read, "rows in windows = rows read\n{log}");
+    // the reachable store got every summary row; the hanging one's file was spilled
+    let uploaded = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(server.objects("run"));
+    let in_bucket: usize = uploaded
+        .iter()
+        .flat_map(|(_, b)| b)
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(in_bucket, rows.len(), "{log}");
+    assert_eq!(
+        parquet_rows(&w.path("spill/stuck")),
+        rows.len() as u64,
+        "{log}"
+    );
+    assert!(log.contains("upload abandoned"), "{log}");
+}
+
+/// Waits until stdout has a row whose `version` is `v`, returns the rows so far.
+#[track_caller]
+fn wait_version(w: &mut WeirProcess, v: &str) {
+    w.wait_for(&format!("rows of {v}"), Duration::from_secs(60), |w| {
+        w.rows().iter().any(|r| r["version"] == v)
+    });
+}
+
+#[test]
+fn watch_reloads_valid_files_and_keeps_running_on_invalid_ones() {
+    let version = |v: &str| {
+        format!(
+            "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+                connector = 'generator', machines = '2', sensors = 'temp', rate = '400',
+                interval = '5ms', event_time = 'ts', watermark = '50ms');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             CREATE SINK cloud WITH (connector = 'object_store', url = 's3://edge/x',
+                endpoint = 'http://127.0.0.1:{dead}', region = 'us-east-1', access_key_id = 'K',
+                secret_access_key = 'S', roll_interval = '300ms', spill_dir = 'spill');
+             CREATE VIEW s AS SELECT machine, window_start, window_end, count(*) AS n, '{v}' AS version
+               FROM TUMBLE(g, ts, INTERVAL '500' MILLISECOND) GROUP BY machine, window_start, window_end;
+             INSERT INTO out SELECT * FROM s;
+             INSERT INTO cloud SELECT * FROM s;",
+            dead = free_port()
+        )
+    };
+    let mut w = WeirProcess::start_with(
+        &version("v1"),
+        &["--watch", "--watch-interval", "200ms"],
+        &[],
+    );
+    wait_version(&mut w, "v1");
+    w.wait_for("spilled files", Duration::from_secs(30), |w| {
+        parquet_rows(&w.path("spill/cloud")) > 0
+    });
+
+    // a file that does not compile: reported with its position, v1 goes on
+    std::fs::write(
+        w.path("pipeline.sql"),
+        version("v2").replace("count(*)", "count(*"),
+    )
+    .unwrap();
+    w.wait_log("do not compile", 1);
+    let log = w.stderr();
+    assert!(
+        log.contains("pipeline.sql:"),
+        "error with its position:\n{log}"
+    );
+    let before = w.rows().len();
+    w.wait_rows(before + 4);
+    assert!(w.rows().iter().all(|r| r["version"] == "v1"));
+
+    let spilled_before = parquet_rows(&w.path("spill/cloud"));
+    std::fs::write(w.path("pipeline.sql"), version("v3")).unwrap();
+    wait_version(&mut w, "v3");
+    assert!(w.stderr().contains("reloaded"), "{}", w.stderr());
+    assert!(!w.rows().iter().any(|r| r["version"] == "v2"));
+    // the spill buffer is kept across the reload (the store is still down)
+    assert!(parquet_rows(&w.path("spill/cloud")) >= spilled_before);
+    let (status, w) = w.stop();
+    assert!(status.success(), "{}", w.stderr());
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `kubernetes-validate` from the virtual environment scripts/test makes, or from PATH.
+fn validator() -> PathBuf {
+    let venv = root().join("target/test-tools/venv/bin/kubernetes-validate");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("kubernetes-validate")
+    }
+}
+
+fn yaml_str<'a>(v: &'a serde_yaml_ng::Value, path: &[&str]) -> Option<&'a serde_yaml_ng::Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+#[test]
+fn manifests_render_validate_and_carry_probes_mounts_and_security() {
+    let variants: Vec<PathBuf> = std::iter::once(root().join("deploy/kubernetes/base"))
+        .chain({
+            let mut o: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/kubernetes/overlays"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            o.sort();
+            o
+        })
+        .collect();
+    assert!(variants.len() >= 7, "base + 6 overlays");
+    let out = tempfile::tempdir().unwrap();
+    for dir in &variants {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let rendered = Command::new("kubectl")
+            .args(["kustomize"])
+            .arg(dir)
+            .output()
+            .expect("kubectl (with kustomize v4 or later)");
+        assert!(
+            rendered.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let file = out.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.stdout).unwrap();
+        let check = Command::new(validator())
+            .args(["--strict", "-k", "1.31.0"])
+            .arg(&file)
+            .output()
+            .expect("kubernetes-validate (PyPI; scripts/test installs it)");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            check.status.success() && !report.contains("ERROR"),
+            "{name}:\n{report}"
+        );
+
+        let docs: Vec<serde_yaml_ng::Value> =
+            serde_yaml_ng::Deserializer::from_slice(&rendered.stdout)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
+        for d in &docs {
+            let kind = d["kind"].as_str().unwrap();
+            assert!(
+                report.contains(&format!("passed for resource {}", kind.to_lowercase())),
+                "{name}: {kind} not validated\n{report}"
+            );
+        }
+        let workload = docs
+            .iter()
+            .find(|d| matches!(d["kind"].as_str(), Some("DaemonSet" | "Deployment")))
+            .unwrap_or_else(|| panic!("{name}: no workload"));
+        let pod = &workload["spec"]["template"];
+        let spec = &pod["spec"];
+        let weir = spec["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "weir")
+            .unwrap();
+        let probe = |p: &str| yaml_str(weir, &[p, "httpGet", "path"]).and_then(|v| v.as_str());
+        assert_eq!(probe("livenessProbe"), Some("/healthz"), "{name}");
+        assert_eq!(probe("readinessProbe"), Some("/readyz"), "{name}");
+        let args: Vec<&str> = weir["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.contains(&"--watch") && args.contains(&"--http-addr=0.0.0.0:9464"),
+            "{name}"
+        );
+        let sc = &weir["securityContext"];
+        assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true), "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}");
+        assert!(sc["runAsUser"].as_u64().is_some_and(|u| u != 0), "{name}");
+        for r in ["requests", "limits"] {
+            for q in ["cpu", "memory"] {
+                assert!(
+                    yaml_str(weir, &["resources", r, q]).is_some(),
+                    "{name}: {r}.{q}"
+                );
+            }
+        }
+        let mounts: BTreeMap<&str, &str> = weir["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap(),
+                    m["mountPath"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts.get("pipelines"),
+            Some(&"/etc/weir/pipelines"),
+            "{name}"
+        );
+        assert_eq!(mounts.get("spill"), Some(&"/var/lib/weir"), "{name}");
+        let volumes = spec["volumes"].as_sequence().unwrap();
+        let volume = |n: &str| volumes.iter().find(|v| v["name"] == n).unwrap();
+        assert!(
+            volume("spill")["hostPath"]["path"].as_str().is_some(),
+            "{name}: spill on a hostPath"
+        );
+        let cm = volume("pipelines")["configMap"]["name"].as_str().unwrap();
+        assert!(
+            docs.iter().any(|d| d["kind"] == "ConfigMap"
+                && d["metadata"]["name"] == cm
+                && d["data"].get("edge.sql").is_some()),
+            "{name}: pipelines ConfigMap"
+        );
+        for v in volumes {
+            let kinds: Vec<&str> = v
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .filter_map(|k| k.as_str())
+                .filter(|k| *k != "name")
+                .collect();
+            if name.starts_with("kubeedge") {
+                assert!(
+                    kinds
+                        .iter()
+                        .all(|k| ["configMap", "secret", "hostPath", "emptyDir"].contains(k)),
+                    "{name}: EdgeCore volume types only: {kinds:?}"
+                );
+            }
+        }
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/scrape"].as_str(),
+            Some("true"),
+            "{name}"
+        );
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some("9464"),
+            "{name}"
+        );
+        for key in [
+            "node.kubernetes.io/unreachable",
+            "node.kubernetes.io/not-ready",
+        ] {
+            let t = spec["tolerations"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|t| t["key"] == key)
+                .unwrap_or_else(|| panic!("{name}: toleration {key}"));
+            assert!(
+                t.get("tolerationSeconds").is_none(),
+                "{name}: {key} forever"
+            );
+        }
+        let selector = |k: &str| spec["nodeSelector"].get(k).and_then(|v| v.as_str());
+        match name.as_str() {
+            "kubeedge" | "kubeedge-serial" => {
+                assert_eq!(selector("node-role.kubernetes.io/edge"), Some(""));
+                assert_eq!(
+                    pod["metadata"]["labels"]["app-offline.kubeedge.io"].as_str(),
+                    Some("autonomy")
+                );
+                assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
+            }
+            "superedge" => assert_eq!(selector("superedge.io/node-edge"), Some("enable")),
+            "openyurt" => {
+                assert_eq!(workload["kind"], "Deployment");
+                assert_eq!(selector("apps.openyurt.io/nodepool"), Some("factory-a"));
+            }
+            "deployment" => assert_eq!(workload["kind"], "Deployment"),
+            "k3s" | "base" => assert_eq!(workload["kind"], "DaemonSet"),
+            other => panic!("a variant the test does not know: {other}"),
+        }
+    }
+
+    // the pipeline file shipped in the ConfigMap compiles, with the Secret's variables set
+    let check = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check"])
+        .arg(root().join("deploy/kubernetes/base/pipelines/edge.sql"))
+        .envs([
+            ("WEIR_OUTPUT_URL", "s3://telemetry/edge"),
+            ("WEIR_NODE_NAME", "node-1"),
+            ("WEIR_S3_ENDPOINT", "http://127.0.0.1:9"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
