@@ -344,7 +344,35 @@ fn sigterm_emits_open_windows_and_flushes_or_spills_uploads_within_the_grace() {
     assert!(log.contains("upload abandoned"), "{log}");
 }
 
-/// Waits until stdout has a row whose `version` is `v`, returns the rows so far.
+#[test]
+fn a_second_signal_exits_at_once() {
+    // uploads to a store that never answers keep the first stop waiting for its grace period
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sinks = format!(
+        "CREATE SINK stuck WITH (connector = 'object_store', url = 's3://edge/run',
+            endpoint = 'http://127.0.0.1:{}', region = 'us-east-1', access_key_id = 'K',
+            secret_access_key = 'S', roll_interval = '1h', spill_dir = 'spill');
+         INSERT INTO stuck SELECT * FROM per_second;",
+        hang.local_addr().unwrap().port()
+    );
+    let mut w = WeirProcess::start_with(&live_pipeline(&sinks), &["--shutdown-grace", "60s"], &[]);
+    w.wait_rows(6);
+    w.signal("TERM");
+    w.wait_log("signal received", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        w.is_running(),
+        "the first signal waits for the stuck upload"
+    );
+    let asked = Instant::now();
+    w.signal("TERM");
+    let status = w.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "{}", w.stderr());
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert!(w.stderr().contains("second signal"), "{}", w.stderr());
+}
+
+/// Waits until stdout has a row whose `version` is `v`.
 #[track_caller]
 fn wait_version(w: &mut WeirProcess, v: &str) {
     w.wait_for(&format!("rows of {v}"), Duration::from_secs(60), |w| {
