@@ -21,8 +21,8 @@ work=${WEIR_IMAGE_WORK:-/tmp/weir-image}
 mirror=http://deb.debian.org/debian
 bah=(buildah --storage-driver vfs)
 case "$arch" in
-  amd64) multiarch=x86_64-linux-gnu; loader=ld-linux-x86-64.so.2; loader_dir=lib64 ;;
-  arm64) multiarch=aarch64-linux-gnu; loader=ld-linux-aarch64.so.1; loader_dir=lib ;;
+  amd64) multiarch=x86_64-linux-gnu; loader=ld-linux-x86-64.so.2; loader_dir=lib64; variant="" ;;
+  arm64) multiarch=aarch64-linux-gnu; loader=ld-linux-aarch64.so.1; loader_dir=lib; variant=v8 ;;
   *) echo "unsupported architecture $arch (amd64 or arm64)" >&2; exit 2 ;;
 esac
 
@@ -83,17 +83,18 @@ if ! has_image "$runtime"; then
   chmod 1777 "$mnt/tmp"
   chown 65532:65532 "$mnt/home/nonroot"
   "${bah[@]}" umount "$c"
-  "${bah[@]}" config --arch "$arch" --os linux --user 65532:65532 "$c"
+  "${bah[@]}" config --arch "$arch" --os linux ${variant:+--variant "$variant"} --user 65532:65532 "$c"
   "${bah[@]}" commit -q "$c" "$runtime"
   "${bah[@]}" rm "$c" >/dev/null
 fi
 
-"${bah[@]}" build --isolation chroot \
-  --platform "linux/$arch" \
+"${bah[@]}" build --isolation chroot --pull=never \
+  --arch "$arch" ${variant:+--variant "$variant"} \
   --build-arg RUST_IMAGE=localhost/weir-build-base \
   --build-arg RUNTIME_IMAGE="$runtime" \
   --build-arg BUILDPLATFORM="linux/$host" \
   --build-arg BUILDARCH="$host" \
   --build-arg TARGETARCH="$arch" \
+  --build-arg TARGETPLATFORM="linux/$arch" \
   -f deploy/Dockerfile -t "$tag" .
 "${bah[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$tag"
