@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
 
+#[path = "../tests/support/certs.rs"]
+mod certs;
 #[path = "../tests/support/http.rs"]
 mod http;
 #[path = "../tests/support/mosquitto.rs"]

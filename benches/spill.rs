@@ -100,6 +100,7 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
         reconnect: Reconnect::default(),
         closing: None,
         deadline: tokio::sync::watch::channel(None).1,
+        stats: Default::default(),
     };
     let (tx, rx) = mpsc::channel(1);
     let start = Instant::now();

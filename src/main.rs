@@ -1,13 +1,18 @@
 //! The `weir` command: run and check pipeline files.
 
+mod query;
+mod serve_options;
 mod supervise;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use weir_engine::flight;
+use weir_engine::live::LiveHub;
 use weir_engine::observe::{Endpoints, RunStatus};
 
 /// Weir: an edge stream-processing and local analytics engine. Pipelines are SQL files of
@@ -69,7 +74,11 @@ enum Command {
         /// How often --watch looks at the files.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         watch_interval: Duration,
+        #[command(flatten)]
+        serve: serve_options::ServeOptions,
     },
+    /// Run SQL on a running Weir's live tables over Flight SQL and print the result.
+    Query(query::QueryArgs),
     /// Parse and plan pipeline files without connecting to anything; errors are printed as
     /// file:line:column: message.
     Check {
@@ -131,8 +140,26 @@ async fn main() -> ExitCode {
             shutdown_grace,
             watch,
             watch_interval,
+            serve,
         } => {
             let status = RunStatus::new();
+            let live = serve.flight().map(|settings| {
+                let hub = LiveHub::new(serve.live());
+                flight::start(settings, Arc::clone(&hub)).map(|server| (hub, server))
+            });
+            let (live, _flight) = match live.transpose() {
+                Ok(Some((hub, server))) => (Some(hub), Some(server)),
+                Ok(None) => {
+                    tracing::info!(
+                        "Flight SQL off: set a token (--flight-token or WEIR_FLIGHT_TOKEN) or pass --flight-no-auth to serve live tables"
+                    );
+                    (None, None)
+                }
+                Err(e) => {
+                    eprintln!("weir: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             if let Some(addr) = http_addr {
                 let served = match Endpoints::install(status.clone()) {
                     Ok(e) => weir_engine::observe::serve(addr, e).await,
@@ -149,9 +176,11 @@ async fn main() -> ExitCode {
                 grace: shutdown_grace,
                 watch: watch.then_some(watch_interval),
                 status,
+                live,
             })
             .await
         }
+        Command::Query(args) => query::run(args).await,
         Command::Functions => {
             for f in weir_udf::functions() {
                 println!("{:<24} {}", f.name, f.description);

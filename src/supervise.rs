@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use weir_engine::live::LiveHub;
 use weir_engine::observe::RunStatus;
 use weir_engine::runtime::{RunControl, Summary, run};
 
@@ -24,6 +25,8 @@ pub struct RunOptions {
     pub watch: Option<Duration>,
     /// Readiness, shared with the HTTP endpoints.
     pub status: Arc<RunStatus>,
+    /// Where runs publish live tables for Flight SQL (None: Flight SQL is off).
+    pub live: Option<Arc<LiveHub>>,
 }
 
 /// Parses and compiles the files; errors come back as the diagnostics' text.
@@ -54,6 +57,7 @@ pub async fn run_files(opts: RunOptions) -> ExitCode {
             stop: stop_rx,
             grace: opts.grace,
             status: Arc::clone(&opts.status),
+            live: opts.live.clone(),
         };
         let mut running = tokio::spawn(run(project, control));
         let mut check = tokio::time::interval(opts.watch.unwrap_or(Duration::from_secs(3600)));

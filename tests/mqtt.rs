@@ -2,6 +2,8 @@
 //! ports: windowed results, topic captures and payload formats, bad input, broker restarts
 //! and engine stalls, TLS and password listeners, MQTT 5, and the MQTT sink.
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/http.rs"]
 mod http;
 #[path = "support/mosquitto.rs"]

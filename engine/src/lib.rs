@@ -8,6 +8,8 @@ pub mod connector;
 pub mod diagnostic;
 pub mod exec;
 pub mod files;
+pub mod flight;
+pub mod live;
 pub mod observe;
 pub mod parse;
 pub mod runtime;

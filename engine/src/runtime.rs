@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use crate::compile::Project;
 use crate::connector::{SourceEvent, SourceHealth, SourceOutput};
 use crate::exec::dataflow::SinkBatch;
+use crate::live::{LiveHub, LiveWriter};
 use crate::observe::RunStatus;
 
 /// What happened during a run.
@@ -127,6 +128,8 @@ pub struct RunControl {
     pub grace: Duration,
     /// Phase and failed sources, for readiness.
     pub status: Arc<RunStatus>,
+    /// Where live tables are published for Flight SQL (None: not kept).
+    pub live: Option<Arc<LiveHub>>,
 }
 
 /// The grace period when none is given: Kubernetes' default 30 s termination grace minus
@@ -140,6 +143,7 @@ impl RunControl {
             stop,
             grace: DEFAULT_GRACE,
             status: RunStatus::new(),
+            live: None,
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         mut stop,
         grace,
         status,
+        live,
     } = control;
     status.starting();
     let Project {
@@ -159,6 +164,12 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         mut dataflow,
         ..
     } = project;
+    let health: Vec<Arc<SourceHealth>> = sources
+        .iter()
+        .map(|s| Arc::new(SourceHealth::new(&s.name)))
+        .collect();
+    let mut live =
+        live.map(|hub| LiveWriter::new(hub, &sources, &sinks, &mut dataflow, health.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(16);
     // Sinks: one task each behind a bounded channel.
@@ -169,6 +180,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         let (stx, mut srx) = mpsc::channel::<arrow::record_batch::RecordBatch>(16);
         sink_txs.push(stx);
         let mut sink = s.sink;
+        let stats = s.stats;
         let name = s.name.clone();
         let close_by = close_by.clone();
         sink_tasks.push(tokio::spawn(async move {
@@ -178,13 +190,17 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             loop {
                 let result = tokio::select! {
                     b = srx.recv() => match b {
-                        Some(b) => sink.write(b).await,
+                        Some(b) => {
+                            stats.wrote(b.num_rows() as u64);
+                            sink.write(b).await
+                        }
                         None => break,
                     },
                     _ = tick.tick() => sink.tick().await,
                 };
                 if let Err(e) = result {
                     failures += 1;
+                    stats.failed();
                     metrics::counter!("weir_sink_errors_total", "sink" => name.clone())
                         .increment(1);
                     error!(sink = %name, error = %format!("{e:#}"), "sink write failed");
@@ -195,6 +211,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
                 .unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_GRACE);
             if let Err(e) = sink.close(deadline).await {
                 failures += 1;
+                stats.failed();
                 error!(sink = %name, error = %format!("{e:#}"), "sink close failed");
             }
             failures
@@ -202,10 +219,6 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     }
     let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let mut running = sources.len();
-    let health: Vec<Arc<SourceHealth>> = sources
-        .iter()
-        .map(|s| Arc::new(SourceHealth::new(&s.name)))
-        .collect();
     for s in sources {
         let out = SourceOutput::new(
             s.stream,
@@ -242,8 +255,14 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
+                let now = Instant::now();
                 let outs = match ev {
-                    SourceEvent::Batch(id, b) => dataflow.on_batch(id, b, Instant::now()),
+                    SourceEvent::Batch(id, b) => {
+                        if let Some(l) = &mut live {
+                            l.source_rows(id, &b, now);
+                        }
+                        dataflow.on_batch(id, b, now)
+                    }
                     SourceEvent::End(id) => {
                         running -= 1;
                         info!(source = %source_names[id], "source ended");
@@ -253,14 +272,24 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
                         running -= 1;
                         error!(source = %source_names[id], error = %e, "source failed");
                         status.source_failed(&source_names[id], &e);
+                        if let Some(l) = &mut live {
+                            l.source_failed(id);
+                        }
                         failed.push((source_names[id].clone(), e));
                         dataflow.on_source_end(id)
                     }
                 };
+                if let Some(l) = &mut live {
+                    l.update(&mut dataflow, now);
+                }
                 send(outs, &sink_txs).await;
             }
             _ = tick.tick() => {
-                let outs = dataflow.on_tick(Instant::now());
+                let now = Instant::now();
+                let outs = dataflow.on_tick(now);
+                if let Some(l) = &mut live {
+                    l.update(&mut dataflow, now);
+                }
                 send(outs, &sink_txs).await;
             }
             r = stop.changed(), if !stopping => {
@@ -285,6 +314,9 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     let mut sink_errors = 0;
     for t in sink_tasks {
         sink_errors += t.await.unwrap_or(1);
+    }
+    if let Some(l) = &mut live {
+        l.update(&mut dataflow, Instant::now());
     }
     status.finished();
     Summary {

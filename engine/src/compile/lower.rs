@@ -590,12 +590,19 @@ fn lower_aggregate(
         names.join(", ")
     );
     let time_cols = out_start.iter().chain(out_end.iter()).copied().collect();
+    let out_keys = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, GroupSlot::Key(_)))
+        .filter_map(|(i, _)| post.map_column(i))
+        .collect();
     Ok(Lowered {
         branches,
         window: Some(Windowed {
             op,
             out_start,
             out_end,
+            out_keys,
             time_col,
         }),
         post,

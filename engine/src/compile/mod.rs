@@ -20,7 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, ObjectName, ObjectNamePart, Spanned};
 
-use crate::connector::{Connectors, Sink, SinkSpec, Source, SourceSpec};
+use crate::connector::{Connectors, Sink, SinkSpec, SinkStats, Source, SourceSpec};
 use crate::diagnostic::{Diagnostics, Location, PipelineError};
 use crate::exec::dataflow::{Dataflow, SourceClock, StreamState};
 use crate::exec::pipeline::{PipelineExec, Target};
@@ -53,6 +53,8 @@ pub struct CompiledSink {
     pub connector: String,
     /// The sink.
     pub sink: Box<dyn Sink>,
+    /// Its counters.
+    pub stats: Arc<SinkStats>,
 }
 
 /// Everything `weir run` starts.
@@ -397,9 +399,11 @@ impl<'a> Compiler<'a> {
         else {
             return;
         };
+        let stats = Arc::new(SinkStats::default());
         let sink = factory.build(
             &SinkSpec {
                 name: s.name.clone(),
+                stats: Arc::clone(&stats),
             },
             opts,
         );
@@ -424,6 +428,7 @@ impl<'a> Compiler<'a> {
             name: s.name,
             connector: factory.name().to_string(),
             sink,
+            stats,
         });
     }
 

@@ -12,8 +12,10 @@ use crate::diagnostic::PipelineError;
 use crate::parse::Options;
 
 pub mod health;
+pub mod sink_stats;
 
 pub use health::{Connection, SourceHealth};
+pub use sink_stats::{SinkCounts, SinkStats};
 
 /// What a source is told when it is built.
 #[derive(Debug, Clone)]
@@ -130,6 +132,9 @@ pub trait SourceFactory: Send + Sync {
 pub struct SinkSpec {
     /// Sink name.
     pub name: String,
+    /// Where the sink counts uploads and spilled files (rows and failures are counted by
+    /// the engine).
+    pub stats: Arc<SinkStats>,
 }
 
 /// A running output.

@@ -92,6 +92,8 @@ pub struct Dataflow {
     /// Windows emitted per pipeline, as last counted into the metrics.
     windows_counted: Vec<u64>,
     sink_out: Vec<SinkBatch>,
+    /// Every pipeline's output since the last [`Dataflow::take_outputs`], when kept.
+    outputs: Option<Vec<(usize, RecordBatch)>>,
 }
 
 /// How one input contributes to a pipeline's watermark.
@@ -123,7 +125,31 @@ impl Dataflow {
             last_watermark: vec![None; n],
             windows_counted: vec![0; n],
             sink_out: Vec::new(),
+            outputs: None,
         }
+    }
+
+    /// From now on keeps every pipeline's output rows for [`Dataflow::take_outputs`].
+    pub fn keep_outputs(&mut self) {
+        self.outputs.get_or_insert_with(Vec::new);
+    }
+
+    /// Output rows of pipelines (by index) since the last call, if kept.
+    pub fn take_outputs(&mut self) -> Vec<(usize, RecordBatch)> {
+        self.outputs
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// True once pipeline `p` has seen the end of all its inputs.
+    pub fn is_pipeline_finished(&self, p: usize) -> bool {
+        self.finished[p]
+    }
+
+    /// The watermark pipeline `p` last closed windows up to.
+    pub fn watermark(&self, p: usize) -> Option<i64> {
+        self.last_watermark[p]
     }
 
     /// A batch from source stream `stream`; returns rows for the sinks.
@@ -246,6 +272,9 @@ impl Dataflow {
         for b in out {
             metrics::counter!("weir_pipeline_rows_out_total", "pipeline" => self.pipelines[p].name.clone())
                 .increment(b.num_rows() as u64);
+            if let Some(kept) = &mut self.outputs {
+                kept.push((p, b.clone()));
+            }
             match target {
                 Target::Sink(k) => self.sink_out.push((k, b)),
                 Target::Stream(s) => {

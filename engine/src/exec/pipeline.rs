@@ -53,6 +53,8 @@ pub struct Windowed {
     pub out_start: Option<usize>,
     /// Output column of `window_end`, if the query keeps it.
     pub out_end: Option<usize>,
+    /// Output columns of the group keys the query keeps.
+    pub out_keys: Vec<usize>,
     /// Stream column (per branch) whose watermark drives the windows.
     pub time_col: Vec<usize>,
 }

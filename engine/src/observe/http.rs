@@ -19,9 +19,10 @@ use tracing::{debug, info};
 use super::process;
 use super::status::RunStatus;
 
-/// Histogram buckets (seconds) for delays such as a window's emission after its end.
+/// Histogram buckets (seconds) for delays such as a window's emission after its end, and
+/// query latencies.
 const DELAY_BUCKETS: &[f64] = &[
-    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// What the endpoints serve from.
@@ -183,6 +184,19 @@ fn describe() {
     describe_gauge!(
         "weir_ready",
         "1 while every pipeline runs and no source has failed"
+    );
+    describe_counter!(
+        "weir_flight_queries_total",
+        "Flight SQL queries by result (ok, invalid, not_found, failed)"
+    );
+    describe_histogram!(
+        "weir_flight_query_seconds",
+        Unit::Seconds,
+        "Time to answer a Flight SQL query (planning and execution on a snapshot)"
+    );
+    describe_counter!(
+        "weir_flight_auth_failures_total",
+        "Flight SQL calls refused for missing or wrong credentials"
     );
     describe_counter!(
         "weir_reloads_total",

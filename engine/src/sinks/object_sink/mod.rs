@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::error;
 
 use crate::backoff::Reconnect;
-use crate::connector::{Sink, SinkFactory, SinkSpec};
+use crate::connector::{Sink, SinkFactory, SinkSpec, SinkStats};
 use crate::diagnostic::PipelineError;
 use crate::parse::Options;
 use keys::{TimeRange, object_key};
@@ -99,6 +99,7 @@ impl SinkFactory for ObjectStoreSinkFactory {
             open: None,
             uploader: None,
             deadline: watch::channel(None).0,
+            stats: Arc::clone(&spec.stats),
         }))
     }
 }
@@ -126,6 +127,8 @@ pub struct ObjectStoreSink {
     uploader: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
     /// The close deadline, for the uploader.
     deadline: watch::Sender<Option<tokio::time::Instant>>,
+    /// Uploads and spill, for the live system tables.
+    stats: Arc<SinkStats>,
 }
 
 impl ObjectStoreSink {
@@ -150,6 +153,7 @@ impl ObjectStoreSink {
                 reconnect: Reconnect::default(),
                 closing: None,
                 deadline: self.deadline.subscribe(),
+                stats: Arc::clone(&self.stats),
             };
             self.uploader = Some((tx, tokio::spawn(u.run(rx))));
         }

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use super::spill::{SpillDir, Spilled};
 use crate::backoff::Reconnect;
+use crate::connector::SinkStats;
 
 /// How long closing keeps trying to upload what is spilled.
 const CLOSE_REPLAY: Duration = Duration::from_secs(5);
@@ -71,6 +72,8 @@ pub struct Uploader {
     /// Set when the run stops: uploads still going at this instant are abandoned and
     /// their files spilled.
     pub deadline: watch::Receiver<Option<tokio::time::Instant>>,
+    /// Uploads and spill, for the live system tables.
+    pub stats: Arc<SinkStats>,
 }
 
 /// Resolves when the instant in `deadline` (once set) has passed.
@@ -110,6 +113,8 @@ impl Uploader {
 
     fn gauges(&self) {
         let sink = self.label();
+        self.stats
+            .spilled(self.spill.len() as u64, self.spill.bytes());
         metrics::gauge!("weir_sink_spill_files", "sink" => sink.clone())
             .set(self.spill.len() as f64);
         metrics::gauge!("weir_sink_spill_bytes", "sink" => sink.clone())
@@ -144,6 +149,7 @@ impl Uploader {
             )),
         };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.stats.uploaded(result.is_ok(), size);
         metrics::counter!("weir_sink_uploads_total", "sink" => self.label(), "result" => outcome)
             .increment(1);
         if result.is_ok() {

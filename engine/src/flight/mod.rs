@@ -1,0 +1,174 @@
+//! The Flight SQL server: live tables to operators, dashboards and notebooks, on a thread
+//! and runtime of its own so that queries do not hold up ingestion.
+
+pub mod auth;
+pub mod plain;
+pub mod sql;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::sync::oneshot;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tracing::{debug, error, info, warn};
+
+pub use auth::Auth;
+
+use crate::live::LiveHub;
+
+/// The port Flight SQL listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// How long a stopping server waits for calls in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// Certificate and key files (PEM) for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// How the Flight SQL server listens.
+#[derive(Debug, Clone)]
+pub struct FlightSettings {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// Bearer token; `None` serves without authentication (only on loopback).
+    pub token: Option<String>,
+    /// TLS, if any.
+    pub tls: Option<TlsFiles>,
+}
+
+impl FlightSettings {
+    /// Refuses to serve without authentication anywhere but on loopback.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.token.is_none() && !self.addr.ip().is_loopback() {
+            bail!(
+                "refusing to serve Flight SQL without authentication on {}: set a token (--flight-token or WEIR_FLIGHT_TOKEN) or listen on a loopback address",
+                self.addr
+            );
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            bail!("the Flight SQL token is empty");
+        }
+        Ok(())
+    }
+}
+
+/// A running Flight SQL server; dropping it stops the server.
+pub struct FlightServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlightServer {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for FlightServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `settings.addr` and serves `hub`'s tables from a thread of its own.
+pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<FlightServer> {
+    settings.check()?;
+    let tls = match &settings.tls {
+        Some(files) => {
+            let cert = std::fs::read(&files.cert)
+                .with_context(|| format!("reading the TLS certificate {}", files.cert.display()))?;
+            let key = std::fs::read(&files.key)
+                .with_context(|| format!("reading the TLS key {}", files.key.display()))?;
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+        }
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(settings.addr)
+        .with_context(|| format!("Flight SQL cannot listen on {}", settings.addr))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let auth = Auth::new(settings.token.clone());
+    if !auth.required() {
+        warn!(%addr, "Flight SQL serves WITHOUT authentication (loopback only)");
+    }
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("weir-flight")
+        .build()?;
+    let secure = tls.is_some();
+    let thread = std::thread::Builder::new()
+        .name("weir-flight".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Err(e) = serve(listener, tls, auth, hub, stop_rx).await {
+                    error!(%addr, error = %format!("{e:#}"), "Flight SQL server failed");
+                }
+            })
+        })?;
+    info!(%addr, tls = secure, "Flight SQL listening");
+    Ok(FlightServer {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<ServerTlsConfig>,
+    auth: Auth,
+    hub: Arc<LiveHub>,
+    stop: oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // small answers go out at once instead of waiting for the peer's delayed ACK
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let service = plain::LiveFlight::new(sql::LiveSql::new(hub, auth.clone()));
+    let service = FlightServiceServer::with_interceptor(service, move |req: tonic::Request<()>| {
+        auth.check(req.metadata()).map(|()| req).inspect_err(|e| {
+            metrics::counter!("weir_flight_auth_failures_total").increment(1);
+            debug!(error = %e.message(), "Flight SQL call refused");
+        })
+    });
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
+    let (graceful_tx, graceful) = oneshot::channel::<()>();
+    let server = builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = graceful.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.context("serving Flight SQL"),
+        _ = stop => {}
+    }
+    let _ = graceful_tx.send(());
+    // answers in flight get a moment to finish; connections still open after it are cut
+    match tokio::time::timeout(SHUTDOWN_WAIT, server).await {
+        Ok(r) => r.context("serving Flight SQL"),
+        Err(_) => Ok(()),
+    }
+}

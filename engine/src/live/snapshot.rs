@@ -1,0 +1,166 @@
+//! One published state of the live tables.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use super::SYSTEM;
+use crate::connector::SinkCounts;
+
+/// The rows of one data table.
+#[derive(Debug, Clone)]
+pub struct LiveTable {
+    /// Columns.
+    pub schema: SchemaRef,
+    /// Rows, oldest first.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// A pipeline's state and counters.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineStatus {
+    /// View or sink name.
+    pub name: String,
+    /// `view` or `sink`.
+    pub target: &'static str,
+    /// `running` or `finished`.
+    pub state: &'static str,
+    /// Rows read.
+    pub rows_in: u64,
+    /// Rows produced.
+    pub rows_out: u64,
+    /// Late rows dropped.
+    pub late_rows: u64,
+    /// Windows emitted.
+    pub windows: u64,
+    /// Batches that failed to evaluate.
+    pub errors: u64,
+    /// When it last produced rows (ns since the epoch).
+    pub last_emit: Option<i64>,
+    /// Its windows' watermark (ns since the epoch).
+    pub watermark: Option<i64>,
+}
+
+/// A source's state and counters.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStatus {
+    /// Name.
+    pub name: String,
+    /// Connector.
+    pub connector: String,
+    /// `active`, `idle`, `finished` or `failed`.
+    pub state: &'static str,
+    /// `up` or `down` for sources that connect to something.
+    pub connection: Option<&'static str>,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows dropped for a null event time.
+    pub null_time_rows: u64,
+    /// Skipped inputs by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Largest event time seen (ns since the epoch).
+    pub max_event_time: Option<i64>,
+    /// Watermark of its event-time column (ns since the epoch).
+    pub watermark: Option<i64>,
+    /// When its last rows arrived (ns since the epoch).
+    pub last_rows_at: Option<i64>,
+}
+
+/// A sink's counters.
+#[derive(Debug, Clone, Default)]
+pub struct SinkStatus {
+    /// Name.
+    pub name: String,
+    /// Connector.
+    pub connector: String,
+    /// Counters.
+    pub counts: SinkCounts,
+}
+
+/// The live state at one moment: what one query sees.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// When it was taken (ns since the epoch).
+    pub taken: i64,
+    /// Data tables by (schema, name).
+    pub tables: BTreeMap<(&'static str, String), LiveTable>,
+    /// Pipelines.
+    pub pipelines: Vec<PipelineStatus>,
+    /// Sources.
+    pub sources: Vec<SourceStatus>,
+    /// Sinks.
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// A table as clients list it.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    /// `latest`, `history`, `sources` or `system`.
+    pub schema: &'static str,
+    /// Table name.
+    pub name: String,
+    /// `TABLE` or `SYSTEM TABLE`.
+    pub table_type: &'static str,
+    /// Columns.
+    pub arrow_schema: SchemaRef,
+    /// Rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl TableEntry {
+    /// `schema.name`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+impl Snapshot {
+    /// Every table, data tables first, in schema and name order.
+    pub fn entries(&self) -> Vec<TableEntry> {
+        let mut out: Vec<TableEntry> = self
+            .tables
+            .iter()
+            .map(|((schema, name), t)| TableEntry {
+                schema,
+                name: name.clone(),
+                table_type: "TABLE",
+                arrow_schema: t.schema.clone(),
+                batches: t.batches.clone(),
+            })
+            .collect();
+        out.sort_by_key(|e| {
+            (
+                super::SCHEMAS.iter().position(|s| *s == e.schema),
+                e.name.clone(),
+            )
+        });
+        out.extend(
+            super::system::tables(self)
+                .into_iter()
+                .map(|(name, batch)| TableEntry {
+                    schema: SYSTEM,
+                    name: name.to_string(),
+                    table_type: "SYSTEM TABLE",
+                    arrow_schema: batch.schema(),
+                    batches: vec![batch],
+                }),
+        );
+        out
+    }
+
+    /// The table `schema.name` (`name` alone looks in `latest`).
+    pub fn entry(&self, qualified: &str) -> Option<TableEntry> {
+        let (schema, name) = qualified
+            .split_once('.')
+            .unwrap_or((super::LATEST, qualified));
+        self.entries()
+            .into_iter()
+            .find(|e| e.schema == schema && e.name == name)
+    }
+}

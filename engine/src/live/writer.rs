@@ -1,0 +1,270 @@
+//! Feeds the live tables from the dataflow's task and publishes snapshots of them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use tracing::warn;
+
+use super::latest::LatestByKey;
+use super::ring::RowRing;
+use super::snapshot::{LiveTable, PipelineStatus, SinkStatus, Snapshot, SourceStatus};
+use super::{HISTORY, LATEST, LiveHub, SOURCES};
+use crate::clock::now_nanos;
+use crate::compile::{CompiledSink, CompiledSource};
+use crate::connector::{Connection, SinkStats, SourceHealth};
+use crate::exec::dataflow::{Dataflow, StreamStatus};
+use crate::exec::pipeline::Target;
+
+/// How often at most a snapshot is published when only source rows changed (new windows
+/// are published at once).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+struct SourceFeed {
+    name: String,
+    connector: String,
+    ring: RowRing,
+    last_rows_at: Option<i64>,
+    failed: bool,
+}
+
+struct PipelineFeed {
+    /// Table name (the pipeline's name, made unique).
+    table: String,
+    latest: Option<LatestByKey>,
+    history: RowRing,
+    last_emit: Option<i64>,
+}
+
+/// Keeps the live tables of one run: called by the run's dataflow task after each event.
+pub struct LiveWriter {
+    hub: Arc<LiveHub>,
+    sources: Vec<SourceFeed>,
+    pipelines: Vec<PipelineFeed>,
+    sinks: Vec<(String, String, Arc<SinkStats>)>,
+    health: Vec<Arc<SourceHealth>>,
+    last_publish: Option<Instant>,
+    changed: bool,
+}
+
+impl LiveWriter {
+    /// Tables for the sources, pipelines and sinks of one run, published into `hub`. Tells
+    /// `dataflow` to keep its pipelines' outputs.
+    pub fn new(
+        hub: Arc<LiveHub>,
+        sources: &[CompiledSource],
+        sinks: &[CompiledSink],
+        dataflow: &mut Dataflow,
+        health: Vec<Arc<SourceHealth>>,
+    ) -> Self {
+        dataflow.keep_outputs();
+        let settings = hub.settings();
+        let mut taken = HashSet::new();
+        let pipelines = dataflow
+            .pipelines
+            .iter()
+            .map(|p| {
+                let mut table = p.name.clone();
+                let mut n = 1;
+                while !taken.insert(table.clone()) {
+                    n += 1;
+                    table = format!("{}_{n}", p.name);
+                }
+                let latest = p.window.as_ref().and_then(|w| {
+                    LatestByKey::new(&p.schema, w.out_keys.clone(), w.out_end)
+                        .map_err(|e| warn!(pipeline = %p.name, error = %e, "no latest table: its keys cannot be compared"))
+                        .ok()
+                });
+                PipelineFeed {
+                    table,
+                    latest,
+                    history: RowRing::new(settings.history_rows, Some(settings.history_age)),
+                    last_emit: None,
+                }
+            })
+            .collect();
+        let mut writer = Self {
+            hub,
+            sources: sources
+                .iter()
+                .map(|s| SourceFeed {
+                    name: s.name.clone(),
+                    connector: s.connector.clone(),
+                    ring: RowRing::new(settings.source_rows, None),
+                    last_rows_at: None,
+                    failed: false,
+                })
+                .collect(),
+            pipelines,
+            sinks: sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.connector.clone(), Arc::clone(&s.stats)))
+                .collect(),
+            health,
+            last_publish: None,
+            changed: true,
+        };
+        writer.publish(dataflow, Instant::now());
+        writer
+    }
+
+    /// Raw rows from source `stream`.
+    pub fn source_rows(&mut self, stream: usize, batch: &RecordBatch, now: Instant) {
+        if let Some(s) = self.sources.get_mut(stream) {
+            s.ring.push(batch, now);
+            s.last_rows_at = Some(now_nanos());
+        }
+    }
+
+    /// Source `stream` failed.
+    pub fn source_failed(&mut self, stream: usize) {
+        if let Some(s) = self.sources.get_mut(stream) {
+            s.failed = true;
+            self.changed = true;
+        }
+    }
+
+    /// Takes the pipelines' new output from `dataflow` and publishes a snapshot when
+    /// windows were emitted or the last one is older than [`PUBLISH_EVERY`].
+    pub fn update(&mut self, dataflow: &mut Dataflow, now: Instant) {
+        let outputs = dataflow.take_outputs();
+        if !outputs.is_empty() {
+            self.changed = true;
+            let t = now_nanos();
+            for (p, b) in outputs {
+                let feed = &mut self.pipelines[p];
+                feed.history.push(&b, now);
+                feed.last_emit = Some(t);
+                if let Some(l) = &mut feed.latest
+                    && let Err(e) = l.update(&b)
+                {
+                    warn!(pipeline = %feed.table, error = %e, "latest table not updated");
+                }
+            }
+        }
+        for feed in &mut self.pipelines {
+            self.changed |= feed.history.expire(now);
+        }
+        let due = self
+            .last_publish
+            .is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY);
+        if self.changed || due {
+            self.publish(dataflow, now);
+        }
+    }
+
+    fn publish(&mut self, dataflow: &Dataflow, now: Instant) {
+        self.changed = false;
+        self.last_publish = Some(now);
+        let mut tables = BTreeMap::new();
+        for (s, feed) in self.sources.iter().enumerate() {
+            tables.insert(
+                (SOURCES, feed.name.clone()),
+                LiveTable {
+                    schema: dataflow.streams[s].schema.clone(),
+                    batches: feed.ring.batches(),
+                },
+            );
+        }
+        for (p, feed) in self.pipelines.iter().enumerate() {
+            let schema = dataflow.pipelines[p].schema.clone();
+            if let Some(l) = &feed.latest {
+                tables.insert(
+                    (LATEST, feed.table.clone()),
+                    LiveTable {
+                        schema: schema.clone(),
+                        batches: l.batch().cloned().into_iter().collect(),
+                    },
+                );
+            }
+            tables.insert(
+                (HISTORY, feed.table.clone()),
+                LiveTable {
+                    schema,
+                    batches: feed.history.batches(),
+                },
+            );
+        }
+        let snapshot = Snapshot {
+            taken: now_nanos(),
+            tables,
+            pipelines: self.pipeline_status(dataflow),
+            sources: self.source_status(dataflow),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|(name, connector, stats)| SinkStatus {
+                    name: name.clone(),
+                    connector: connector.clone(),
+                    counts: stats.counts(),
+                })
+                .collect(),
+        };
+        self.hub.publish(snapshot);
+    }
+
+    fn pipeline_status(&self, dataflow: &Dataflow) -> Vec<PipelineStatus> {
+        dataflow
+            .pipelines
+            .iter()
+            .zip(&self.pipelines)
+            .enumerate()
+            .map(|(i, (p, feed))| {
+                let w = p.window_stats();
+                PipelineStatus {
+                    name: feed.table.clone(),
+                    target: match p.target {
+                        Target::Stream(_) => "view",
+                        Target::Sink(_) => "sink",
+                    },
+                    state: if dataflow.is_pipeline_finished(i) {
+                        "finished"
+                    } else {
+                        "running"
+                    },
+                    rows_in: p.rows_in,
+                    rows_out: p.rows_out,
+                    late_rows: w.late_rows,
+                    windows: w.windows_emitted,
+                    errors: p.errors,
+                    last_emit: feed.last_emit,
+                    watermark: dataflow.watermark(i),
+                }
+            })
+            .collect()
+    }
+
+    fn source_status(&self, dataflow: &Dataflow) -> Vec<SourceStatus> {
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, feed)| {
+                let stream = &dataflow.streams[i];
+                let health = self.health.get(i);
+                let clock = stream.clock.as_ref();
+                SourceStatus {
+                    name: feed.name.clone(),
+                    connector: feed.connector.clone(),
+                    state: match (feed.failed, stream.status) {
+                        (true, _) => "failed",
+                        (_, StreamStatus::Active) => "active",
+                        (_, StreamStatus::Idle) => "idle",
+                        (_, StreamStatus::Finished) => "finished",
+                    },
+                    connection: match health.map(|h| h.connection()) {
+                        Some(Connection::Up) => Some("up"),
+                        Some(Connection::Down) => Some("down"),
+                        _ => None,
+                    },
+                    rows: stream.rows_in,
+                    null_time_rows: stream.null_time_rows,
+                    skipped: health.map(|h| h.skipped()).unwrap_or_default(),
+                    max_event_time: clock.and_then(|c| c.max_time),
+                    watermark: clock.and_then(|c| stream.watermarks.get(&c.event_time).copied()),
+                    last_rows_at: feed.last_rows_at,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,67 @@
+//! `weir run`'s options for live state and the Flight SQL server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use weir_engine::flight::{self, FlightSettings, TlsFiles};
+use weir_engine::live::LiveSettings;
+
+/// Flight SQL and the live tables it serves.
+#[derive(Args, Debug)]
+pub struct ServeOptions {
+    /// Flight SQL listening address. Served when a token is set (--flight-token or
+    /// WEIR_FLIGHT_TOKEN) or with --flight-no-auth.
+    #[arg(long, env = "WEIR_FLIGHT_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], flight::DEFAULT_PORT)))]
+    pub flight_addr: SocketAddr,
+    /// Bearer token Flight SQL clients must present (also the password of a Basic
+    /// handshake, with any user name).
+    #[arg(long, env = "WEIR_FLIGHT_TOKEN", hide_env_values = true)]
+    pub flight_token: Option<String>,
+    /// Serve Flight SQL without authentication (only on a loopback address).
+    #[arg(long, conflicts_with = "flight_token")]
+    pub flight_no_auth: bool,
+    /// TLS certificate chain (PEM) for Flight SQL.
+    #[arg(long, env = "WEIR_FLIGHT_TLS_CERT", requires = "flight_tls_key")]
+    pub flight_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for Flight SQL.
+    #[arg(long, env = "WEIR_FLIGHT_TLS_KEY", requires = "flight_tls_cert")]
+    pub flight_tls_key: Option<PathBuf>,
+    /// Rows of recent output kept per pipeline (history.<name>).
+    #[arg(long, default_value_t = LiveSettings::default().history_rows)]
+    pub live_history_rows: usize,
+    /// Age after which recent output leaves history.<name>.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub live_history_age: Duration,
+    /// Raw rows kept per source (sources.<name>).
+    #[arg(long, default_value_t = LiveSettings::default().source_rows)]
+    pub live_source_rows: usize,
+}
+
+impl ServeOptions {
+    /// The Flight SQL server's settings, or None when it is off.
+    pub fn flight(&self) -> Option<FlightSettings> {
+        if self.flight_token.is_none() && !self.flight_no_auth {
+            return None;
+        }
+        Some(FlightSettings {
+            addr: self.flight_addr,
+            token: self.flight_token.clone(),
+            tls: self
+                .flight_tls_cert
+                .clone()
+                .zip(self.flight_tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
+        })
+    }
+
+    /// How much live state to keep.
+    pub fn live(&self) -> LiveSettings {
+        LiveSettings {
+            history_rows: self.live_history_rows,
+            history_age: self.live_history_age,
+            source_rows: self.live_source_rows,
+        }
+    }
+}
