@@ -8,33 +8,18 @@
 //!
 //! Run: `cargo bench --bench modbus`.
 
+mod common;
 #[path = "../tests/support/modbus_server.rs"]
 mod modbus_server;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{cpu_ticks, median, ticks_per_second};
 use modbus_server::{ModbusServer, Shared, device, scattered_map};
 
 const MEASURE: Duration = Duration::from_secs(4);
 const ROUNDS: usize = 3;
-
-/// User + system CPU ticks of process `pid`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // fields after the command name (which may hold spaces) start at field 3
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn ticks_per_second() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 struct Measured {
     polls_per_s: f64,
@@ -100,11 +85,6 @@ fn measure(
         polls_per_s: polls / secs,
         cpu_us_per_poll: (c1 - c0) as f64 / tick_s * 1e6 / polls,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -5,6 +5,8 @@
 
 #[path = "support/modbus_server.rs"]
 mod modbus_server;
+#[path = "support/run_output.rs"]
+mod run_output;
 #[path = "support/weir_process.rs"]
 mod weir_process;
 
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use modbus_server::{ModbusServer, Shared, device, scattered_map};
+use run_output::{now_ms, skipped, summary_rows, time_ms};
 use serde_json::Value;
 use tokio_modbus::ExceptionCode;
 use weir_process::WeirProcess;
@@ -47,51 +50,6 @@ fn device_words(be: &[u8], order: &str) -> Vec<u16> {
         .chunks(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Milliseconds since the epoch of a time printed by the stdout sink.
-fn time_ms(v: &Value) -> i64 {
-    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(v.as_str().unwrap()).unwrap()
-        / 1_000_000
-}
-
-/// Counts per skip reason from the run summary line of source `name`.
-fn skipped(stderr: &str, name: &str) -> BTreeMap<String, u64> {
-    let line = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("source {name}:")))
-        .unwrap_or_else(|| panic!("no summary for {name}:\n{stderr}"));
-    let mut out = BTreeMap::new();
-    if let Some(list) = line.split_once('(').map(|(_, r)| r.trim_end_matches(')')) {
-        for item in list.split(", ") {
-            let (reason, n) = item.rsplit_once(' ').unwrap();
-            out.insert(reason.to_string(), n.parse().unwrap());
-        }
-    }
-    out
-}
-
-/// Rows in the summary line of source `name`.
-fn summary_rows(stderr: &str, name: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("source {name}:")))
-        .unwrap();
-    line.split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];

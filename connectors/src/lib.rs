@@ -7,6 +7,7 @@ pub mod file;
 pub mod generator;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 mod signals;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub fn all() -> Connectors {
     c.add_source(Arc::new(file::FileSourceFactory));
     c.add_source(Arc::new(mqtt::MqttSourceFactory));
     c.add_source(Arc::new(modbus::ModbusSourceFactory));
+    c.add_source(Arc::new(opcua::OpcUaSourceFactory));
     c.add_sink(Arc::new(mqtt::MqttSinkFactory));
     c
 }

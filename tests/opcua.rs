@@ -1,0 +1,707 @@
+//! The OPC UA connector against a real OPC UA server (async-opcua's server, run by the test
+//! on a free loopback port with a simulated plant whose values follow a known schedule):
+//! subscriptions and polling in long and wide rows, every value type, signed and encrypted
+//! endpoints with user, password and certificates, server restarts, refused nodes and
+//! mismatched types, and 1 s windows over subscribed values.
+
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/run_output.rs"]
+mod run_output;
+#[path = "support/tcp_proxy.rs"]
+mod tcp_proxy;
+#[path = "support/weir_process.rs"]
+mod weir_process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use run_output::{now_ms, skipped, time_ms};
+use serde_json::Value;
+use tcp_proxy::TcpProxy;
+use weir_opcua_testserver::schedule::{self, Value as Expected};
+use weir_opcua_testserver::{PlantConfig, PlantServer, USER, make_user_certificate};
+use weir_process::WeirProcess;
+
+const TICK_MS: i64 = 100;
+
+fn plant(dir: &Path) -> PlantServer {
+    PlantServer::start(PlantConfig::new(http::free_port(), &dir.join("server-pki")))
+}
+
+/// The JSON the stdout sink prints for a schedule value.
+fn json(e: &Expected) -> Value {
+    match e {
+        Expected::Bool(b) => (*b).into(),
+        Expected::Int(i) => (*i).into(),
+        Expected::UInt(u) => (*u).into(),
+        Expected::Float(f) => (*f).into(),
+        Expected::Text(s) => s.clone().into(),
+        Expected::TimeMs(_) => panic!("compare times with time_ms"),
+        Expected::Floats(v) => v.iter().map(|f| Value::from(*f)).collect(),
+        Expected::Ints(v) => v.iter().map(|i| Value::from(*i)).collect(),
+    }
+}
+
+/// `weir run` of `source` (a CREATE SOURCE statement of a source called `src`) printing
+/// every row of it as JSON.
+fn run_source(source: &str) -> WeirProcess {
+    WeirProcess::start(
+        &format!(
+            "{source}
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM src;"
+        ),
+        &[],
+    )
+}
+
+/// Stops `weir`, checks it exited cleanly and returns its rows and log.
+fn finish(weir: WeirProcess) -> (Vec<Value>, String) {
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    (weir.rows(), weir.stderr())
+}
+
+/// Checks rows of Machine1's temperature against the schedule.
+fn machine1_temperatures(rows: &[Value]) {
+    assert!(!rows.is_empty());
+    for r in rows {
+        let k = time_ms(&r["source_timestamp"]) / TICK_MS;
+        let want = schedule::temperature(1, k);
+        assert_eq!(r["value"].as_f64().unwrap(), want, "{r}");
+    }
+}
+
+/// Ticks of the rows, checked to follow one another without a gap.
+fn contiguous(ticks: &BTreeSet<i64>, what: &str) {
+    let (first, last) = (ticks.first().unwrap(), ticks.last().unwrap());
+    assert_eq!(
+        (last - first + 1) as usize,
+        ticks.len(),
+        "{what}: ticks missing between {first} and {last}"
+    );
+}
+
+/// A numeric schedule value as a DOUBLE column holds it.
+fn number(e: Expected) -> f64 {
+    match e {
+        Expected::Bool(b) => b as i64 as f64,
+        Expected::Int(i) => i as f64,
+        Expected::UInt(u) => u as f64,
+        Expected::Float(f) => f,
+        other => panic!("{other:?} is not a number"),
+    }
+}
+
+/// The machine variables of machines 1..=3 but `except`, listed for a long-shape source:
+/// names `M<m>.<Var>`, the counters by numeric id and machine 3's temperature by namespace
+/// URI.
+fn machine_nodes(except: &[&str]) -> String {
+    let mut nodes = Vec::new();
+    for m in 1..=3 {
+        for var in schedule::MACHINE_VARIABLES
+            .iter()
+            .filter(|v| !except.contains(v))
+        {
+            let id = match (m, *var) {
+                (_, "Counter") => format!("ns=2;i={}", schedule::counter_id(m)),
+                (3, "Temperature") => "nsu=urn:weir:test-plant;s=Machine3.Temperature".into(),
+                _ => format!("ns=2;s=Machine{m}.{var}"),
+            };
+            nodes.push(format!("M{m}.{var} = {id}"));
+        }
+    }
+    nodes.join(",\n")
+}
+
+/// Checks long rows of `nodes` nodes against the schedule: every value, status and
+/// timestamp, every tick.
+fn check_long_rows(rows: &[Value], nodes: usize, min_ticks: usize) {
+    let mut ticks: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for r in rows {
+        let node = r["node"].as_str().unwrap();
+        let (m, var) = node.trim_start_matches('M').split_once('.').unwrap();
+        let m: u32 = m.parse().unwrap();
+        let source = time_ms(&r["source_timestamp"]);
+        assert_eq!(source % TICK_MS, 0, "{r}");
+        let k = source / TICK_MS;
+        let want = number(schedule::machine_value(var, m, k));
+        assert_eq!(r["value"].as_f64().unwrap(), want, "{r}");
+        let uncertain = var == "Pressure" && schedule::pressure_uncertain(k);
+        let status = if uncertain {
+            "UncertainLastUsableValue"
+        } else {
+            "Good"
+        };
+        assert_eq!(r["status"], status, "{r}");
+        let server = time_ms(&r["server_timestamp"]);
+        assert!(server >= source && server - source < 5_000, "{r}");
+        ticks.entry(node.to_string()).or_default().insert(k);
+    }
+    assert_eq!(
+        ticks.len(),
+        nodes,
+        "every node delivers: {:?}",
+        ticks.keys()
+    );
+    for (node, t) in &ticks {
+        assert!(t.len() >= min_ticks, "{node}: {} ticks", t.len());
+        contiguous(t, node);
+    }
+}
+
+#[test]
+fn subscribed_values_follow_the_schedule_in_long_and_wide_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let pki = dir.path().join("client-pki");
+    let long = run_source(&format!(
+        "CREATE SOURCE src (node TEXT, node_id TEXT, value DOUBLE, source_timestamp TIMESTAMP,
+            server_timestamp TIMESTAMP, status TEXT) WITH (connector = 'opcua', url = '{url}',
+            pki_dir = '{pki}', mode = 'subscribe', sampling_interval = '100ms',
+            publishing_interval = '200ms', nodes = '{nodes}');",
+        url = server.url(),
+        pki = pki.display(),
+        nodes = machine_nodes(&["Running"]),
+    ));
+    let mut wide = run_source(&format!(
+        "CREATE SOURCE src (ts TIMESTAMP, temperature DOUBLE, speed INT, running BOOLEAN,
+            pressure REAL, pressure_status TEXT, counter BIGINT UNSIGNED) WITH (connector = 'opcua',
+            url = '{url}', pki_dir = '{pki}', shape = 'wide', time_column = 'ts',
+            publishing_interval = '300ms', queue_size = '10',
+            nodes = 'temperature = ns=2;s=Machine2.Temperature, speed = ns=2;s=Machine2.Speed,
+                     running = ns=2;s=Machine2.Running, pressure = ns=2;s=Machine2.Pressure,
+                     counter = ns=2;i={counter}');",
+        url = server.url(),
+        pki = dir.path().join("client-pki-2").display(),
+        counter = schedule::counter_id(2),
+    ));
+    wide.wait_for("30 wide rows", Duration::from_secs(60), |w| {
+        w.rows().len() >= 30
+    });
+    let (long, log) = finish(long);
+    let (wide, _) = finish(wide);
+    assert!(
+        pki.join("own").join("cert.der").exists(),
+        "the client's certificate is created on first start"
+    );
+    check_long_rows(&long, 12, 20);
+    assert!(skipped(&log, "src").is_empty(), "{log}");
+    // wide: one row per tick with every node's value of that tick
+    let mut ticks = BTreeSet::new();
+    for r in &wide {
+        let k = time_ms(&r["ts"]) / TICK_MS;
+        assert_eq!(time_ms(&r["ts"]) % TICK_MS, 0);
+        assert!(ticks.insert(k), "one row per instant: {r}");
+        for (column, var) in [
+            ("temperature", "Temperature"),
+            ("speed", "Speed"),
+            ("running", "Running"),
+            ("pressure", "Pressure"),
+            ("counter", "Counter"),
+        ] {
+            let want = json(&schedule::machine_value(var, 2, k));
+            assert_eq!(r[column], want, "{column}: {r}");
+        }
+        let uncertain = schedule::pressure_uncertain(k);
+        assert_eq!(
+            r["pressure_status"],
+            if uncertain {
+                "UncertainLastUsableValue"
+            } else {
+                "Good"
+            }
+        );
+    }
+    assert!(ticks.len() >= 30);
+    contiguous(&ticks, "wide rows");
+}
+
+#[test]
+fn polled_values_of_every_type_in_wide_and_long_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let pki = dir.path().join("client-pki");
+    let names = schedule::TYPE_VARIABLES;
+    let types = [
+        "BOOLEAN",
+        "TINYINT",
+        "TINYINT UNSIGNED",
+        "SMALLINT",
+        "SMALLINT UNSIGNED",
+        "INT",
+        "INT UNSIGNED",
+        "BIGINT",
+        "BIGINT UNSIGNED",
+        "REAL",
+        "DOUBLE",
+        "TEXT",
+        "TIMESTAMP",
+        "DOUBLE[]",
+        "INT[]",
+    ];
+    let columns: Vec<String> = names
+        .iter()
+        .zip(types)
+        .map(|(n, t)| format!("v_{} {t}", n.to_lowercase()))
+        .collect();
+    let nodes: Vec<String> = names
+        .iter()
+        .map(|n| format!("v_{} = ns=2;s=Types.{n}", n.to_lowercase()))
+        .collect();
+    let mut typed = run_source(&format!(
+        "CREATE SOURCE src (polled TIMESTAMP, {columns}) WITH (connector = 'opcua', url = '{url}',
+            pki_dir = '{pki}', mode = 'poll', interval = '250ms', shape = 'wide',
+            time_column = 'polled', nodes = '{nodes}');",
+        columns = columns.join(", "),
+        nodes = nodes.join(", "),
+        url = server.url(),
+        pki = pki.display(),
+    ));
+    let long = run_source(&format!(
+        "CREATE SOURCE src (node TEXT, value DOUBLE, source_timestamp TIMESTAMP,
+            server_timestamp TIMESTAMP, status TEXT) WITH (connector = 'opcua', url = '{url}',
+            pki_dir = '{pki}', mode = 'poll', interval = '200ms', nodes = '{machines}');",
+        url = server.url(),
+        pki = dir.path().join("client-pki-2").display(),
+        machines = machine_nodes(&[]),
+    ));
+    typed.wait_for("12 polls", Duration::from_secs(60), |w| {
+        w.rows().len() >= 12
+    });
+    let (typed, _) = finish(typed);
+    let (long, log) = finish(long);
+    let mut polls = Vec::new();
+    for r in &typed {
+        // the tick of this read, from its String value; every other value is of that tick
+        let k: i64 = r["v_string"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("batch-")
+            .parse()
+            .unwrap();
+        for n in names {
+            let got = &r[format!("v_{}", n.to_lowercase()).as_str()];
+            match schedule::type_value(n, k, TICK_MS) {
+                Expected::TimeMs(ms) => assert_eq!(time_ms(got), ms, "{n}: {r}"),
+                e => assert_eq!(*got, json(&e), "{n}: {r}"),
+            }
+        }
+        let polled = time_ms(&r["polled"]);
+        assert!(polled >= k * TICK_MS && polled - k * TICK_MS < 2_000, "{r}");
+        polls.push(polled);
+    }
+    // one read per interval
+    let gaps: Vec<i64> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| (150..=600).contains(g)), "{gaps:?}");
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &long {
+        let node = r["node"].as_str().unwrap();
+        *per_node.entry(node).or_default() += 1;
+        let (m, var) = node.trim_start_matches('M').split_once('.').unwrap();
+        let k = time_ms(&r["source_timestamp"]) / TICK_MS;
+        let want = number(schedule::machine_value(var, m.parse().unwrap(), k));
+        assert_eq!(r["value"].as_f64().unwrap(), want, "{r}");
+    }
+    // a Boolean does not fit a DOUBLE column: counted per read, the other nodes unaffected
+    assert_eq!(per_node.len(), 12, "{per_node:?}");
+    assert!(per_node.values().all(|n| *n >= 10), "{per_node:?}");
+    let skips = skipped(&log, "src");
+    assert!(skips["conversion"] >= 3 * 10, "{skips:?}");
+    assert!(log.contains("does not fit the Float64 column"), "{log}");
+}
+
+#[test]
+fn secure_endpoints_with_user_identity_and_clear_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (user_cert, user_key) = make_user_certificate(&dir.path().join("user"));
+    let mut config = PlantConfig::new(http::free_port(), &dir.path().join("server-pki"));
+    config.x509_user_cert = Some(user_cert.clone());
+    let server = PlantServer::start(config);
+    let pki = dir.path().join("client-pki");
+    server.trust_in(&pki);
+    let user = format!("username = '{USER}', password = '${{OPCUA_PASSWORD}}'");
+    let x509 = format!(
+        "user_certificate = '{}', user_private_key = '{}'",
+        user_cert.display(),
+        user_key.display()
+    );
+    let source = |name: &str, policy: &str, mode: &str, pki: &Path, identity: &str| {
+        format!(
+            "CREATE SOURCE {name} (node TEXT, value DOUBLE, source_timestamp TIMESTAMP, status TEXT) WITH (
+                connector = 'opcua', url = '{url}', security_policy = '{policy}', security_mode = '{mode}',
+                {identity}, pki_dir = '{pki}', publishing_interval = '200ms',
+                nodes = 'M1.Temperature = ns=2;s=Machine1.Temperature');",
+            url = server.url(),
+            pki = pki.display()
+        )
+    };
+    let password = server.config().password.clone();
+    let mut weir = WeirProcess::start(
+        &format!(
+            "{} {} {}
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT 'a' AS src, * FROM basic256;
+             INSERT INTO out SELECT 'b' AS src, * FROM aes128;
+             INSERT INTO out SELECT 'c' AS src, * FROM aes256;",
+            source("basic256", "Basic256Sha256", "SignAndEncrypt", &pki, &user),
+            source(
+                "aes128",
+                "Aes128_Sha256_RsaOaep",
+                "SignAndEncrypt",
+                &pki,
+                &user
+            ),
+            source("aes256", "Aes256_Sha256_RsaPss", "Sign", &pki, &x509),
+        ),
+        &[("OPCUA_PASSWORD", &password)],
+    );
+    weir.wait_for(
+        "values over every secure endpoint",
+        Duration::from_secs(60),
+        |w| {
+            let rows = w.rows();
+            ["a", "b", "c"]
+                .iter()
+                .all(|s| rows.iter().filter(|r| r["src"] == *s).count() >= 5)
+        },
+    );
+    let (rows, _) = finish(weir);
+    machine1_temperatures(&rows);
+
+    // one Basic256Sha256 + SignAndEncrypt source, printing its rows
+    let basic256 = |pki: &Path, identity: &str, password: &str| {
+        WeirProcess::start(
+            &format!(
+                "{} CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+                 INSERT INTO out SELECT * FROM basic256;",
+                source(
+                    "basic256",
+                    "Basic256Sha256",
+                    "SignAndEncrypt",
+                    pki,
+                    identity
+                )
+            ),
+            &[("OPCUA_PASSWORD", password)],
+        )
+    };
+
+    // a wrong password: refused, said so, retried, never a row
+    let mut wrong = basic256(&pki, &user, "not-the-password");
+    wrong.wait_log("the server refused the user identity", 1);
+    wrong.wait_log("opcua cannot connect; retrying", 1);
+    let (status, wrong) = wrong.stop();
+    assert!(status.success());
+    assert!(wrong.rows().is_empty());
+    assert!(!wrong.stderr().contains(&password) && !wrong.stderr().contains("not-the-password"));
+    assert!(
+        skipped(&wrong.stderr(), "basic256")["auth"] >= 1,
+        "{}",
+        wrong.stderr()
+    );
+
+    // a server certificate nobody trusted: refused, stored as rejected, said where
+    let fresh = dir.path().join("fresh-pki");
+    let mut untrusted = basic256(&fresh, &user, &password);
+    untrusted.wait_log("the server's certificate is not trusted", 1);
+    let (_, untrusted) = untrusted.stop();
+    assert!(untrusted.rows().is_empty());
+    let log = untrusted.stderr();
+    assert!(
+        log.contains(&format!("{}/rejected", fresh.display())),
+        "{log}"
+    );
+    assert!(skipped(&log, "basic256")["certificate"] >= 1, "{log}");
+    let rejected = std::fs::read_dir(fresh.join("rejected")).unwrap().count();
+    assert_eq!(rejected, 1, "the server's certificate waits in rejected/");
+
+    // trust_server_cert for commissioning: accepted, loudly
+    let commissioning_pki = dir.path().join("other-pki");
+    let trusting = format!("{user}, trust_server_cert = 'true'");
+    let mut commissioning = basic256(&commissioning_pki, &trusting, &password);
+    commissioning.wait_rows(3);
+    let (_, commissioning) = commissioning.stop();
+    assert!(commissioning.stderr().contains("TRUST_SERVER_CERT IS ON"));
+}
+
+#[test]
+fn the_source_waits_for_the_server_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = http::free_port();
+    let pki = dir.path().join("client-pki");
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc (node TEXT, value DOUBLE, source_timestamp TIMESTAMP, status TEXT) WITH (
+                connector = 'opcua', url = 'opc.tcp://127.0.0.1:{port}/', pki_dir = '{pki}',
+                publishing_interval = '200ms', nodes = 'M1.Temperature = ns=2;s=Machine1.Temperature');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            pki = pki.display()
+        ),
+        &[],
+    );
+    // no server yet: retried, never exits
+    weir.wait_log("opcua cannot start reading; retrying", 1);
+    let mut server = PlantServer::start(PlantConfig::new(port, &dir.path().join("server-pki")));
+    weir.wait_rows(10);
+    server.stop();
+    let before = weir.rows().len();
+    weir.wait_log("opcua connection lost", 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        weir.rows().len() <= before + 2,
+        "no values while the server is down"
+    );
+    let down_from = weir
+        .rows()
+        .iter()
+        .map(|r| time_ms(&r["source_timestamp"]))
+        .max()
+        .unwrap();
+    server.restart();
+    weir.wait_for("values after the restart", Duration::from_secs(60), |w| {
+        w.rows()
+            .iter()
+            .filter(|r| time_ms(&r["source_timestamp"]) > down_from + 2_000)
+            .count()
+            >= 10
+    });
+    assert!(weir.is_running());
+    let (rows, log) = finish(weir);
+    machine1_temperatures(&rows);
+    assert!(log.matches("opcua session connected").count() >= 2, "{log}");
+}
+
+/// Waits until `weir` printed `n` values sampled after `after_ms`.
+fn wait_values_after(weir: &mut WeirProcess, after_ms: i64, n: usize, what: &str) {
+    weir.wait_for(what, Duration::from_secs(60), |w| {
+        w.rows()
+            .iter()
+            .filter(|r| time_ms(&r["source_timestamp"]) > after_ms)
+            .count()
+            >= n
+    });
+}
+
+#[test]
+fn a_silent_network_cut_and_a_timed_out_session_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let proxy = TcpProxy::start(server.config().port);
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc (node TEXT, value DOUBLE, source_timestamp TIMESTAMP, status TEXT) WITH (
+                connector = 'opcua', url = 'opc.tcp://127.0.0.1:{}/', pki_dir = '{}',
+                session_timeout = '3s', timeout = '1s', publishing_interval = '200ms',
+                nodes = 'M1.Temperature = ns=2;s=Machine1.Temperature');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            proxy.port,
+            dir.path().join("client-pki").display()
+        ),
+        &[],
+    );
+    weir.wait_rows(10);
+    // the network stops carrying packets: found out by the keep-alives, not by a closed socket
+    proxy.cut();
+    weir.wait_log("opcua connection lost", 1);
+    proxy.restore();
+    wait_values_after(
+        &mut weir,
+        now_ms() + 500,
+        10,
+        "values after the network came back",
+    );
+    // weir stands still longer than the session timeout: the server drops the session
+    weir.signal("STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    weir.signal("CONT");
+    wait_values_after(
+        &mut weir,
+        now_ms() + 500,
+        10,
+        "values after the session timed out",
+    );
+    let (rows, log) = finish(weir);
+    assert!(log.matches("opcua session connected").count() >= 3, "{log}");
+    machine1_temperatures(&rows);
+}
+
+#[test]
+fn unknown_nodes_and_mismatched_types_are_counted_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let pki = dir.path().join("client-pki");
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc (ts TIMESTAMP, temperature DOUBLE, ghost DOUBLE, speed BOOLEAN, label DOUBLE)
+                WITH (connector = 'opcua', url = '{url}', pki_dir = '{pki}', shape = 'wide',
+                time_column = 'ts', publishing_interval = '200ms',
+                nodes = 'temperature = ns=2;s=Machine1.Temperature, ghost = ns=2;s=Machine9.Nothing,
+                         speed = ns=2;s=Machine1.Speed, label = ns=2;s=Types.String');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            url = server.url(),
+            pki = pki.display()
+        ),
+        &[],
+    );
+    weir.wait_rows(20);
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let rows = weir.rows();
+    let mut ticks = BTreeSet::new();
+    for r in &rows {
+        let k = time_ms(&r["ts"]) / TICK_MS;
+        ticks.insert(k);
+        assert_eq!(
+            r["temperature"].as_f64(),
+            Some(schedule::temperature(1, k)),
+            "{r} {rows:?}"
+        );
+        assert!(
+            r["ghost"].is_null() && r["speed"].is_null() && r["label"].is_null(),
+            "{r}"
+        );
+    }
+    contiguous(&ticks, "temperature");
+    let log = weir.stderr();
+    let skips = skipped(&log, "plc");
+    assert_eq!(skips["node"], 1, "{log}");
+    // every value of speed and label was refused: two per row
+    assert!(
+        skips["conversion"] >= 2 * rows.len() as u64 - 4,
+        "{skips:?} for {} rows",
+        rows.len()
+    );
+    assert!(log.contains("BadNodeIdUnknown"), "{log}");
+    assert!(log.contains("does not fit the Boolean column"), "{log}");
+}
+
+#[test]
+fn browsed_folder_in_one_second_windows_matches_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let pki = dir.path().join("client-pki");
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plant (node TEXT, value DOUBLE, source_timestamp TIMESTAMP, status TEXT) WITH (
+                connector = 'opcua', url = '{url}', pki_dir = '{pki}', browse = 'ns=2;s=Plant',
+                status_filter = 'good_only', publishing_interval = '200ms',
+                event_time = 'source_timestamp', watermark = '500ms');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT node, window_start, count(*) AS n, avg(value) AS mean,
+                    min(value) AS low, max(value) AS high
+             FROM TUMBLE(plant, source_timestamp, INTERVAL '1' SECOND)
+             WHERE node LIKE '%/Temperature' OR node LIKE '%/Pressure'
+             GROUP BY node, window_start, window_end;",
+            url = server.url(),
+            pki = pki.display()
+        ),
+        &[],
+    );
+    weir.wait_for("4 windows per node", Duration::from_secs(60), |w| {
+        w.rows().len() >= 6 * 4 + 3
+    });
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let mut per_node: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in weir.rows() {
+        per_node
+            .entry(r["node"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r);
+    }
+    let nodes: Vec<&String> = per_node.keys().collect();
+    assert_eq!(
+        nodes,
+        [
+            "Machine1/Pressure",
+            "Machine1/Temperature",
+            "Machine2/Pressure",
+            "Machine2/Temperature",
+            "Machine3/Pressure",
+            "Machine3/Temperature"
+        ],
+    );
+    for (node, windows) in &per_node {
+        let (machine, var) = node.split_once('/').unwrap();
+        let m: u32 = machine.trim_start_matches("Machine").parse().unwrap();
+        // the first window may have started before the subscription, the last one was
+        // emitted open at the stop
+        assert!(windows.len() >= 5, "{node}: {windows:?}");
+        for w in &windows[1..windows.len() - 1] {
+            let start = time_ms(&w["window_start"]);
+            let ticks = (start / TICK_MS..(start + 1000) / TICK_MS)
+                .filter(|k| var != "Pressure" || !schedule::pressure_uncertain(*k));
+            let values: Vec<f64> = ticks
+                .map(|k| number(schedule::machine_value(var, m, k)))
+                .collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let low = values.iter().cloned().fold(f64::MAX, f64::min);
+            let high = values.iter().cloned().fold(f64::MIN, f64::max);
+            assert_eq!(
+                w["n"].as_u64().unwrap() as usize,
+                values.len(),
+                "{node} {w}"
+            );
+            assert!(
+                (w["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+                "{node} {w} want {mean}"
+            );
+            assert_eq!(w["low"].as_f64().unwrap(), low, "{node} {w}");
+            assert_eq!(w["high"].as_f64().unwrap(), high, "{node} {w}");
+        }
+    }
+}
+
+#[test]
+fn bad_options_are_refused_with_their_place_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.sql");
+    std::fs::write(
+        &file,
+        "CREATE SOURCE a (ts TIMESTAMP, temp DOUBLE, extra INT) WITH (connector = 'opcua',
+  url = 'opc.tcp://127.0.0.1:4840/', shape = 'wide', time_column = 'ts', nodes = 'temp = ns=2;s=T');
+CREATE SOURCE b (node TEXT, value DOUBLE) WITH (connector = 'opcua',
+  url = 'opc.tcp://127.0.0.1:4840/', nodes = 'x = ns=2;q=T');
+CREATE SOURCE c (node TEXT, value DOUBLE) WITH (connector = 'opcua', url = 'opc.tcp://h/',
+  security_policy = 'Basic256Sha256', security_mode = 'None', nodes = 'ns=2;i=5');
+CREATE SOURCE d (node TEXT, value DOUBLE) WITH (connector = 'opcua', url = 'opc.tcp://h/',
+  nodes = 'ns=2;i=5', mode = 'poll', sampling_intervall = '1s');
+CREATE SOURCE e (node TEXT, reading DOUBLE) WITH (connector = 'opcua', url = 'opc.tcp://h/',
+  nodes = 'ns=2;i=5');
+CREATE SOURCE f (node TEXT, value DOUBLE) WITH (connector = 'opcua', url = 'opc.tcp://h/',
+  nodes = 'ns=2;i=5', username = 'u');
+CREATE SINK out WITH (connector = 'stdout');
+INSERT INTO out SELECT * FROM b;",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    for expected in [
+        format!("{f}:1:15: column 'extra' is not filled"),
+        format!("{f}:4:46: option 'nodes' = 'x = ns=2;q=T': 'ns=2;q=T' is not a NodeId"),
+        format!("{f}:5:15: security_policy None goes with security_mode None"),
+        format!("{f}:8:38: unknown option 'sampling_intervall'"),
+        format!("{f}:9:15: column 'reading' is not one of the long shape's columns"),
+        format!("{f}:11:15: give both username and password"),
+    ] {
+        assert!(err.contains(&expected), "{expected}\nin\n{err}");
+    }
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with(&*f.to_string()))
+            .count(),
+        6,
+        "{err}"
+    );
+}
