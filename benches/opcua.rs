@@ -148,7 +148,8 @@ fn main() {
                 tick_s,
             ))
         };
-        let mut generator_round = || generator.push(run(&generator_pipeline(), "running", tick_s));
+        let mut generator_round =
+            || generator.push(run(&generator_pipeline(), "source starting", tick_s));
         if round % 2 == 0 {
             opcua_round();
             generator_round();
