@@ -7,8 +7,9 @@
 //!    simulated minutes; resident memory is sampled every simulated minute.
 //!
 //! Run: `cargo bench --bench engine` (medians of several runs; the machine is shared).
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-mod common;
+use weir_test_support::bench as common;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use arrow::array::RecordBatch;
 use common::*;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use weir_engine::exec::ids::{PipelineId, StreamId};
 
 async fn throughput() {
     let sql = format!(
@@ -24,7 +26,7 @@ async fn throughput() {
          FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
     );
     let probe = project(&sql).await;
-    let schema = probe.dataflow.streams[0].schema.clone();
+    let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
     let keys = key_columns(&schema);
     // 100k rows per second of event time: 25 rows per group per window, 1,220 batches
     let batches: Vec<RecordBatch> = (0..1220)
@@ -48,16 +50,16 @@ async fn throughput() {
         for b in &batches {
             out += p
                 .dataflow
-                .on_batch(0, b.clone(), now)
+                .on_batch(StreamId::new(0), b.clone(), now)
                 .iter()
-                .map(|(_, b)| b.num_rows())
+                .map(|o| o.batch.num_rows())
                 .sum::<usize>();
         }
         out += p
             .dataflow
-            .on_source_end(0)
+            .on_source_end(StreamId::new(0))
             .iter()
-            .map(|(_, b)| b.num_rows())
+            .map(|o| o.batch.num_rows())
             .sum::<usize>();
         stream_rates.push(rows / start.elapsed().as_secs_f64());
         stream_rows = out;
@@ -94,7 +96,7 @@ async fn state_memory() {
          FROM TUMBLE(t, ts, INTERVAL '1' HOUR) GROUP BY machine, sensor, window_start, window_end;"
     );
     let mut p = project(&sql).await;
-    let schema = p.dataflow.streams[0].schema.clone();
+    let schema = p.dataflow.stream_schema(StreamId::new(0)).clone();
     let keys = key_columns(&schema);
     let rate = 100_000u64;
     let per_minute = (rate * 60) as usize / BATCH;
@@ -106,17 +108,12 @@ async fn state_memory() {
     let mut rss = Vec::new();
     for minute in 1..=10 {
         for n in (minute - 1) * per_minute..minute * per_minute {
-            let out = p
-                .dataflow
-                .on_batch(0, make_batch(&schema, &keys, n, rate), now);
+            let out =
+                p.dataflow
+                    .on_batch(StreamId::new(0), make_batch(&schema, &keys, n, rate), now);
             assert!(out.is_empty(), "the hour does not close");
         }
-        let state = p.dataflow.pipelines[0]
-            .window
-            .as_ref()
-            .unwrap()
-            .op
-            .state_bytes();
+        let state = p.dataflow.state_bytes(PipelineId::new(0));
         let r = rss_kib("VmRSS:") / 1024;
         rss.push(r);
         println!(

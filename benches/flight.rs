@@ -10,8 +10,9 @@
 //! target rate of 500,000 rows/s and for an unthrottled generator (the headroom).
 //!
 //! Run: `cargo bench --bench flight`.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-mod common;
+use weir_test_support::bench as common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ struct Phase {
 /// (rows read, when the snapshot was taken in ns).
 fn ingested(hub: &LiveHub) -> (u64, i64) {
     let s = hub.snapshot();
-    (s.sources.first().map_or(0, |s| s.rows), s.taken)
+    (s.sources.first().map_or(0, |s| s.counts.rows), s.taken)
 }
 
 /// Queries in a loop until `stop`; latencies in ms per query kind.

@@ -2,13 +2,15 @@
 //! 4,000 groups, next to `avg` in the same run (pre-built batches, one core).
 //!
 //! Run: `cargo bench --bench functions` (medians of several runs; the machine is shared).
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-mod common;
+use weir_test_support::bench as common;
 
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use common::*;
+use weir_engine::exec::ids::StreamId;
 
 async fn rows_per_sec(call: &str, batches: &[RecordBatch]) -> f64 {
     let sql = format!(
@@ -21,9 +23,9 @@ async fn rows_per_sec(call: &str, batches: &[RecordBatch]) -> f64 {
         let now = Instant::now();
         let start = Instant::now();
         for b in batches {
-            p.dataflow.on_batch(0, b.clone(), now);
+            p.dataflow.on_batch(StreamId::new(0), b.clone(), now);
         }
-        p.dataflow.on_source_end(0);
+        p.dataflow.on_source_end(StreamId::new(0));
         runs.push((batches.len() * BATCH) as f64 / start.elapsed().as_secs_f64());
     }
     median(runs)
@@ -32,7 +34,7 @@ async fn rows_per_sec(call: &str, batches: &[RecordBatch]) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let probe = project(&format!("{SOURCE}INSERT INTO out SELECT * FROM t;")).await;
-    let schema = probe.dataflow.streams[0].schema.clone();
+    let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
     let keys = key_columns(&schema);
     // 100k rows per second of event time: 25 rows per group per window
     let batches: Vec<RecordBatch> = (0..400)

@@ -7,10 +7,10 @@
 //! (`interval = '0s'`); alternating order, median of 3 rounds.
 //!
 //! Run: `cargo bench --bench modbus`.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-mod common;
-#[path = "../tests/support/modbus_server.rs"]
-mod modbus_server;
+use weir_test_support::bench as common;
+use weir_test_support::modbus_server;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,15 +7,9 @@
 //! until the windows it emitted count all N rows). Alternating order, median of 7 rounds.
 //!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "../tests/support/certs.rs"]
-mod certs;
-#[path = "../tests/support/http.rs"]
-mod http;
-#[path = "../tests/support/mosquitto.rs"]
-mod mosquitto;
-#[path = "../tests/support/process.rs"]
-mod process;
+use weir_test_support::mosquitto;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +24,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 use weir_engine::PipelineError;
 use weir_engine::connector::{Sink, SinkFactory, SinkSpec};
+use weir_engine::parse::options::OptionSpec;
 use weir_engine::parse::{Options, parse_file};
 use weir_engine::runtime::{RunControl, run};
 
@@ -62,6 +57,9 @@ impl SinkFactory for CountSinkFactory {
     }
     fn description(&self) -> &'static str {
         "counts rows for the benchmark"
+    }
+    fn options(&self) -> &'static [&'static [OptionSpec]] {
+        &[]
     }
     fn build(&self, _: &SinkSpec, _: &Options) -> Result<Box<dyn Sink>, PipelineError> {
         Ok(Box::new(CountSink(Arc::clone(&self.0))))

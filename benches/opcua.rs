@@ -9,6 +9,7 @@
 //! rounds.
 //!
 //! Run: `cargo bench --bench opcua`.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,9 +18,8 @@ use std::time::{Duration, Instant};
 use common::{cpu_ticks, median, ticks_per_second};
 use weir_opcua_testserver::{PlantConfig, PlantServer};
 
-mod common;
-#[path = "../tests/support/http.rs"]
-mod http;
+use weir_test_support::bench as common;
+use weir_test_support::http;
 
 const ITEMS: u32 = 10_000;
 const WARM_UP: Duration = Duration::from_secs(4);

@@ -3,11 +3,9 @@
 //! a pipeline keeps while the store is down compared with while it is up (same run).
 //!
 //! Run: `cargo bench --bench spill` (needs s3s-fs, as the tests do: `scripts/test` installs it).
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "../tests/support/process.rs"]
-mod process;
-#[path = "../tests/support/s3.rs"]
-mod s3;
+use weir_test_support::s3;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,11 +19,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use tokio::sync::{mpsc, oneshot, watch};
-use weir_engine::backoff::Reconnect;
+use weir_connectors::object_store::spill::{KEY_METADATA, SpillDir};
+use weir_connectors::object_store::uploader::{Command, Destination, Policy, Uploader};
+use weir_engine::observe::telemetry::SinkTelemetry;
 use weir_engine::parse::parse_file;
 use weir_engine::runtime::{RunControl, run};
-use weir_engine::sinks::object_sink::spill::{KEY_METADATA, SpillDir};
-use weir_engine::sinks::object_sink::uploader::{Command, Policy, Uploader};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -88,20 +86,19 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
         spill.write(&summary_file(50_000, &key)).unwrap();
     }
     let bytes = spill.bytes();
-    let u = Uploader {
-        name: "bench".into(),
-        store: server.client(),
-        display: server.endpoint(),
-        prefix: "bench/replay".into(),
-        spill,
-        max_bytes: u64::MAX,
-        policy: Policy::Block,
-        down_since: None,
-        reconnect: Reconnect::default(),
-        closing: None,
-        deadline: tokio::sync::watch::channel(None).1,
-        stats: Default::default(),
-    };
+    let u = Uploader::new(
+        "bench",
+        Destination {
+            store: server.client(),
+            display: server.endpoint(),
+            prefix: "bench/replay".into(),
+            spill,
+            max_bytes: u64::MAX,
+            policy: Policy::Block,
+        },
+        tokio::sync::watch::channel(None).1,
+        Arc::new(SinkTelemetry::new("bench")),
+    );
     let (tx, rx) = mpsc::channel(1);
     let start = Instant::now();
     let task = tokio::spawn(u.run(rx));

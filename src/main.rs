@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::flight;
 use weir_engine::live::LiveHub;
 use weir_engine::observe::{Endpoints, RunStatus};
@@ -74,6 +75,11 @@ enum Command {
         /// How often --watch looks at the files.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         watch_interval: Duration,
+        /// Append rows that a pipeline cannot evaluate (division by zero, failed cast, ...)
+        /// to this NDJSON file, with the pipeline, the reason and the error (they are counted
+        /// and logged either way).
+        #[arg(long, env = "WEIR_DEAD_LETTER_ROWS", value_name = "FILE")]
+        dead_letter_rows: Option<PathBuf>,
         #[command(flatten)]
         serve: serve_options::ServeOptions,
     },
@@ -91,8 +97,17 @@ enum Command {
     },
     /// List the SQL functions Weir adds to DataFusion's.
     Functions,
-    /// List the source and sink connectors.
-    Connectors,
+    /// List the source and sink connectors, or with --options the options of one.
+    Connectors {
+        /// Print the option table of this connector (its source and its sink).
+        #[arg(long, value_name = "NAME")]
+        options: Option<String>,
+        /// Print tables in Markdown (as the README has them).
+        #[arg(long, requires = "options")]
+        markdown: bool,
+    },
+    /// List every metric /metrics serves, with its type, labels and meaning.
+    Metrics,
 }
 
 fn init_logs(level: &str, format: LogFormat) {
@@ -124,7 +139,7 @@ async fn main() -> ExitCode {
                     "ok: {} source(s), {} sink(s), {} pipeline(s)",
                     project.sources.len(),
                     project.sinks.len(),
-                    project.dataflow.pipelines.len()
+                    project.dataflow.pipeline_count()
                 );
                 ExitCode::SUCCESS
             }
@@ -140,8 +155,17 @@ async fn main() -> ExitCode {
             shutdown_grace,
             watch,
             watch_interval,
+            dead_letter_rows,
             serve,
         } => {
+            let dead_letter_rows = match dead_letter_rows.as_deref().map(RowDeadLetters::open) {
+                None => None,
+                Some(Ok(d)) => Some(Arc::new(d)),
+                Some(Err(e)) => {
+                    eprintln!("weir: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let status = RunStatus::new();
             let live = serve.flight().map(|settings| {
                 let hub = LiveHub::new(serve.live());
@@ -161,7 +185,8 @@ async fn main() -> ExitCode {
                 }
             };
             if let Some(addr) = http_addr {
-                let served = match Endpoints::install(status.clone()) {
+                let metrics = weir_connectors::all().metrics();
+                let served = match Endpoints::install(status.clone(), &metrics) {
                     Ok(e) => weir_engine::observe::serve(addr, e).await,
                     Err(e) => Err(e),
                 };
@@ -177,6 +202,7 @@ async fn main() -> ExitCode {
                 watch: watch.then_some(watch_interval),
                 status,
                 live,
+                dead_letter_rows,
             })
             .await
         }
@@ -187,11 +213,57 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Connectors => {
-            let c = weir_connectors::all();
-            println!("sources: {}", c.source_names().join(", "));
-            println!("sinks:   {}", c.sink_names().join(", "));
+        Command::Connectors { options, markdown } => match options {
+            None => {
+                let c = weir_connectors::all();
+                println!("sources: {}", c.source_names().join(", "));
+                println!("sinks:   {}", c.sink_names().join(", "));
+                ExitCode::SUCCESS
+            }
+            Some(name) => connector_options(&name, markdown),
+        },
+        Command::Metrics => {
+            let metrics = weir_connectors::all().metrics();
+            print!(
+                "{}",
+                weir_engine::observe::telemetry::markdown_table(&metrics)
+            );
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `weir connectors --options NAME`: the option tables of the source and the sink called
+/// `name`, from the connectors' own declarations.
+fn connector_options(name: &str, markdown: bool) -> ExitCode {
+    let c = weir_connectors::all();
+    let mut tables = Vec::new();
+    if let Some(f) = c.source(name) {
+        tables.push(("source", f.description(), f.options()));
+    }
+    if let Some(f) = c.sink(name) {
+        tables.push(("sink", f.description(), f.options()));
+    }
+    if tables.is_empty() {
+        eprintln!(
+            "weir: no connector '{name}' (sources: {}; sinks: {})",
+            c.source_names().join(", "),
+            c.sink_names().join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    for (i, (kind, description, groups)) in tables.into_iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let options = weir_engine::connector::each_option(groups);
+        if markdown {
+            println!("{kind} `{name}`: {description}\n");
+            print!("{}", weir_engine::parse::options::markdown_table(options));
+        } else {
+            println!("{kind} {name}: {description}");
+            print!("{}", weir_engine::parse::options::text_table(options));
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::live::LiveHub;
-use weir_engine::observe::RunStatus;
+use weir_engine::observe::{RunStatus, telemetry};
 use weir_engine::runtime::{RunControl, Summary, run};
 
 /// How `weir run` runs.
@@ -27,16 +28,24 @@ pub struct RunOptions {
     pub status: Arc<RunStatus>,
     /// Where runs publish live tables for Flight SQL (None: Flight SQL is off).
     pub live: Option<Arc<LiveHub>>,
+    /// Where rows pipelines cannot evaluate are written.
+    pub dead_letter_rows: Option<Arc<RowDeadLetters>>,
 }
 
-/// Parses and compiles the files; errors come back as the diagnostics' text.
+/// Parses and compiles the files (on the planning thread); errors come back as the
+/// diagnostics' text.
 pub async fn load(paths: &[PathBuf], emit: bool) -> Result<weir_engine::Project, String> {
-    let env = |name: &str| std::env::var(name).ok();
-    let files = weir_engine::load_files(paths, &env).map_err(|d| d.to_string())?;
-    let connectors = weir_connectors::all();
-    weir_engine::compile(files, &connectors, emit)
-        .await
-        .map_err(|d| format!("{d}\nweir: {} error(s)", d.0.len()))
+    let paths = paths.to_vec();
+    weir_engine::compile::on_planning_thread(move || async move {
+        let env = |name: &str| std::env::var(name).ok();
+        let files = weir_engine::load_files(&paths, &env).map_err(|d| d.to_string())?;
+        let connectors = weir_connectors::all();
+        weir_engine::compile(files, &connectors, emit)
+            .await
+            .map_err(|d| format!("{d}\nweir: {} error(s)", d.0.len()))
+    })
+    .await
+    .map_err(|e| format!("weir: {e:#}"))?
 }
 
 /// Runs until the input ends or a signal arrives; returns the exit code.
@@ -58,6 +67,7 @@ pub async fn run_files(opts: RunOptions) -> ExitCode {
             grace: opts.grace,
             status: Arc::clone(&opts.status),
             live: opts.live.clone(),
+            dead_letter_rows: opts.dead_letter_rows.clone(),
         };
         let mut running = tokio::spawn(run(project, control));
         let mut check = tokio::time::interval(opts.watch.unwrap_or(Duration::from_secs(3600)));
@@ -79,7 +89,7 @@ pub async fn run_files(opts: RunOptions) -> ExitCode {
                     match load(&opts.paths, opts.emit).await {
                         Ok(p) => break p,
                         Err(e) => {
-                            metrics::counter!("weir_reloads_total", "result" => "rejected").increment(1);
+                            telemetry::reloaded(false);
                             error!("pipeline files changed but do not compile; the running pipelines go on:\n{e}");
                         }
                     }
@@ -92,7 +102,7 @@ pub async fn run_files(opts: RunOptions) -> ExitCode {
             Ok(summary) => eprint!("{summary}"),
             Err(e) => error!(error = %e, "the run ended abnormally"),
         }
-        metrics::counter!("weir_reloads_total", "result" => "applied").increment(1);
+        telemetry::reloaded(true);
         info!("reloaded: starting the new pipelines");
         project = next;
     }

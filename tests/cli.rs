@@ -1,5 +1,6 @@
 //! End-to-end tests of the `weir` binary: CLI, located errors, the demo, file replay,
 //! generator determinism and shutdown on SIGTERM.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -361,5 +362,282 @@ fn file_source_replays_at_the_original_pace_when_asked() {
     assert!(
         took >= Duration::from_millis(1300),
         "paced by event time: took {took:?}"
+    );
+}
+
+/// The README's section that starts with the heading line `heading`, up to the next heading
+/// of the same or a higher level (lines in code blocks are not headings).
+fn readme_section(readme: &str, heading: &str) -> String {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut lines = readme.lines().skip_while(|l| *l != heading);
+    assert!(
+        lines.next().is_some(),
+        "the README has no section {heading:?}"
+    );
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for l in lines {
+        if l.starts_with("```") {
+            in_code = !in_code;
+        }
+        let hashes = l.chars().take_while(|c| *c == '#').count();
+        if !in_code && hashes > 0 && hashes <= level && l[hashes..].starts_with(' ') {
+            break;
+        }
+        out.push(l);
+    }
+    out.join("\n")
+}
+
+#[test]
+fn readme_documents_every_metric_and_every_option_as_declared() {
+    use weir_engine::connector::{SOURCE_OPTIONS, each_option};
+    use weir_engine::observe::telemetry;
+    use weir_engine::parse::options::markdown_table;
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let connectors = weir_connectors::all();
+    let metrics = telemetry::markdown_table(&connectors.metrics());
+    let endpoints = readme_section(&readme, "### HTTP endpoints");
+    assert!(
+        endpoints.contains(metrics.trim_end()),
+        "the README's metric table differs from the declared metrics (`weir metrics` prints them):\n{metrics}"
+    );
+    let engine = readme_section(&readme, "## Connectors");
+    let common = markdown_table(SOURCE_OPTIONS);
+    assert!(engine.contains(common.trim_end()), "{common}");
+    let mut tables = 0;
+    let sources = connectors.source_names().into_iter().map(|n| {
+        let options = connectors.source(n).unwrap().options();
+        ("source", "Source", n, options)
+    });
+    let sinks = connectors.sink_names().into_iter().map(|n| {
+        let options = connectors.sink(n).unwrap().options();
+        ("sink", "Sink", n, options)
+    });
+    for (kind, heading, name, options) in sources.chain(sinks) {
+        let want = markdown_table(each_option(options));
+        let section = readme_section(&readme, &format!("### {heading} `{name}`"));
+        assert!(
+            section.contains(want.trim_end()),
+            "the README's options of {kind} {name} differ from its declaration (`weir connectors --options {name} --markdown` prints it):\n{want}"
+        );
+        tables += 1;
+    }
+    assert_eq!(tables, 9);
+    // the command prints the same declaration
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["connectors", "--options", "mqtt", "--markdown"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let printed = text(&out.stdout);
+    let source = connectors.source("mqtt").unwrap();
+    assert!(printed.contains(markdown_table(each_option(source.options())).trim_end()));
+    assert!(printed.contains("sink `mqtt`"), "{printed}");
+    let out = run(&["connectors", "--options", "modbus"], dir.path());
+    let printed = text(&out.stdout);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("interval") && l.contains("duration") && l.contains("1s")),
+        "{printed}"
+    );
+    let out = run(&["connectors", "--options", "kafka"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no connector 'kafka'"));
+    let out = run(&["metrics"], dir.path());
+    assert_eq!(text(&out.stdout), metrics);
+}
+
+/// Result rows of a `file` sink directory: (machine, second of the window) → (count, sum).
+fn window_totals(dir: &Path) -> std::collections::BTreeMap<(String, usize), (i64, f64)> {
+    let mut got = std::collections::BTreeMap::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let start = v["window_start"].as_str().unwrap().to_string();
+            let sec: usize = start[17..19].parse().unwrap();
+            got.insert(
+                (v["machine"].as_str().unwrap().to_string(), sec),
+                (v["n"].as_i64().unwrap(), v["total"].as_f64().unwrap()),
+            );
+        }
+    }
+    got
+}
+
+#[test]
+fn file_source_skips_bad_rows_and_keeps_every_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = replay_rows();
+    let machine = |i: usize| rows.column(0).as_string::<i32>().value(i).to_string();
+    let value = |i: usize| {
+        rows.column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .value(i)
+    };
+    let time = |i: usize| format!("2026-01-01T00:00:{:02}.{}Z", i / 10, i % 10);
+    // good rows with a bad line after every seventh; bad lines of every kind
+    let bad_json = [
+        "{\"machine\": \"M0\", \"ts\": \"2026-01-01T00:00:01Z\", \"value\": NaN}",
+        "{\"machine\": \"M1\", \"ts\": \"2026-01-01T00:00:02Z\", \"value\": \"hot\"}",
+        "{\"machine\": \"M2\", \"ts\": \"3000-01-01T00:00:00Z\", \"value\": 1}",
+        "{\"machine\": \"M0\", \"ts\": ",
+        "[1, 2, 3",
+    ];
+    let bad_csv = [
+        "M0,2026-01-01T00:00:01Z,1,surplus",
+        "M1,2026-01-01T00:00:02Z,warm",
+        "M2",
+    ];
+    let (mut ndjson, mut csv) = (String::new(), String::from("machine,ts,value\n"));
+    let (mut bad_lines_json, mut bad_lines_csv) = (Vec::new(), Vec::new());
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        ndjson.push_str(&format!(
+            "{{\"machine\": \"{}\", \"ts\": \"{}\", \"value\": {}}}\n",
+            machine(i),
+            time(i),
+            value(i)
+        ));
+        csv.push_str(&format!("{},{},{}\n", machine(i), time(i), value(i)));
+        let e = expected.entry((machine(i), i / 10)).or_insert((0i64, 0f64));
+        e.0 += 1;
+        e.1 += value(i);
+        if i % 7 == 3 {
+            let k = i / 7;
+            ndjson.push_str(bad_json[k % bad_json.len()]);
+            ndjson.push('\n');
+            bad_lines_json.push(ndjson.lines().count());
+            csv.push_str(bad_csv[k % bad_csv.len()]);
+            csv.push('\n');
+            bad_lines_csv.push(csv.lines().count());
+        }
+    }
+    std::fs::write(dir.path().join("in.ndjson"), &ndjson).unwrap();
+    std::fs::write(dir.path().join("in.csv"), &csv).unwrap();
+    for (ext, bad_lines) in [("ndjson", &bad_lines_json), ("csv", &bad_lines_csv)] {
+        let sql = format!(
+            "CREATE SOURCE r (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'file', path = 'in.{ext}', event_time = 'ts', batch_rows = '16', dead_letter = 'dead_{ext}.ndjson');\n\
+             CREATE SINK out WITH (connector = 'file', path = 'out_{ext}', format = 'ndjson');\n\
+             INSERT INTO out SELECT machine, window_start, count(*) AS n, sum(value) AS total FROM TUMBLE(r, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;"
+        );
+        std::fs::write(dir.path().join(format!("{ext}.sql")), &sql).unwrap();
+        let out = run(&["run", &format!("{ext}.sql")], dir.path());
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{ext}: {err}");
+        assert_eq!(
+            window_totals(&dir.path().join(format!("out_{ext}"))),
+            expected,
+            "{ext}"
+        );
+        assert!(
+            err.contains(&format!(
+                "source r: 60 rows, {} inputs skipped",
+                bad_lines.len()
+            )),
+            "{ext}: {err}"
+        );
+        // the first bad line is logged with its file and line
+        assert!(
+            err.contains(&format!("in.{ext}:{}", bad_lines[0])),
+            "{ext}: {err}"
+        );
+        let dead = std::fs::read_to_string(dir.path().join(format!("dead_{ext}.ndjson"))).unwrap();
+        let contexts: Vec<String> = dead
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["context"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let want: Vec<String> = bad_lines.iter().map(|l| format!("in.{ext}:{l}")).collect();
+        assert_eq!(contexts, want, "{ext}");
+        // strict: the first bad row fails the source, naming it
+        let strict = sql.replace("batch_rows = '16'", "batch_rows = '16', max_bad_rows = '0'");
+        std::fs::write(dir.path().join(format!("strict_{ext}.sql")), strict).unwrap();
+        let out = run(&["run", &format!("strict_{ext}.sql")], dir.path());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{ext}: {err}");
+        assert!(
+            err.contains(&format!("in.{ext}:{}", bad_lines[0])) && err.contains("max_bad_rows = 0"),
+            "{ext}: {err}"
+        );
+    }
+}
+
+#[test]
+fn deep_and_broken_pipeline_files_are_errors_not_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "CREATE SOURCE t (machine VARCHAR, ts TIMESTAMP, value DOUBLE)\n  WITH (connector = 'generator', event_time = 'ts');\nCREATE SINK out WITH (connector = 'stdout');\n";
+    for terms in [3000, 6000] {
+        let ors = vec!["value = 1"; terms].join(" OR ");
+        std::fs::write(
+            dir.path().join("deep.sql"),
+            format!("{head}INSERT INTO out SELECT machine FROM t WHERE {ors};\n"),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let out = run(&["check", "deep.sql"], dir.path());
+        let took = started.elapsed();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{terms} terms: {err}");
+        let at = "INSERT INTO out SELECT machine FROM t WHERE ".len() + 1;
+        assert!(
+            err.contains(&format!("deep.sql:4:{at}: expression nested too deeply")),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(2), "{terms} terms took {took:?}");
+    }
+    // cut off inside WITH (: the end of the file, not 0:0
+    std::fs::write(
+        dir.path().join("cut.sql"),
+        "CREATE SINK out WITH (\n  connector = 'stdout',\n",
+    )
+    .unwrap();
+    let err = text(&run(&["check", "cut.sql"], dir.path()).stderr);
+    assert!(
+        err.starts_with("cut.sql:3:1: expected an option name, found end of statement"),
+        "{err}"
+    );
+    // not UTF-8: where the bad byte is
+    let mut bytes = b"CREATE SINK out WITH (connector = 'std".to_vec();
+    bytes.extend([0xff, 0xfe]);
+    bytes.extend(b"out');\n");
+    std::fs::write(dir.path().join("latin.sql"), bytes).unwrap();
+    let err = text(&run(&["check", "latin.sql"], dir.path()).stderr);
+    assert!(
+        err.starts_with(
+            "latin.sql:1:39: the file is not UTF-8 text: invalid byte 0xff at byte offset 38"
+        ),
+        "{err}"
+    );
+    // a 1 MB identifier is reported at once
+    let long = "x".repeat(1 << 20);
+    std::fs::write(
+        dir.path().join("long.sql"),
+        format!("{head}INSERT INTO out SELECT {long} FROM t;\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&["check", "long.sql"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("long.sql:4:24: "),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(
+        err.len() < 2000,
+        "the message does not repeat the identifier whole"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -2,15 +2,12 @@
 //! sink received, history and ring-buffer bounds, token and TLS, error codes, metadata
 //! commands, prepared statements, plain Flight by table name, `weir query`, and clients
 //! written elsewhere (pyarrow's Flight client and the ADBC Flight SQL driver, from PyPI).
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/flight.rs"]
-mod flight;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::certs;
+use weir_test_support::flight;
+use weir_test_support::http;
+use weir_test_support::weir_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -414,6 +411,34 @@ async fn errors_metadata_prepared_statements_and_plain_flight() {
         assert_eq!(e.code(), code, "{q}: {e:?}");
         assert!(e.message().contains(says), "{q}: {e:?}");
     }
+    // a long flat expression (it overflowed the server thread's stack once) is refused, the
+    // server stays up and ingestion goes on
+    let source_rows = |ch| async move {
+        let r = json_rows(
+            &sql(
+                ch,
+                None,
+                "SELECT rows FROM system.sources WHERE name = 'gen'",
+            )
+            .await
+            .unwrap(),
+        );
+        r[0]["rows"].as_u64().unwrap()
+    };
+    let before = source_rows(ch.clone()).await;
+    for terms in [800, 6000] {
+        let deep = format!("SELECT 1 WHERE {}", vec!["1 = 1"; terms].join(" OR "));
+        let e = sql(ch.clone(), None, &deep).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("nested too deeply"), "{e:?}");
+    }
+    let shallow = format!("SELECT 1 AS one WHERE {}", vec!["1 = 1"; 100].join(" OR "));
+    assert_eq!(
+        json_rows(&sql(ch.clone(), None, &shallow).await.unwrap())[0]["one"],
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(source_rows(ch.clone()).await > before, "ingestion goes on");
     // metadata commands
     let mut c = FlightSqlServiceClient::new(ch.clone());
     let info = c.get_catalogs().await.unwrap();

@@ -2,13 +2,11 @@
 //! server on a free loopback port, and on a socat pseudo-terminal pair for RTU): every data
 //! type in every byte/word order, request coalescing counted on the server, exceptions,
 //! timeouts, server restarts and line noise, and windows over polled values.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/modbus_server.rs"]
-mod modbus_server;
-#[path = "support/run_output.rs"]
-mod run_output;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::modbus_server;
+use weir_test_support::run_output;
+use weir_test_support::weir_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,17 +1,10 @@
 //! The MQTT connector against a real Mosquitto broker started by the tests on free loopback
 //! ports: windowed results, topic captures and payload formats, bad input, broker restarts
 //! and engine stalls, TLS and password listeners, MQTT 5, and the MQTT sink.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/certs.rs"]
-mod certs;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::mosquitto;
+use weir_test_support::weir_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,8 +31,13 @@ struct TestClient {
 
 impl TestClient {
     fn connect(port: u16, id: &str) -> TestClient {
+        Self::connect_with_max(port, id, 1 << 20)
+    }
+
+    /// A client that can send and receive packets of up to `max` bytes.
+    fn connect_with_max(port: u16, id: &str, max: usize) -> TestClient {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_max_packet_size(max, max);
         o.set_keep_alive(Duration::from_secs(30));
         let (client, mut connection) = Client::new(o, 1000);
         let acked = Arc::new(AtomicUsize::new(0));
@@ -547,4 +545,93 @@ fn sink_publishes_each_row_as_json_to_its_topic() {
         200,
         "each row once"
     );
+}
+
+/// One message far larger than anything the source reads, under the README's production
+/// settings (persistent session, QoS 1, fixed client id), on MQTT 3.1.1 and 5: it is taken
+/// out at the framing level, acknowledged, counted and dead-lettered; every message after it
+/// is processed; nothing is redelivered after a restart; the connection never breaks.
+#[test]
+fn one_oversized_message_never_stalls_a_persistent_session() {
+    for protocol in ["3.1.1", "5"] {
+        let broker = Mosquitto::start("");
+        let pipeline = format!(
+            "CREATE SOURCE s (machine VARCHAR, ts TIMESTAMP, seq BIGINT) WITH (
+                connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', protocol = '{protocol}',
+                client_id = 'weir-edge-01', clean_session = 'false', qos = '1',
+                topic = 'plant/{{machine}}', event_time = 'ts', dead_letter = 'dead.ndjson');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT machine, seq FROM s;",
+            broker.port
+        );
+        let mut weir = WeirProcess::start(&pipeline, &[]);
+        weir.wait_log("mqtt connected", 1);
+        let p = TestClient::connect_with_max(broker.port, "test-big", 16 << 20);
+        let mut messages = numbered("A", 0..3);
+        // 8 MiB against the default max_packet_size of 1 MiB (more than 4× what was read)
+        let big = format!(
+            "{{\"ts\": {T0}, \"seq\": -1, \"pad\": \"{}\"}}",
+            "x".repeat(8 << 20)
+        );
+        messages.push(("plant/BIG".to_string(), big.into_bytes()));
+        messages.extend(numbered("B", 3..103));
+        p.publish_all(&messages);
+        weir.wait_rows(103);
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, weir) = weir.stop();
+        let log = weir.stderr();
+        assert!(status.success(), "{protocol}: {log}");
+        let seqs: BTreeSet<i64> = weir
+            .rows()
+            .iter()
+            .map(|r| r["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..103).collect::<BTreeSet<i64>>(), "{protocol}");
+        assert!(
+            log.contains("source s: 103 rows, 1 inputs skipped (oversized 1)"),
+            "{protocol}: {log}"
+        );
+        assert_eq!(
+            log.matches("mqtt connected").count(),
+            1,
+            "{protocol}: the connection never broke: {log}"
+        );
+        let dead = std::fs::read_to_string(weir.path("dead.ndjson")).unwrap();
+        let dead: Vec<Value> = dead
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(dead.len(), 1, "{protocol}");
+        assert_eq!(dead[0]["context"], "plant/BIG");
+        assert_eq!(dead[0]["reason"], "oversized");
+        let kept = dead[0]["payload"].as_str().unwrap();
+        assert!(
+            kept.starts_with("{\"ts\"") && kept.len() == 4096,
+            "{protocol}: {} bytes kept",
+            kept.len()
+        );
+        // the session resumes: nothing comes again, new messages do
+        let mut again = WeirProcess::start(&pipeline, &[]);
+        again.wait_log("mqtt connected", 1);
+        p.publish_all(&numbered("C", 103..110));
+        again.wait_rows(7);
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, again) = again.stop();
+        assert!(status.success(), "{}", again.stderr());
+        let seqs: BTreeSet<i64> = again
+            .rows()
+            .iter()
+            .map(|r| r["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (103..110).collect::<BTreeSet<i64>>(),
+            "{protocol}: nothing redelivered"
+        );
+        assert!(
+            !again.stderr().contains("inputs skipped"),
+            "{}",
+            again.stderr()
+        );
+    }
 }

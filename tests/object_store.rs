@@ -3,13 +3,10 @@
 //! quarantine of corrupt spill files, wrong credentials and a missing bucket. Every test
 //! compares the rows in the bucket with the rows a local `file` sink got from the same
 //! pipeline: none missing, none twice.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/s3.rs"]
-mod s3;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::s3;
+use weir_test_support::weir_process;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,15 +3,12 @@
 //! subscriptions and polling in long and wide rows, every value type, signed and encrypted
 //! endpoints with user, password and certificates, server restarts, refused nodes and
 //! mismatched types, and 1 s windows over subscribed values.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/run_output.rs"]
-mod run_output;
-#[path = "support/tcp_proxy.rs"]
-mod tcp_proxy;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::http;
+use weir_test_support::run_output;
+use weir_test_support::tcp_proxy;
+use weir_test_support::weir_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,15 +2,11 @@
 //! `promtool`, `/healthz`, `/readyz`), JSON logs without secrets, SIGTERM within the grace
 //! period with open windows and pending uploads handled, reloading changed pipeline files,
 //! and the Kubernetes manifests rendered and validated against the API schemas.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/s3.rs"]
-mod s3;
-#[path = "support/weir_process.rs"]
-mod weir_process;
+use weir_test_support::http;
+use weir_test_support::s3;
+use weir_test_support::weir_process;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -75,6 +71,20 @@ fn promtool(exposition: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// Metric families on `/metrics` that have a `# TYPE` line but no `# HELP` line.
+fn without_help(exposition: &str) -> Vec<String> {
+    let names = |prefix: &str| -> std::collections::BTreeSet<String> {
+        exposition
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let help = names("# HELP ");
+    names("# TYPE ").difference(&help).cloned().collect()
 }
 
 /// A scrape taken while no window is being emitted: the window and summary-row counters
@@ -156,6 +166,12 @@ fn metrics_are_valid_prometheus_and_follow_the_run() {
     let second = settled_metrics(port);
     promtool(&first).unwrap_or_else(|e| panic!("promtool:\n{e}\n{first}"));
     promtool(&second).unwrap_or_else(|e| panic!("promtool:\n{e}\n{second}"));
+    let undescribed = without_help(&second);
+    assert!(
+        undescribed.is_empty(),
+        "metrics without a help text: {undescribed:?}"
+    );
+    assert!(second.matches("# HELP ").count() >= 10, "{second}");
     let (a, b) = (samples(&first), samples(&second));
     let get = |m: &BTreeMap<String, f64>, k: &str| {
         *m.get(k)
@@ -234,7 +250,8 @@ fn readiness_drops_when_a_source_fails_for_good() {
     let addr = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let replay = dir.path().join("replay.ndjson");
-    // two good rows a second apart, then one the reader cannot parse
+    // two good rows a second apart, then one the reader cannot parse (and the strict
+    // setting, max_bad_rows = '0', that makes one bad row fail the source)
     std::fs::write(
         &replay,
         "{\"ts\": \"2026-01-01T00:00:00Z\", \"v\": 1}\n{\"ts\": \"2026-01-01T00:00:02Z\", \"v\": 2}\n{\"ts\": oops}\n",
@@ -242,7 +259,7 @@ fn readiness_drops_when_a_source_fails_for_good() {
     .unwrap();
     let pipeline = format!(
         "CREATE SOURCE replay (ts TIMESTAMP, v BIGINT) WITH (connector = 'file', path = '{}',
-            pace = 'original', batch_rows = '1', event_time = 'ts');
+            pace = 'original', batch_rows = '1', event_time = 'ts', max_bad_rows = '0');
          CREATE SOURCE live (ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator',
             machines = '1', sensors = 'temp', rate = '100', event_time = 'ts');
          CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
@@ -419,6 +436,27 @@ fn watch_reloads_valid_files_and_keeps_running_on_invalid_ones() {
     assert!(
         log.contains("pipeline.sql:"),
         "error with its position:\n{log}"
+    );
+    let before = w.rows().len();
+    w.wait_rows(before + 4);
+    assert!(w.rows().iter().all(|r| r["version"] == "v1"));
+
+    // a file whose expression is far too deep (it crashed the process once): rejected, and
+    // v1 goes on
+    let ors = vec!["n = 1"; 6000].join(" OR ");
+    std::fs::write(
+        w.path("pipeline.sql"),
+        version("v2").replace(
+            "INSERT INTO out SELECT * FROM s;",
+            &format!("INSERT INTO out SELECT * FROM s WHERE {ors};"),
+        ),
+    )
+    .unwrap();
+    w.wait_log("do not compile", 2);
+    assert!(
+        w.stderr().contains("expression nested too deeply"),
+        "{}",
+        w.stderr()
     );
     let before = w.rows().len();
     w.wait_rows(before + 4);

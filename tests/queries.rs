@@ -1,5 +1,6 @@
 //! Every pipeline in queries/ runs with `weir run` against the generator, and its alerts
 //! fire for the machines with injected faults and for no healthy one.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -25,6 +25,40 @@ fn files_of(p: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(sql)
 }
 
+/// The text of a pipeline file's bytes, or where its first byte that is not UTF-8 is and
+/// what it is.
+pub fn pipeline_text(bytes: &[u8]) -> Result<String, (Location, String)> {
+    utf8(bytes.to_vec())
+}
+
+/// The text of a file, or where its first byte that is not UTF-8 is.
+fn utf8(bytes: Vec<u8>) -> Result<String, (Location, String)> {
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..offset];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        // columns count characters, as the tokenizer's do
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
+        (
+            Location {
+                line: line as u64,
+                column: column as u64,
+            },
+            format!(
+                "the file is not UTF-8 text: invalid byte 0x{:02x} at byte offset {offset}",
+                e.as_bytes()[offset]
+            ),
+        )
+    })
+}
+
 /// Reads and parses pipeline files (a directory means every `.sql` file in it, sorted).
 /// `${NAME}` is looked up with `env`.
 pub fn load_files(
@@ -44,16 +78,15 @@ pub fn load_files(
         });
         for f in list {
             let name = f.display().to_string();
-            match std::fs::read_to_string(&f) {
+            match std::fs::read(&f)
+                .map_err(|e| (Location::default(), format!("cannot read file: {e}")))
+                .and_then(utf8)
+            {
                 Ok(text) => match parse::parse_file(&name, &text, env) {
                     Ok(pf) => files.push(pf),
                     Err(es) => errors.extend(es),
                 },
-                Err(e) => errors.push(PipelineError::new(
-                    &name,
-                    Location::default(),
-                    format!("cannot read file: {e}"),
-                )),
+                Err((at, message)) => errors.push(PipelineError::new(&name, at, message)),
             }
         }
     }

@@ -4,6 +4,8 @@
 
 pub mod across_windows;
 mod arrays;
+pub mod bounded;
+pub mod constants;
 pub mod iso10816;
 pub mod moment_functions;
 pub mod moments;
@@ -79,4 +81,5 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udwf(WindowUDF::from(RunningFunction::new(kind)));
     }
     ctx.register_udf(ScalarUDF::from(iso10816::Iso10816Zone::default()));
+    bounded::register(ctx);
 }

@@ -1,5 +1,6 @@
 //! Moment functions against closed-form values of known signals, and the partial-state merge
 //! (many batches, several partitions) against one pass.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 use std::f64::consts::{PI, SQRT_2};
 

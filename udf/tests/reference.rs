@@ -1,6 +1,7 @@
 //! Every function against values computed independently: numpy/scipy fixtures
 //! (`fixtures/make_fixtures.py` made `fixtures/reference.json`), closed-form signals and
 //! the ISO 10816-3 table.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};

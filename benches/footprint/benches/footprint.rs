@@ -5,9 +5,9 @@
 //!
 //!   cargo build --release && cargo bench -p weir-footprint
 //!   WEIR_BIN=/path/to/weir cargo bench -p weir-footprint
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
+use weir_test_support::http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

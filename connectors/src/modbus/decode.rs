@@ -69,7 +69,12 @@ pub fn registers(point: &Point, words: &[u16]) -> Result<Reading, String> {
         ValueType::UInt64 => Number::Int(u64::from_be_bytes(array(&b)).into()),
         ValueType::Float32 => Number::Float(f32::from_be_bytes(array(&b)).into()),
         ValueType::Float64 => Number::Float(f64::from_be_bytes(array(&b))),
-        ValueType::Bool | ValueType::String(_) => unreachable!("handled above"),
+        ValueType::Bool | ValueType::String(_) => {
+            return Err(format!(
+                "{} at {} holds bits, not registers",
+                point.table, point.address
+            ));
+        }
     };
     Ok(Reading::Number(scaled(point, n)))
 }

@@ -1,7 +1,7 @@
 //! The connection of one Modbus source to its TCP server or serial line: opened on demand,
 //! dropped after a timeout or transport error (a late answer would otherwise be taken for
 //! the next one), reopened at once the first time and then with exponential backoff while
-//! it keeps failing. Reports the state to the source's health and the logs.
+//! it keeps failing. Reports the state to the source's telemetry and the logs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +10,10 @@ use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tracing::{info, warn};
 use weir_engine::backoff::Reconnect;
-use weir_engine::connector::{Connection, SourceHealth};
+use weir_engine::connector::Connection;
+use weir_engine::observe::telemetry::SourceTelemetry;
 
+use super::telemetry::{CONNECTION_FAILURES, REQUESTS};
 use super::transport::Transport;
 
 /// One source's link to its devices.
@@ -19,7 +21,7 @@ pub struct Link {
     source: String,
     transport: Transport,
     timeout: Duration,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
     context: Option<Context>,
     reconnect: Reconnect,
     /// No attempt before this instant (backoff after a failed attempt).
@@ -28,6 +30,8 @@ pub struct Link {
     was_up: bool,
     /// Requests sent.
     requests: metrics::Counter,
+    /// Failed connection attempts.
+    failure_count: metrics::Counter,
 }
 
 impl Link {
@@ -36,20 +40,21 @@ impl Link {
         source: &str,
         transport: Transport,
         timeout: Duration,
-        health: Arc<SourceHealth>,
+        telemetry: Arc<SourceTelemetry>,
     ) -> Link {
-        health.set_connection(Connection::Down);
+        telemetry.set_connection(Connection::Down);
         Link {
             source: source.to_string(),
             transport,
             timeout,
-            health,
+            telemetry,
             context: None,
             reconnect: Reconnect::default(),
             next_attempt: None,
             failures: 0,
             was_up: false,
-            requests: metrics::counter!("weir_modbus_requests_total", "source" => source.to_string()),
+            requests: REQUESTS.counter_with(&[source]),
+            failure_count: CONNECTION_FAILURES.counter_with(&[source]),
         }
     }
 
@@ -79,7 +84,7 @@ impl Link {
                 Ok(c) => {
                     info!(source = %self.source, device = %self.transport,
                         failed_attempts = self.failures, "modbus connected");
-                    self.health.set_connection(Connection::Up);
+                    self.telemetry.set_connection(Connection::Up);
                     self.context = Some(c);
                     self.next_attempt = None;
                     self.failures = 0;
@@ -89,15 +94,14 @@ impl Link {
                     self.failures += 1;
                     let delay = self.reconnect.next_delay();
                     self.next_attempt = Some(Instant::now() + delay);
-                    metrics::counter!("weir_modbus_connection_failures_total", "source" => self.source.clone())
-                        .increment(1);
+                    self.failure_count.increment(1);
                     if self.was_up || self.failures.is_power_of_two() {
                         warn!(source = %self.source, device = %self.transport, error = %e,
                             failed_attempts = self.failures, retry_in = ?delay,
                             "modbus cannot connect; retrying");
                     }
                     self.was_up = false;
-                    self.health.set_connection(Connection::Down);
+                    self.telemetry.set_connection(Connection::Down);
                     return None;
                 }
             }
@@ -111,7 +115,7 @@ impl Link {
         if self.context.take().is_some() {
             warn!(source = %self.source, device = %self.transport, reason = why,
                 "modbus connection closed; reopening");
-            self.health.set_connection(Connection::Down);
+            self.telemetry.set_connection(Connection::Down);
         }
     }
 

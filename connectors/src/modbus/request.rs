@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tokio_modbus::client::Reader;
+use tokio_modbus::client::Client;
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use super::link::Link;
 use super::plan::Read;
@@ -45,25 +45,80 @@ fn exception_kind(e: ExceptionCode) -> &'static str {
     }
 }
 
+/// Sends `read` and takes its answer as it came: tokio-modbus' typed readers assert (in debug
+/// builds) that a device answers with as many items as asked for, which a broken or hostile
+/// device need not do; [`complete`] checks that instead.
 async fn send(ctx: &mut tokio_modbus::client::Context, read: &Read) -> tokio_modbus::Result<Data> {
-    Ok(match read.table {
-        Table::Coil => ctx
-            .read_coils(read.start, read.count)
-            .await?
-            .map(Data::Bits),
-        Table::DiscreteInput => ctx
-            .read_discrete_inputs(read.start, read.count)
-            .await?
-            .map(Data::Bits),
-        Table::Holding => ctx
-            .read_holding_registers(read.start, read.count)
-            .await?
-            .map(Data::Words),
-        Table::Input => ctx
-            .read_input_registers(read.start, read.count)
-            .await?
-            .map(Data::Words),
-    })
+    let request = match read.table {
+        Table::Coil => Request::ReadCoils(read.start, read.count),
+        Table::DiscreteInput => Request::ReadDiscreteInputs(read.start, read.count),
+        Table::Holding => Request::ReadHoldingRegisters(read.start, read.count),
+        Table::Input => Request::ReadInputRegisters(read.start, read.count),
+    };
+    Ok(ctx.call(request).await?.map(|response| match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => Data::Bits(bits),
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            Data::Words(words)
+        }
+        // tokio-modbus refuses an answer to another function; nothing was read
+        _ => Data::Words(Vec::new()),
+    }))
+}
+
+/// The answer to `read`, when it holds every item asked for.
+/// Bits come in whole bytes: the padding after the last one asked for is dropped.
+fn complete(mut data: Data, read: &Read) -> Result<Data, Failure> {
+    let asked = usize::from(read.count);
+    let got = match &data {
+        Data::Words(w) => w.len(),
+        Data::Bits(b) => b.len(),
+    };
+    if got < asked {
+        return Err(Failure {
+            kind: "bad_response",
+            detail: format!("{got} items in the answer, {asked} asked for"),
+        });
+    }
+    if let Data::Bits(b) = &mut data {
+        b.truncate(asked);
+    }
+    Ok(data)
+}
+
+/// Answers a read of holding registers and a read of coils with `bytes`, as a Modbus TCP
+/// server would (for fuzzing): the client library parses them and Weir checks the answer;
+/// whatever the bytes, it ends without panicking.
+pub async fn fuzz_answer(bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for read in [
+        Read {
+            table: Table::Holding,
+            start: 0,
+            count: 4,
+            points: vec![],
+        },
+        Read {
+            table: Table::Coil,
+            start: 0,
+            count: 9,
+            points: vec![],
+        },
+    ] {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let answer = bytes.to_vec();
+        let serve = async move {
+            let mut request = [0u8; 12];
+            let _ = server.read_exact(&mut request).await;
+            let _ = server.write_all(&answer).await;
+            let _ = server.shutdown().await;
+        };
+        let mut ctx = tokio_modbus::client::tcp::attach(client);
+        let ask = tokio::time::timeout(Duration::from_millis(50), send(&mut ctx, &read));
+        let (answer, ()) = tokio::join!(ask, serve);
+        if let Ok(Ok(Ok(data))) = answer {
+            let _ = complete(data, &read);
+        }
+    }
 }
 
 /// Sends `read` to `unit`; a timeout or transport error closes the connection and is
@@ -87,16 +142,7 @@ pub async fn execute(
         ctx.set_slave(Slave(unit));
         let failure = match tokio::time::timeout(timeout, send(ctx, read)).await {
             Ok(Ok(Ok(data))) => {
-                let got = match &data {
-                    Data::Words(w) => w.len(),
-                    Data::Bits(b) => b.len(),
-                };
-                if got < read.count as usize {
-                    return Err(Failure {
-                        kind: "bad_response",
-                        detail: format!("{got} items in the answer, {} asked for", read.count),
-                    });
-                }
+                let data = complete(data, read)?;
                 link.confirm();
                 return Ok(data);
             }

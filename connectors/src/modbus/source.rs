@@ -9,14 +9,21 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use tokio::time::{Instant, MissedTickBehavior};
 use weir_engine::PipelineError;
-use weir_engine::connector::{Source, SourceHealth, SourceOutput, SourceSpec};
-use weir_engine::parse::Options;
+use weir_engine::connector::{Source, SourceOutput, SourceSpec};
+use weir_engine::observe::telemetry::SourceTelemetry;
+use weir_engine::parse::options::OptionSpec;
+use weir_engine::parse::{OptionEntry, Options};
 
 use super::decode::{self, Reading};
 use super::link::Link;
 use super::plan::{Read, plan};
 use super::register_map::{self, Point};
 use super::request::{self, Data};
+use super::settings::{
+    BATCH_LATENCY, COALESCE, INTERVAL, MAX_GAP, REGISTER_MAP, REGISTERS, RETRIES, TIME_COLUMN,
+    TIMEOUT, TIMESTAMP_UNIT, UNIT_COLUMN, UNIT_ID,
+};
+use super::telemetry::POLLS;
 use super::transport::Transport;
 use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, supported};
 use weir_engine::clock::now_nanos;
@@ -72,49 +79,47 @@ fn parse_units(v: &str) -> Result<Vec<u8>, String> {
     Ok(units)
 }
 
-impl ModbusSource {
-    /// Reads and checks the source's options against its declared columns.
-    pub fn build(spec: &SourceSpec, o: &Options) -> Result<ModbusSource, PipelineError> {
-        let transport = Transport::from_options(o)?;
-        let units = o.parsed("unit_id", parse_units)?.unwrap_or(vec![1]);
-        let interval = o.duration("interval")?.unwrap_or(Duration::from_secs(1));
-        let batch_latency = o
-            .duration("batch_latency")?
-            .unwrap_or(Duration::from_millis(50));
-        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(1));
-        let retries = o.u64("retries")?.unwrap_or(1).min(10) as u32;
-        let max_gap = o.u64("max_gap")?.unwrap_or(16).min(2000) as u16;
-        let coalesce = o.bool("coalesce")?.unwrap_or(true);
-        let epoch_unit = o
-            .parsed("timestamp_unit", |v| {
-                EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
-            })?
-            .unwrap_or(EpochUnit::Seconds);
-        // each point with the option it came from, for errors
-        let mut points = Vec::new();
-        let mut origins = Vec::new();
-        if let Some(e) = o.entry("registers") {
-            let found = register_map::parse_inline(&e.value).map_err(|m| o.value_error(e, &m))?;
-            origins.extend(std::iter::repeat_n(e, found.len()));
-            points.extend(found);
-        }
-        if let Some(e) = o.entry("register_map") {
-            let base = Path::new(o.file()).parent().unwrap_or(Path::new("."));
-            let path = base.join(e.value.trim());
-            let found = register_map::load_file(&path).map_err(|m| o.value_error(e, &m))?;
-            origins.extend(std::iter::repeat_n(e, found.len()));
-            points.extend(found);
-        }
-        if points.is_empty() {
-            return Err(o.error(
-                "no registers mapped: give 'registers' (e.g. 'temp = holding 0 int16') or 'register_map' (a YAML or JSON file)",
-            ));
-        }
-        let schema = spec.schema.clone();
+/// The mapped points, each with the option entry it came from (for errors).
+fn register_points(o: &Options) -> Result<Vec<(Point, &OptionEntry)>, PipelineError> {
+    let mut points = Vec::new();
+    if let Some(e) = o.entry(&REGISTERS) {
+        let found = register_map::parse_inline(&e.value).map_err(|m| o.value_error(e, &m))?;
+        points.extend(found.into_iter().map(|p| (p, e)));
+    }
+    if let Some(e) = o.entry(&REGISTER_MAP) {
+        let base = Path::new(o.file()).parent().unwrap_or(Path::new("."));
+        let path = base.join(e.value.trim());
+        let found = register_map::load_file(&path).map_err(|m| o.value_error(e, &m))?;
+        points.extend(found.into_iter().map(|p| (p, e)));
+    }
+    if points.is_empty() {
+        return Err(o.error(
+            "no registers mapped: give 'registers' (e.g. 'temp = holding 0 int16') or 'register_map' (a YAML or JSON file)",
+        ));
+    }
+    Ok(points)
+}
+
+/// Which columns a source fills: a register each, the poll's time and the unit id.
+struct ColumnPlan {
+    point_columns: Vec<usize>,
+    time_column: Option<usize>,
+    unit_column: Option<usize>,
+}
+
+impl ColumnPlan {
+    /// Puts every point, the time and the unit into a column of `schema`, checking that
+    /// each column is filled once and can be.
+    fn new(
+        o: &Options,
+        spec: &SourceSpec,
+        points: &[(Point, &OptionEntry)],
+    ) -> Result<Self, PipelineError> {
+        let schema = &spec.schema;
         let mut filled = vec![false; schema.fields().len()];
         let mut point_columns = Vec::new();
-        for (p, origin) in points.iter().zip(origins) {
-            let i = column_index(&schema, &p.column).ok_or_else(|| {
+        for (p, origin) in points {
+            let i = column_index(schema, &p.column).ok_or_else(|| {
                 o.value_error(
                     origin,
                     &format!("'{}', which is not a column of this source", p.column),
@@ -126,17 +131,21 @@ impl ModbusSource {
             filled[i] = true;
             point_columns.push(i);
         }
-        let mut special = |key: &str, default: Option<usize>| -> Result<_, PipelineError> {
-            let i = match o.get(key) {
-                Some(c) => Some(column_index(&schema, c).ok_or_else(|| {
-                    o.error(format!("{key} '{c}' is not a column of this source"))
+        let mut special = |spec: &OptionSpec, default: Option<usize>| -> Result<_, PipelineError> {
+            let i = match o.text(spec) {
+                Some(c) => Some(column_index(schema, c).ok_or_else(|| {
+                    o.error(format!(
+                        "{} '{c}' is not a column of this source",
+                        spec.name
+                    ))
                 })?),
                 None => default.filter(|i| !filled[*i]),
             };
             if let Some(i) = i {
                 if filled[i] {
                     return Err(o.error(format!(
-                        "{key} '{}' is also in the register map",
+                        "{} '{}' is also in the register map",
+                        spec.name,
                         schema.field(i).name()
                     )));
                 }
@@ -144,8 +153,8 @@ impl ModbusSource {
             }
             Ok(i)
         };
-        let time_column = special("time_column", spec.event_time)?;
-        let unit_column = special("unit_column", None)?;
+        let time_column = special(&TIME_COLUMN, spec.event_time)?;
+        let unit_column = special(&UNIT_COLUMN, None)?;
         if let Some(i) = time_column
             && !matches!(schema.field(i).data_type(), DataType::Timestamp(..))
         {
@@ -169,21 +178,47 @@ impl ModbusSource {
                 )));
             }
         }
+        Ok(Self {
+            point_columns,
+            time_column,
+            unit_column,
+        })
+    }
+}
+
+impl ModbusSource {
+    /// Reads and checks the source's options against its declared columns.
+    pub fn build(spec: &SourceSpec, o: &Options) -> Result<ModbusSource, PipelineError> {
+        let transport = Transport::from_options(o)?;
+        let units = o
+            .parse_with(&UNIT_ID, parse_units)?
+            .unwrap_or_else(|| vec![1]);
+        let retries = o.value::<u64>(&RETRIES)?.min(10) as u32;
+        let max_gap = o.value::<u64>(&MAX_GAP)?.min(2000) as u16;
+        let coalesce: bool = o.value(&COALESCE)?;
+        let epoch_unit = o
+            .parse_with(&TIMESTAMP_UNIT, |v| {
+                EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
+            })?
+            .unwrap_or(EpochUnit::Seconds);
+        let mapped = register_points(o)?;
+        let columns = ColumnPlan::new(o, spec, &mapped)?;
+        let points: Vec<Point> = mapped.into_iter().map(|(p, _)| p).collect();
         let reads = plan(&points, coalesce.then_some(max_gap));
         Ok(ModbusSource {
             name: spec.name.clone(),
             transport,
             units,
-            interval,
-            batch_latency,
-            timeout,
+            interval: o.value(&INTERVAL)?,
+            batch_latency: o.value(&BATCH_LATENCY)?,
+            timeout: o.value(&TIMEOUT)?,
             retries,
             points,
-            point_columns,
+            point_columns: columns.point_columns,
             reads,
-            schema,
-            time_column,
-            unit_column,
+            schema: spec.schema.clone(),
+            time_column: columns.time_column,
+            unit_column: columns.unit_column,
             epoch_unit,
         })
     }
@@ -211,7 +246,7 @@ impl ModbusSource {
     /// Polls every unit; each unit that answered at least one read adds a row (points
     /// whose read failed are null). Once the device cannot be reached the poll ends, keeping
     /// what was read.
-    async fn poll(&self, link: &mut Link, health: &SourceHealth, rows: &mut Rows) {
+    async fn poll(&self, link: &mut Link, telemetry: &SourceTelemetry, rows: &mut Rows) {
         let mut reachable = true;
         for &unit in &self.units {
             if !reachable {
@@ -231,19 +266,19 @@ impl ModbusSource {
                 match request::execute(link, unit, read, self.timeout, self.retries).await {
                     Ok(data) => {
                         arrived.get_or_insert_with(now_nanos);
-                        self.decode(read, &data, &mut readings, health, &context());
+                        self.decode(read, &data, &mut readings, telemetry, &context());
                     }
                     Err(f) if f.kind == "not_connected" => {
                         // counted once per poll, not per read
-                        health.skip(f.kind, &self.transport.to_string(), f.detail);
+                        telemetry.skip(f.kind, &self.transport.to_string(), f.detail);
                         reachable = false;
                         break;
                     }
-                    Err(f) => health.skip(f.kind, &context(), f.detail),
+                    Err(f) => telemetry.skip(f.kind, &context(), f.detail),
                 }
             }
             if let Some(at) = arrived {
-                self.push_row(unit, at, readings, health, rows);
+                self.push_row(unit, at, readings, telemetry, rows);
             }
         }
     }
@@ -253,7 +288,7 @@ impl ModbusSource {
         read: &Read,
         data: &Data,
         readings: &mut [Option<Reading>],
-        health: &SourceHealth,
+        telemetry: &SourceTelemetry,
         context: &str,
     ) {
         for &p in &read.points {
@@ -267,7 +302,7 @@ impl ModbusSource {
             };
             match r {
                 Ok(r) => readings[p] = Some(r),
-                Err(e) => health.skip("conversion", context, format!("{}: {e}", point.column)),
+                Err(e) => telemetry.skip("conversion", context, format!("{}: {e}", point.column)),
             }
         }
     }
@@ -277,7 +312,7 @@ impl ModbusSource {
         unit: u8,
         at: i64,
         readings: Vec<Option<Reading>>,
-        health: &SourceHealth,
+        telemetry: &SourceTelemetry,
         rows: &mut Rows,
     ) {
         let cols = &mut rows.columns;
@@ -296,7 +331,7 @@ impl ModbusSource {
                 Some(Reading::Text(t)) => cols[c].push_text(&t, self.epoch_unit),
             };
             if let Err(e) = pushed {
-                health.skip(
+                telemetry.skip(
                     "conversion",
                     &format!("unit {unit} {} {}", point.table, point.address),
                     format!("{}: {e}", point.column),
@@ -335,12 +370,12 @@ impl Source for ModbusSource {
     }
 
     async fn run(self: Box<Self>, mut out: SourceOutput) -> anyhow::Result<()> {
-        let health = out.health().clone();
+        let telemetry = out.telemetry().clone();
         let mut link = Link::new(
             &self.name,
             self.transport.clone(),
             self.timeout,
-            health.clone(),
+            telemetry.clone(),
         );
         tracing::info!(source = %self.name, device = %self.transport, units = ?self.units,
             reads_per_unit = self.reads.len(), interval = ?self.interval, "modbus polling");
@@ -350,7 +385,7 @@ impl Source for ModbusSource {
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
         });
-        let polls = metrics::counter!("weir_modbus_polls_total", "source" => self.name.clone());
+        let polls = POLLS.counter_with(&[&self.name]);
         let mut rows = self.empty_rows();
         let mut first_unsent: Option<Instant> = None;
         loop {
@@ -374,7 +409,7 @@ impl Source for ModbusSource {
                     }
                 } => {}
             }
-            self.poll(&mut link, &health, &mut rows).await;
+            self.poll(&mut link, &telemetry, &mut rows).await;
             polls.increment(1);
             if rows.rows == 0 {
                 continue;

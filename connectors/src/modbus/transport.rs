@@ -10,6 +10,8 @@ use tokio_serial::{DataBits, Parity, SerialPort, SerialPortBuilderExt, StopBits}
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
 
+use super::settings::{BAUD_RATE, DATA_BITS, PARITY, STOP_BITS, URL};
+
 /// Serial line settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serial {
@@ -47,9 +49,7 @@ impl Transport {
     /// Reads `url` and, for RTU, the serial options (defaults: 19200 baud, even parity,
     /// 8 data bits, 1 stop bit, as the Modbus serial line specification prescribes).
     pub fn from_options(o: &Options) -> Result<Transport, PipelineError> {
-        let entry = o.entry("url").ok_or_else(|| {
-            o.error("missing required option 'url' (tcp://host:502 or rtu:///dev/ttyUSB0)")
-        })?;
+        let entry = o.require(&URL)?;
         let url = entry.value.trim();
         if let Some(rest) = url.strip_prefix("tcp://") {
             let hostport = rest.trim_end_matches('/');
@@ -78,24 +78,24 @@ impl Transport {
                 "expected rtu:// followed by an absolute device path, e.g. rtu:///dev/ttyUSB0",
             ));
         }
-        let baud_rate = o.u64("baud_rate")?.unwrap_or(19200);
+        let baud_rate: u64 = o.value(&BAUD_RATE)?;
         let baud_rate = u32::try_from(baud_rate)
             .ok()
             .filter(|b| *b > 0)
             .ok_or_else(|| o.error(format!("baud_rate {baud_rate} is out of range")))?;
-        let parity = match o.choice("parity", &["none", "even", "odd"])?.as_deref() {
-            Some("none") => Parity::None,
-            Some("odd") => Parity::Odd,
+        let parity = match o.value::<String>(&PARITY)?.as_str() {
+            "none" => Parity::None,
+            "odd" => Parity::Odd,
             _ => Parity::Even,
         };
-        let data_bits = match o.choice("data_bits", &["5", "6", "7", "8"])?.as_deref() {
-            Some("5") => DataBits::Five,
-            Some("6") => DataBits::Six,
-            Some("7") => DataBits::Seven,
+        let data_bits = match o.value::<String>(&DATA_BITS)?.as_str() {
+            "5" => DataBits::Five,
+            "6" => DataBits::Six,
+            "7" => DataBits::Seven,
             _ => DataBits::Eight,
         };
-        let stop_bits = match o.choice("stop_bits", &["1", "2"])?.as_deref() {
-            Some("2") => StopBits::Two,
+        let stop_bits = match o.value::<String>(&STOP_BITS)?.as_str() {
+            "2" => StopBits::Two,
             _ => StopBits::One,
         };
         Ok(Transport::Rtu(Serial {
@@ -105,11 +105,6 @@ impl Transport {
             data_bits,
             stop_bits,
         }))
-    }
-
-    /// Options only a serial line takes.
-    pub fn is_serial(&self) -> bool {
-        matches!(self, Transport::Rtu(_))
     }
 
     /// Opens a client context (no unit selected yet), giving up after `timeout`.

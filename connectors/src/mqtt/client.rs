@@ -11,14 +11,7 @@ use rumqttc::{ConnectReturnCode as Code4, Packet as Packet4, QoS as QoS4, TlsCon
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use weir_engine::PipelineError;
-use weir_engine::parse::Options;
-
 use super::settings::{Protocol, Settings, TlsFiles};
-
-/// How many times `max_packet_size` the client can read before the connection breaks: larger
-/// messages up to this size are skipped and counted instead.
-pub const READ_LIMIT_FACTOR: usize = 4;
 
 /// A received message.
 #[derive(Debug, Clone)]
@@ -78,18 +71,6 @@ pub enum Connection {
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
-/// The `qos` option: 0, 1 or 2, default 1.
-pub fn qos_option(o: &Options) -> Result<u8, PipelineError> {
-    Ok(o.parsed("qos", |v| {
-        v.trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|q| *q <= 2)
-            .ok_or_else(|| "expected 0, 1 or 2".to_string())
-    })?
-    .unwrap_or(1))
-}
-
 fn qos4(q: u8) -> QoS4 {
     match q {
         0 => QoS4::AtMostOnce,
@@ -107,7 +88,7 @@ fn qos5(q: u8) -> QoS5 {
 }
 
 /// Builds the rustls configuration for `files`, with the ring provider.
-fn tls_config(files: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(files: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match &files.ca {
         Some(ca) => {
@@ -158,18 +139,51 @@ pub fn check_tls(s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client and its connection; nothing happens until the connection is polled.
+/// Where the client library connects.
+enum Endpoint<'a> {
+    /// The broker itself (TCP or TLS as the settings say).
+    Broker,
+    /// A packet guard's socket, which owns the broker connection and lets no PUBLISH
+    /// larger than the source's limit through: the client can read whatever it is handed.
+    Guard(&'a std::path::Path),
+}
+
+/// A client connected to the broker directly (the sink: it receives no messages); nothing
+/// happens until the connection is polled.
 pub fn connect(s: &Settings, requests: usize) -> anyhow::Result<(Client, Connection)> {
-    let read_limit = s.max_packet_size.saturating_mul(READ_LIMIT_FACTOR);
-    let transport = match &s.tls {
-        Some(files) => Some(rumqttc::Transport::tls_with_config(
-            TlsConfiguration::Rustls(Arc::new(tls_config(files)?)),
-        )),
-        None => None,
+    open(s, requests, Endpoint::Broker)
+}
+
+/// A client that connects through the packet guard listening on `socket`.
+pub fn connect_via(
+    s: &Settings,
+    requests: usize,
+    socket: &std::path::Path,
+) -> anyhow::Result<(Client, Connection)> {
+    open(s, requests, Endpoint::Guard(socket))
+}
+
+fn open(s: &Settings, requests: usize, to: Endpoint<'_>) -> anyhow::Result<(Client, Connection)> {
+    let (host, port, transport, read_limit) = match to {
+        Endpoint::Broker => {
+            let transport = match &s.tls {
+                Some(files) => Some(rumqttc::Transport::tls_with_config(
+                    TlsConfiguration::Rustls(Arc::new(tls_config(files)?)),
+                )),
+                None => None,
+            };
+            (s.host.clone(), s.port, transport, s.max_packet_size)
+        }
+        Endpoint::Guard(socket) => (
+            socket.display().to_string(),
+            0,
+            Some(rumqttc::Transport::Unix),
+            super::guard::PROTOCOL_MAX,
+        ),
     };
     Ok(match s.protocol {
         Protocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
+            let mut o = rumqttc::MqttOptions::new(&s.client_id, host, port);
             o.set_keep_alive(s.keep_alive)
                 .set_clean_session(s.clean_session)
                 .set_max_packet_size(read_limit, s.max_packet_size)
@@ -184,7 +198,7 @@ pub fn connect(s: &Settings, requests: usize) -> anyhow::Result<(Client, Connect
             (Client::V4(c), Connection::V4(Box::new(l)))
         }
         Protocol::V5 => {
-            let mut o = rumqttc::v5::MqttOptions::new(&s.client_id, &s.host, s.port);
+            let mut o = rumqttc::v5::MqttOptions::new(&s.client_id, host, port);
             o.set_keep_alive(s.keep_alive)
                 .set_clean_start(s.clean_session)
                 .set_max_packet_size(Some(read_limit.min(u32::MAX as usize) as u32))

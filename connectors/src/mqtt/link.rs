@@ -16,15 +16,18 @@ pub struct Link {
     was_up: bool,
     failures: u64,
     on_state: Box<dyn Fn(bool) + Send>,
+    failure_count: metrics::Counter,
 }
 
 impl Link {
-    /// A link for the `role` called `name`; `on_state(up)` is called on every change.
+    /// A link for the `role` called `name`; `on_state(up)` is called on every change and
+    /// `failure_count` counts failed or lost connections.
     pub fn new(
         role: &'static str,
         name: &str,
         broker: String,
         on_state: Box<dyn Fn(bool) + Send>,
+        failure_count: metrics::Counter,
     ) -> Link {
         on_state(false);
         Link {
@@ -35,6 +38,7 @@ impl Link {
             was_up: false,
             failures: 0,
             on_state,
+            failure_count,
         }
     }
 
@@ -63,8 +67,7 @@ impl Link {
     /// 1, 2, 4, 8, ... while down; always when refused) and waits before the next attempt.
     pub async fn down(&mut self, e: ConnectError) {
         (self.on_state)(false);
-        metrics::counter!("weir_mqtt_connection_failures_total", self.role => self.name.clone())
-            .increment(1);
+        self.failure_count.increment(1);
         self.failures += 1;
         let delay = self.reconnect.next_delay();
         if e.refused {

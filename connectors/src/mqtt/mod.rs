@@ -2,16 +2,20 @@
 
 pub mod client;
 pub mod decode;
+pub mod guard;
 pub mod json_fields;
 pub mod link;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod telemetry;
 pub mod topic;
 
 use weir_engine::PipelineError;
 use weir_engine::connector::{Sink, SinkFactory, SinkSpec, Source, SourceFactory, SourceSpec};
+use weir_engine::observe::telemetry::MetricDef;
 use weir_engine::parse::Options;
+use weir_engine::parse::options::OptionSpec;
 
 /// Builds MQTT sources.
 pub struct MqttSourceFactory;
@@ -23,6 +27,14 @@ impl SourceFactory for MqttSourceFactory {
 
     fn description(&self) -> &'static str {
         "subscribes to MQTT topics (JSON or raw payloads; topic levels as columns)"
+    }
+
+    fn options(&self) -> &'static [&'static [OptionSpec]] {
+        &[settings::CONNECTION_OPTIONS, settings::SOURCE_OPTIONS]
+    }
+
+    fn metrics(&self) -> &'static [MetricDef] {
+        telemetry::SOURCE_METRICS
     }
 
     fn build(&self, spec: &SourceSpec, o: &Options) -> Result<Box<dyn Source>, PipelineError> {
@@ -40,6 +52,14 @@ impl SinkFactory for MqttSinkFactory {
 
     fn description(&self) -> &'static str {
         "publishes each row as a JSON object to a topic filled from the row"
+    }
+
+    fn options(&self) -> &'static [&'static [OptionSpec]] {
+        &[settings::CONNECTION_OPTIONS, settings::SINK_OPTIONS]
+    }
+
+    fn metrics(&self) -> &'static [MetricDef] {
+        telemetry::SINK_METRICS
     }
 
     fn build(&self, spec: &SinkSpec, o: &Options) -> Result<Box<dyn Sink>, PipelineError> {

@@ -1,10 +1,232 @@
-//! How to reach the broker: the connection options shared by the MQTT source and sink.
+//! The MQTT connector's options: how to reach the broker (shared by the source and the
+//! sink), what the source subscribes to and how it decodes, and what the sink publishes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
+use weir_engine::parse::options::{OptionSpec, OptionType};
+
+/// `url`.
+pub const URL: OptionSpec = OptionSpec::new(
+    "url",
+    OptionType::Url,
+    "`mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883); also `tcp://`, `ssl://`",
+)
+.required();
+/// `protocol`.
+pub const PROTOCOL: OptionSpec = OptionSpec::new(
+    "protocol",
+    OptionType::Choice(&["3.1.1", "5"]),
+    "MQTT protocol version",
+)
+.default("3.1.1");
+/// `client_id`.
+pub const CLIENT_ID: OptionSpec = OptionSpec::new(
+    "client_id",
+    OptionType::Text,
+    "client identifier; required for a persistent session",
+)
+.derived("`weir-NAME-...` (unique)");
+/// `clean_session`.
+pub const CLEAN_SESSION: OptionSpec = OptionSpec::new(
+    "clean_session",
+    OptionType::Bool,
+    "`false`: persistent session (MQTT 5: clean start off, session expiry `session_expiry`)",
+)
+.default("true");
+/// `session_expiry`.
+pub const SESSION_EXPIRY: OptionSpec = OptionSpec::new(
+    "session_expiry",
+    OptionType::Duration,
+    "MQTT 5, persistent session: how long the broker keeps it while Weir is away",
+)
+.default("24h");
+/// `username`.
+pub const USERNAME: OptionSpec = OptionSpec::new("username", OptionType::Text, "user name");
+/// `password`.
+pub const PASSWORD: OptionSpec = OptionSpec::new(
+    "password",
+    OptionType::Secret,
+    "password; write it as `'${ENV_VAR}'` (never logged)",
+);
+/// `ca_file`.
+pub const CA_FILE: OptionSpec = OptionSpec::new(
+    "ca_file",
+    OptionType::Path,
+    "`mqtts://`: CA certificates (PEM) to check the broker's certificate",
+)
+.derived("system roots");
+/// `client_cert_file`.
+pub const CLIENT_CERT_FILE: OptionSpec = OptionSpec::new(
+    "client_cert_file",
+    OptionType::Path,
+    "`mqtts://`: client certificate (PEM), for brokers that require one; goes with `client_key_file`",
+);
+/// `client_key_file`.
+pub const CLIENT_KEY_FILE: OptionSpec = OptionSpec::new(
+    "client_key_file",
+    OptionType::Path,
+    "`mqtts://`: the client certificate's private key (PEM)",
+);
+/// `keep_alive`.
+pub const KEEP_ALIVE: OptionSpec = OptionSpec::new(
+    "keep_alive",
+    OptionType::Duration,
+    "MQTT keep-alive (at least 1s)",
+)
+.default("30s");
+/// `max_packet_size`.
+pub const MAX_PACKET_SIZE: OptionSpec = OptionSpec::new(
+    "max_packet_size",
+    OptionType::Bytes,
+    "largest message accepted (`65536`, `256KiB`, `1MiB`, ...); rumqttc's own default, 10 KiB, is too small for gateways that batch readings. A larger message, of any size, is read off the connection without being held, acknowledged, skipped and counted as `oversized` (its first 4 KiB go to `dead_letter`): it never breaks the connection nor stalls a persistent session",
+)
+.default("1MiB");
+
+/// How to reach the broker: options of both the source and the sink.
+pub const CONNECTION_OPTIONS: &[OptionSpec] = &[
+    URL,
+    PROTOCOL,
+    CLIENT_ID,
+    CLEAN_SESSION,
+    SESSION_EXPIRY,
+    USERNAME,
+    PASSWORD,
+    CA_FILE,
+    CLIENT_CERT_FILE,
+    CLIENT_KEY_FILE,
+    KEEP_ALIVE,
+    MAX_PACKET_SIZE,
+];
+
+/// Source `topic`.
+pub const SOURCE_TOPIC: OptionSpec = OptionSpec::new(
+    "topic",
+    OptionType::List,
+    "one or more topic filters, comma-separated, with `+` and `#` wildcards; a level written `{column}` matches any value (`+`) and fills that column",
+)
+.required();
+/// Source `qos`.
+pub const SOURCE_QOS: OptionSpec = OptionSpec::new(
+    "qos",
+    OptionType::Choice(&["0", "1", "2"]),
+    "subscription QoS",
+)
+.default("1");
+/// `format`.
+pub const FORMAT: OptionSpec = OptionSpec::new(
+    "format",
+    OptionType::Choice(&["json", "raw"]),
+    "`json`: one JSON object, or an array of objects (one row each), per message; `raw`: the payload as one column",
+)
+.default("json");
+/// `json_paths`.
+pub const JSON_PATHS: OptionSpec = OptionSpec::new(
+    "json_paths",
+    OptionType::List,
+    "`column = path.to.field, ...` for fields not at the top level under the column's name (keys match exactly, else ignoring case)",
+)
+.derived("column names");
+/// `timestamp_unit`.
+pub const TIMESTAMP_UNIT: OptionSpec = OptionSpec::new(
+    "timestamp_unit",
+    OptionType::Choice(&["s", "ms", "us", "ns"]),
+    "unit of numeric times in `TIMESTAMP` columns (fractions allowed). Text times are RFC 3339 (`2026-01-01T00:00:00.5Z`, `...+02:00`) or an epoch number in that unit",
+)
+.default("ms");
+/// `arrival_time`.
+pub const ARRIVAL_TIME: OptionSpec = OptionSpec::new(
+    "arrival_time",
+    OptionType::Text,
+    "a `TIMESTAMP` column filled with the time the message arrived (use it as `event_time` when devices send no time)",
+);
+/// `topic_column`.
+pub const TOPIC_COLUMN: OptionSpec = OptionSpec::new(
+    "topic_column",
+    OptionType::Text,
+    "a column filled with the message's topic",
+);
+/// `payload_column`.
+pub const PAYLOAD_COLUMN: OptionSpec = OptionSpec::new(
+    "payload_column",
+    OptionType::Text,
+    "`format = 'raw'`: the column that gets the payload (`VARCHAR`: must be UTF-8; `BYTEA`/binary: as is)",
+)
+.default("payload");
+/// `required`.
+pub const REQUIRED: OptionSpec = OptionSpec::new(
+    "required",
+    OptionType::List,
+    "more columns a message must have a value for (`machine, value`)",
+)
+.derived("the event-time column");
+/// `batch_rows`.
+pub const BATCH_ROWS: OptionSpec =
+    OptionSpec::new("batch_rows", OptionType::Integer, "rows per batch at most").default("1000");
+/// `batch_latency`.
+pub const BATCH_LATENCY: OptionSpec = OptionSpec::new(
+    "batch_latency",
+    OptionType::Duration,
+    "a batch is sent at the latest this long after its first message",
+)
+.default("50ms");
+/// `dead_letter`.
+pub const DEAD_LETTER: OptionSpec = OptionSpec::new(
+    "dead_letter",
+    OptionType::Path,
+    "NDJSON file that receives every skipped message (time, topic, reason, error, payload)",
+);
+
+/// What the source subscribes to and how it decodes.
+pub const SOURCE_OPTIONS: &[OptionSpec] = &[
+    SOURCE_TOPIC,
+    SOURCE_QOS,
+    FORMAT,
+    JSON_PATHS,
+    TIMESTAMP_UNIT,
+    ARRIVAL_TIME,
+    TOPIC_COLUMN,
+    PAYLOAD_COLUMN,
+    REQUIRED,
+    BATCH_ROWS,
+    BATCH_LATENCY,
+    DEAD_LETTER,
+];
+
+/// Sink `topic`.
+pub const SINK_TOPIC: OptionSpec = OptionSpec::new(
+    "topic",
+    OptionType::Text,
+    "topic template; `{column}` is replaced by the row's value (a `/`, `+` or `#` in a value becomes `_`; null becomes `null`)",
+)
+.required();
+/// Sink `qos`.
+pub const SINK_QOS: OptionSpec =
+    OptionSpec::new("qos", OptionType::Choice(&["0", "1", "2"]), "publish QoS").default("1");
+/// `retain`.
+pub const RETAIN: OptionSpec = OptionSpec::new(
+    "retain",
+    OptionType::Bool,
+    "publish as retained messages (the broker keeps the last one per topic for new subscribers)",
+)
+.default("false");
+
+/// What the sink publishes.
+pub const SINK_OPTIONS: &[OptionSpec] = &[SINK_TOPIC, SINK_QOS, RETAIN];
+
+/// The QoS option `spec` (`0`, `1` or `2`).
+pub fn qos(o: &Options, spec: &OptionSpec) -> Result<u8, PipelineError> {
+    o.parse_with(spec, |v| {
+        v.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|q| *q <= 2)
+            .ok_or_else(|| "expected 0, 1 or 2".to_string())
+    })
+    .map(|q| q.unwrap_or(1))
+}
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +248,6 @@ pub struct TlsFiles {
     /// The client certificate's private key (PEM).
     pub key: Option<PathBuf>,
 }
-
-/// Default largest packet accepted or sent: gateways often batch many readings into one
-/// message, and rumqttc's own default (10 KiB) is too small for them.
-pub const DEFAULT_MAX_PACKET: u64 = 1024 * 1024;
 
 /// Everything needed to connect.
 #[derive(Debug, Clone)]
@@ -66,20 +284,18 @@ impl Settings {
     /// Reads the connection options; `role` names the source or sink (for a default client
     /// id).
     pub fn from_options(o: &Options, role: &str) -> Result<Settings, PipelineError> {
-        let url_entry = o
-            .entry("url")
-            .ok_or_else(|| o.error("missing required option 'url' (e.g. 'mqtt://broker:1883')"))?;
+        let url_entry = o.require(&URL)?;
         let (tls, host, port) =
             parse_url(&url_entry.value).map_err(|m| o.value_error(url_entry, &m))?;
         let tls = tls.then(|| TlsFiles {
-            ca: o.get("ca_file").map(PathBuf::from),
-            cert: o.get("client_cert_file").map(PathBuf::from),
-            key: o.get("client_key_file").map(PathBuf::from),
+            ca: o.text(&CA_FILE).map(PathBuf::from),
+            cert: o.text(&CLIENT_CERT_FILE).map(PathBuf::from),
+            key: o.text(&CLIENT_KEY_FILE).map(PathBuf::from),
         });
         if tls.is_none() {
-            for key in ["ca_file", "client_cert_file", "client_key_file"] {
-                if let Some(e) = o.entry(key) {
-                    return Err(o.value_error(e, &format!("'{key}' needs an mqtts:// url")));
+            for spec in [&CA_FILE, &CLIENT_CERT_FILE, &CLIENT_KEY_FILE] {
+                if let Some(e) = o.entry(spec) {
+                    return Err(o.value_error(e, &format!("'{}' needs an mqtts:// url", spec.name)));
                 }
             }
         }
@@ -88,18 +304,18 @@ impl Settings {
         {
             return Err(o.error("'client_cert_file' and 'client_key_file' go together"));
         }
-        let protocol = match o.choice("protocol", &["3.1.1", "5"])?.as_deref() {
-            Some("5") => Protocol::V5,
+        let protocol = match o.value::<String>(&PROTOCOL)?.as_str() {
+            "5" => Protocol::V5,
             _ => Protocol::V311,
         };
-        let credentials = match (o.get("username"), o.entry("password")) {
+        let credentials = match (o.text(&USERNAME), o.entry(&PASSWORD)) {
             (Some(u), Some(p)) => Some((u.to_string(), p.value.clone())),
             (Some(u), None) => Some((u.to_string(), String::new())),
             (None, Some(_)) => return Err(o.error("'password' needs a 'username'")),
             (None, None) => None,
         };
-        let clean_session = o.bool("clean_session")?.unwrap_or(true);
-        let client_id = match o.get("client_id") {
+        let clean_session: bool = o.value(&CLEAN_SESSION)?;
+        let client_id = match o.text(&CLIENT_ID) {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             _ if !clean_session => {
                 return Err(o.error(
@@ -109,14 +325,12 @@ impl Settings {
             }
             _ => format!("weir-{role}-{}", unique_suffix()),
         };
-        let session_expiry = o
-            .duration("session_expiry")?
-            .unwrap_or(Duration::from_secs(24 * 3600));
-        let keep_alive = o.duration("keep_alive")?.unwrap_or(Duration::from_secs(30));
+        let session_expiry: Duration = o.value(&SESSION_EXPIRY)?;
+        let keep_alive: Duration = o.value(&KEEP_ALIVE)?;
         if keep_alive < Duration::from_secs(1) {
             return Err(o.error("'keep_alive' must be at least 1s"));
         }
-        let max_packet_size = o.bytes("max_packet_size")?.unwrap_or(DEFAULT_MAX_PACKET);
+        let max_packet_size: u64 = o.value(&MAX_PACKET_SIZE)?;
         if !(64..=256 * 1024 * 1024).contains(&max_packet_size) {
             return Err(o.error("'max_packet_size' must be between 64 bytes and 256MiB"));
         }

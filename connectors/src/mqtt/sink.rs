@@ -15,11 +15,13 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use weir_engine::PipelineError;
 use weir_engine::connector::{Sink, SinkSpec};
+use weir_engine::observe::telemetry::SinkTelemetry;
 use weir_engine::parse::Options;
 
 use super::client::{self, Client, Event};
 use super::link::Link;
-use super::settings::Settings;
+use super::settings::{RETAIN, SINK_QOS, SINK_TOPIC, Settings, qos};
+use super::telemetry::SINK_CONNECTION_FAILURES;
 use super::topic::TopicTemplate;
 
 /// How long `close` waits for the broker to confirm what was published.
@@ -33,6 +35,8 @@ pub struct MqttSink {
     qos: u8,
     retain: bool,
     running: Option<Running>,
+    /// Connection and published messages.
+    telemetry: Arc<SinkTelemetry>,
 }
 
 /// The connection of a sink that has written.
@@ -49,18 +53,16 @@ impl MqttSink {
     pub fn build(spec: &SinkSpec, o: &Options) -> Result<MqttSink, PipelineError> {
         let settings = Settings::from_options(o, &spec.name)?;
         client::check_tls(&settings).map_err(|e| o.error(format!("{e:#}")))?;
-        let t = o
-            .entry("topic")
-            .ok_or_else(|| o.error("missing required option 'topic' (e.g. 'alerts/{machine}')"))?;
+        let t = o.require(&SINK_TOPIC)?;
         let template = TopicTemplate::parse(&t.value).map_err(|m| o.value_error(t, &m))?;
-        let qos = client::qos_option(o)?;
         Ok(MqttSink {
             name: spec.name.clone(),
             settings,
             template,
-            qos,
-            retain: o.bool("retain")?.unwrap_or(false),
+            qos: qos(o, &SINK_QOS)?,
+            retain: o.value(&RETAIN)?,
             running: None,
+            telemetry: Arc::clone(&spec.telemetry),
         })
     }
 
@@ -69,12 +71,13 @@ impl MqttSink {
             let (client, mut conn) = client::connect(&self.settings, 1024)?;
             let delivered = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&delivered);
-            let gauge = metrics::gauge!("weir_sink_connected", "sink" => self.name.clone());
+            let telemetry = Arc::clone(&self.telemetry);
             let mut link = Link::new(
                 "sink",
                 &self.name,
                 self.settings.broker(),
-                Box::new(move |up| gauge.set(if up { 1.0 } else { 0.0 })),
+                Box::new(move |up| telemetry.set_connected(up)),
+                SINK_CONNECTION_FAILURES.counter_with(&[&self.name]),
             );
             let task = tokio::spawn(async move {
                 loop {
@@ -132,7 +135,7 @@ impl Sink for MqttSink {
             w.finish()?;
         }
         let (template, qos, retain) = (self.template.clone(), self.qos, self.retain);
-        let published = metrics::counter!("weir_sink_published_total", "sink" => self.name.clone());
+        let telemetry = Arc::clone(&self.telemetry);
         let r = self.start()?;
         let lines = json.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         for (row, line) in lines.enumerate() {
@@ -149,7 +152,7 @@ impl Sink for MqttSink {
                 .await
                 .context("the mqtt connection task ended")?;
             r.published += 1;
-            published.increment(1);
+            telemetry.published(1);
         }
         Ok(())
     }

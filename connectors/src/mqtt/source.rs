@@ -11,17 +11,23 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, warn};
 use weir_engine::PipelineError;
-use weir_engine::connector::{Connection, Source, SourceHealth, SourceOutput, SourceSpec};
+use weir_engine::connector::{Connection, Source, SourceOutput, SourceSpec};
+use weir_engine::observe::telemetry::SourceTelemetry;
 use weir_engine::parse::Options;
 
 use super::client::{self, Event, Message};
 use super::decode::{Decoder, Fill, Format};
+use super::guard::{Guard, Oversized};
 use super::link::Link;
-use super::settings::Settings;
+use super::settings::{
+    ARRIVAL_TIME, BATCH_LATENCY, BATCH_ROWS, DEAD_LETTER, FORMAT, JSON_PATHS, PAYLOAD_COLUMN,
+    REQUIRED, SOURCE_QOS, SOURCE_TOPIC, Settings, TIMESTAMP_UNIT, TOPIC_COLUMN, qos,
+};
+use super::telemetry::{MESSAGES, SOURCE_CONNECTION_FAILURES};
 use super::topic::TopicPattern;
 use crate::columns::{EpochUnit, column_index, supported};
-use crate::dead_letter::DeadLetters;
 use weir_engine::clock::now_nanos;
+use weir_engine::dead_letter::DeadLetters;
 
 /// Groups of messages waiting between the connection task and the decoder (a group is what
 /// one read from the network brought, at most [`GROUP`] messages).
@@ -47,16 +53,95 @@ pub struct MqttSource {
     dead_letter: Option<PathBuf>,
 }
 
-/// Comma-separated items of `key`, trimmed, empty ones dropped.
-fn list(o: &Options, key: &str) -> Vec<String> {
-    o.get(key)
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
+/// The topic patterns and, per pattern, the column each capture fills.
+fn topic_patterns(
+    o: &Options,
+    schema: &SchemaRef,
+) -> Result<(Vec<TopicPattern>, Vec<Vec<usize>>), PipelineError> {
+    let entry = o.require(&SOURCE_TOPIC)?;
+    let mut patterns = Vec::new();
+    let mut capture_columns = Vec::new();
+    for t in entry.value.split(',').filter(|t| !t.trim().is_empty()) {
+        let p = TopicPattern::parse(t).map_err(|m| o.value_error(entry, &m))?;
+        let cols = p
+            .captures()
+            .iter()
+            .map(|c| column(o, schema, c, "topic level"))
+            .collect::<Result<Vec<_>, _>>()?;
+        capture_columns.push(cols);
+        patterns.push(p);
+    }
+    if patterns.is_empty() {
+        return Err(o.value_error(entry, "no topic given"));
+    }
+    Ok((patterns, capture_columns))
+}
+
+/// The index of column `name`, or an error saying `what` names no column.
+fn column(o: &Options, schema: &SchemaRef, name: &str, what: &str) -> Result<usize, PipelineError> {
+    column_index(schema, name)
+        .ok_or_else(|| o.error(format!("{what} '{name}' is not a column of this source")))
+}
+
+/// How each column is filled: a JSON field (by default the column's name), the topic, the
+/// arrival time, or the payload.
+fn column_fills(
+    o: &Options,
+    schema: &SchemaRef,
+    format: Format,
+    capture_columns: &[Vec<usize>],
+) -> Result<Vec<Fill>, PipelineError> {
+    let mut fills: Vec<Fill> = schema
+        .fields()
+        .iter()
+        .map(|f| match format {
+            Format::Json => Fill::Field(vec![f.name().to_string()]),
+            Format::Raw => Fill::Nothing,
         })
-        .unwrap_or_default()
+        .collect();
+    for item in o.optional::<Vec<String>>(&JSON_PATHS)?.unwrap_or_default() {
+        let (c, path) = item.split_once('=').ok_or_else(|| {
+            o.error(format!(
+                "json_paths item '{item}': expected column=path.to.field"
+            ))
+        })?;
+        let i = column(o, schema, c, "json_paths column")?;
+        fills[i] = Fill::Field(path.trim().split('.').map(str::to_string).collect());
+    }
+    if let Some(c) = o.text(&TOPIC_COLUMN) {
+        fills[column(o, schema, c, "topic_column")?] = Fill::Topic;
+    }
+    if let Some(c) = o.text(&ARRIVAL_TIME) {
+        let i = column(o, schema, c, "arrival_time")?;
+        if !matches!(
+            schema.field(i).data_type(),
+            arrow::datatypes::DataType::Timestamp(..)
+        ) {
+            return Err(o.error(format!("arrival_time column '{c}' must be a TIMESTAMP")));
+        }
+        fills[i] = Fill::Arrival;
+    }
+    if format == Format::Raw {
+        let c = o.text(&PAYLOAD_COLUMN).unwrap_or("payload");
+        fills[column(o, schema, c, "payload_column")?] = Fill::Payload;
+    }
+    for (i, f) in schema.fields().iter().enumerate() {
+        if !supported(f.data_type()) {
+            return Err(o.error(format!(
+                "column '{}' is {}, which the mqtt source cannot fill (use text, integer, float, boolean, binary or timestamp columns)",
+                f.name(),
+                f.data_type()
+            )));
+        }
+        let captured = capture_columns.iter().flatten().any(|c| *c == i);
+        if fills[i] == Fill::Nothing && !captured {
+            return Err(o.error(format!(
+                "column '{}' is never filled with format = 'raw' (fill it with payload_column, topic_column, arrival_time or a topic level)",
+                f.name()
+            )));
+        }
+    }
+    Ok(fills)
 }
 
 impl MqttSource {
@@ -65,104 +150,28 @@ impl MqttSource {
         let settings = Settings::from_options(o, &spec.name)?;
         client::check_tls(&settings).map_err(|e| o.error(format!("{e:#}")))?;
         let schema = spec.schema.clone();
-        let col = |name: &str, what: &str| {
-            column_index(&schema, name)
-                .ok_or_else(|| o.error(format!("{what} '{name}' is not a column of this source")))
-        };
-        let topic_entry = o.entry("topic").ok_or_else(|| {
-            o.error("missing required option 'topic' (e.g. 'factory/{line}/{machine}/#')")
-        })?;
-        let mut patterns = Vec::new();
-        let mut capture_columns = Vec::new();
-        for t in topic_entry
-            .value
-            .split(',')
-            .filter(|t| !t.trim().is_empty())
-        {
-            let p = TopicPattern::parse(t).map_err(|m| o.value_error(topic_entry, &m))?;
-            let cols = p
-                .captures()
-                .iter()
-                .map(|c| col(c, "topic level"))
-                .collect::<Result<Vec<_>, _>>()?;
-            capture_columns.push(cols);
-            patterns.push(p);
-        }
-        if patterns.is_empty() {
-            return Err(o.value_error(topic_entry, "no topic given"));
-        }
-        let qos = client::qos_option(o)?;
-        let format = match o.choice("format", &["json", "raw"])?.as_deref() {
-            Some("raw") => Format::Raw,
+        let (patterns, capture_columns) = topic_patterns(o, &schema)?;
+        let qos = qos(o, &SOURCE_QOS)?;
+        let format = match o.value::<String>(&FORMAT)?.as_str() {
+            "raw" => Format::Raw,
             _ => Format::Json,
         };
         let unit = o
-            .parsed("timestamp_unit", |v| {
+            .parse_with(&TIMESTAMP_UNIT, |v| {
                 EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
             })?
             .unwrap_or(EpochUnit::Millis);
-        let default_fill = |name: &str| match format {
-            Format::Json => Fill::Field(vec![name.to_string()]),
-            Format::Raw => Fill::Nothing,
-        };
-        let mut fills: Vec<Fill> = schema
-            .fields()
-            .iter()
-            .map(|f| default_fill(f.name()))
-            .collect();
-        for item in list(o, "json_paths") {
-            let (c, path) = item.split_once('=').ok_or_else(|| {
-                o.error(format!(
-                    "json_paths item '{item}': expected column=path.to.field"
-                ))
-            })?;
-            let i = col(c, "json_paths column")?;
-            fills[i] = Fill::Field(path.trim().split('.').map(str::to_string).collect());
-        }
-        if let Some(c) = o.get("topic_column") {
-            fills[col(c, "topic_column")?] = Fill::Topic;
-        }
-        if let Some(c) = o.get("arrival_time") {
-            let i = col(c, "arrival_time")?;
-            if !matches!(
-                schema.field(i).data_type(),
-                arrow::datatypes::DataType::Timestamp(..)
-            ) {
-                return Err(o.error(format!("arrival_time column '{c}' must be a TIMESTAMP")));
-            }
-            fills[i] = Fill::Arrival;
-        }
-        if format == Format::Raw {
-            let c = o.get("payload_column").unwrap_or("payload");
-            fills[col(c, "payload_column")?] = Fill::Payload;
-        }
-        for (i, f) in schema.fields().iter().enumerate() {
-            if !supported(f.data_type()) {
-                return Err(o.error(format!(
-                    "column '{}' is {}, which the mqtt source cannot fill (use text, integer, float, boolean, binary or timestamp columns)",
-                    f.name(),
-                    f.data_type()
-                )));
-            }
-            let captured = capture_columns.iter().flatten().any(|c| *c == i);
-            if fills[i] == Fill::Nothing && !captured {
-                return Err(o.error(format!(
-                    "column '{}' is never filled with format = 'raw' (fill it with payload_column, topic_column, arrival_time or a topic level)",
-                    f.name()
-                )));
-            }
-        }
+        let fills = column_fills(o, &schema, format, &capture_columns)?;
         let mut required = vec![false; schema.fields().len()];
         if let Some(t) = spec.event_time {
             required[t] = true;
         }
-        for c in list(o, "required") {
-            required[col(&c, "required column")?] = true;
+        for c in o.optional::<Vec<String>>(&REQUIRED)?.unwrap_or_default() {
+            required[column(o, &schema, &c, "required column")?] = true;
         }
-        let batch_rows = o.u64("batch_rows")?.unwrap_or(1000).clamp(1, 1 << 20) as usize;
+        let batch_rows = o.value::<u64>(&BATCH_ROWS)?.clamp(1, 1 << 20) as usize;
         let batch_latency = o
-            .duration("batch_latency")?
-            .unwrap_or(Duration::from_millis(50))
+            .value::<Duration>(&BATCH_LATENCY)?
             .max(Duration::from_millis(1));
         Ok(MqttSource {
             name: spec.name.clone(),
@@ -177,7 +186,7 @@ impl MqttSource {
             required,
             batch_rows,
             batch_latency,
-            dead_letter: o.get("dead_letter").map(PathBuf::from),
+            dead_letter: o.text(&DEAD_LETTER).map(PathBuf::from),
         })
     }
 }
@@ -186,6 +195,9 @@ impl MqttSource {
 struct Arrived {
     message: Message,
     at_ns: i64,
+    /// Set when the packet guard took the message out for its size (this many bytes); the
+    /// payload is then its first bytes only.
+    oversized: Option<usize>,
 }
 
 /// Keeps the connection up and forwards messages; returns when the decoder goes away, or
@@ -197,24 +209,47 @@ async fn connection_task(
     filters: Vec<String>,
     qos: u8,
     tx: mpsc::Sender<Vec<Arrived>>,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (client, mut conn) = match client::connect(&settings, 64) {
+    let (oversized_tx, mut oversized) = mpsc::unbounded_channel();
+    let started = settings
+        .tls
+        .as_ref()
+        .map(client::tls_config)
+        .transpose()
+        .and_then(|tls| Guard::start(&settings, tls.map(Arc::new), oversized_tx))
+        .and_then(|guard| {
+            let c = client::connect_via(&settings, 64, guard.socket())?;
+            Ok((guard, c))
+        });
+    let (guard, (client, mut conn)) = match started {
         Ok(c) => c,
         Err(e) => {
             error!(source = %source, error = %format!("{e:#}"), "mqtt source cannot start");
             return;
         }
     };
+    let failures = SOURCE_CONNECTION_FAILURES.counter_with(&[&source]);
     let on_state = Box::new(move |up: bool| {
-        health.set_connection(if up { Connection::Up } else { Connection::Down })
+        telemetry.set_connection(if up { Connection::Up } else { Connection::Down })
     });
-    let mut link = Link::new("source", &source, settings.broker(), on_state);
+    let mut link = Link::new("source", &source, settings.broker(), on_state, failures);
     // messages are handed over a read at a time: one queue operation (and at most one
     // wake-up of the decoder) per read from the network rather than per message
     let mut group = Vec::with_capacity(GROUP);
+    let taken_out = |o: Oversized| Arrived {
+        message: Message {
+            topic: o.topic,
+            payload: o.prefix,
+        },
+        at_ns: now_nanos(),
+        oversized: Some(o.size),
+    };
     loop {
+        while let Ok(o) = oversized.try_recv() {
+            group.push(taken_out(o));
+        }
         if !group.is_empty()
             && (group.len() >= GROUP || !conn.has_buffered())
             && tx.send(std::mem::take(&mut group)).await.is_err()
@@ -229,6 +264,10 @@ async fn connection_task(
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
+                Some(o) = oversized.recv() => {
+                    group.push(taken_out(o));
+                    continue;
+                }
                 r = conn.poll(link.broker()) => r,
             }
         };
@@ -246,11 +285,15 @@ async fn connection_task(
                 group.push(Arrived {
                     message,
                     at_ns: now_nanos(),
+                    oversized: None,
                 });
             }
             Ok(_) => {}
             Err(_) if tx.is_closed() => return,
-            Err(e) => {
+            Err(mut e) => {
+                if let Some(why) = guard.take_error() {
+                    e.message = format!("cannot reach the broker {}: {why}", settings.broker());
+                }
                 // what was read before the failure goes on before the backoff wait
                 if !group.is_empty() && tx.send(std::mem::take(&mut group)).await.is_err() {
                     break;
@@ -288,16 +331,31 @@ struct Intake<'s> {
     source: &'s MqttSource,
     decoder: Decoder,
     dead: Option<DeadLetters>,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
     messages: metrics::Counter,
 }
 
 impl Intake<'_> {
-    fn take(&mut self, Arrived { message, at_ns }: Arrived) {
+    fn take(
+        &mut self,
+        Arrived {
+            message,
+            at_ns,
+            oversized,
+        }: Arrived,
+    ) {
         self.messages.increment(1);
         let max = self.source.settings.max_packet_size;
         let topic = message.topic.as_str();
-        let skipped = if message.payload.len() > max {
+        let skipped = if let Some(n) = oversized {
+            Some((
+                "oversized",
+                format!(
+                    "{n} bytes, more than max_packet_size ({max}): read off the connection and acknowledged without being kept (the first {} bytes are in the dead-letter file, if one is set)",
+                    message.payload.len()
+                ),
+            ))
+        } else if message.payload.len() > max {
             let n = message.payload.len();
             Some((
                 "oversized",
@@ -313,7 +371,7 @@ impl Intake<'_> {
             Some(("unexpected_topic", why))
         };
         if let Some((reason, detail)) = skipped {
-            self.health.skip(reason, topic, &detail);
+            self.telemetry.skip(reason, topic, &detail);
             if let Some(d) = &mut self.dead {
                 d.write(&self.source.name, topic, reason, &detail, &message.payload);
             }
@@ -339,8 +397,8 @@ impl Source for MqttSource {
     }
 
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
-        let health = Arc::clone(out.health());
-        health.set_connection(Connection::Down);
+        let telemetry = Arc::clone(out.telemetry());
+        telemetry.set_connection(Connection::Down);
         let dead = match &self.dead_letter {
             Some(p) => Some(DeadLetters::open(p)?),
             None => None,
@@ -358,7 +416,7 @@ impl Source for MqttSource {
             filters,
             self.qos,
             tx,
-            Arc::clone(&health),
+            Arc::clone(&telemetry),
             reading_stopped,
         ));
         let mut intake = Intake {
@@ -371,8 +429,8 @@ impl Source for MqttSource {
                 self.required.clone(),
             ),
             dead,
-            health: Arc::clone(&health),
-            messages: metrics::counter!("weir_mqtt_messages_total", "source" => self.name.clone()),
+            telemetry: Arc::clone(&telemetry),
+            messages: MESSAGES.counter_with(&[&self.name]),
         };
         let mut deadline: Option<Instant> = None;
         let mut arrived = Vec::with_capacity(QUEUE);
@@ -413,7 +471,7 @@ impl Source for MqttSource {
             }
         }
         let _ = conn.await;
-        health.set_connection(Connection::Down);
+        telemetry.set_connection(Connection::Down);
         if let Some(b) = intake.batch()? {
             out.send_last(b).await;
         }

@@ -7,7 +7,7 @@
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use opcua::types::{DataValue, StatusCode};
-use weir_engine::connector::SourceHealth;
+use weir_engine::observe::telemetry::SourceTelemetry;
 
 use super::nodes::Node;
 use super::values::{ValueColumn, unix_nanos};
@@ -161,11 +161,11 @@ impl Rows {
         at: &[Option<usize>; 7],
         node: &Node,
         v: &DataValue,
-        health: &SourceHealth,
+        telemetry: &SourceTelemetry,
     ) {
         let value = at[2].expect("checked");
         if let Err(e) = self.columns[value].push(v.value.as_ref().unwrap_or(&Default::default())) {
-            health.skip(
+            telemetry.skip(
                 "conversion",
                 &node.id.to_string(),
                 format!("{}: {e}", node.name),
@@ -210,7 +210,7 @@ impl Rows {
         names: &[Node],
         instant: i64,
         values: &[Option<DataValue>],
-        health: &SourceHealth,
+        telemetry: &SourceTelemetry,
     ) {
         if let Some(t) = time {
             self.columns[t].push_time(instant);
@@ -227,7 +227,7 @@ impl Rows {
                     if let Err(e) =
                         self.columns[c].push(v.value.as_ref().unwrap_or(&Default::default()))
                     {
-                        health.skip(
+                        telemetry.skip(
                             "conversion",
                             &node.id.to_string(),
                             format!("{}: {e}", node.name),

@@ -1,7 +1,7 @@
 //! The client side of one OPC UA source: the client and its certificate (created in the PKI
 //! directory on first start), the endpoint and identity, and the session's event loop,
 //! which reconnects with backoff and re-creates subscriptions by itself. Connection state
-//! goes to the source's health and the logs; refusals are explained.
+//! goes to the source's telemetry and the logs; refusals are explained.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,11 @@ use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionPollRe
 use opcua::crypto::SecurityPolicy;
 use opcua::types::StatusCode;
 use tracing::{error, info, warn};
-use weir_engine::connector::{Connection, SourceHealth};
+use weir_engine::connector::Connection;
+use weir_engine::observe::telemetry::SourceTelemetry;
 
 use super::settings::{Identity, Settings};
+use super::telemetry::CONNECTION_FAILURES;
 
 /// Largest message either side may send (a Read of thousands of nodes is several MB).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -163,7 +165,7 @@ pub async fn open(
     source: &str,
     client: &mut Client,
     s: &Settings,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
 ) -> Result<(Arc<Session>, tokio::task::JoinHandle<()>), String> {
     let token = identity(&s.identity)?;
     // the library retries a server that is away without end: try the address first
@@ -223,6 +225,7 @@ pub async fn open(
     let (session, event_loop) = client
         .connect_to_endpoint_directly(endpoint, token)
         .map_err(|e| format!("{}: {e}", explain(e.status(), s)))?;
+    let failures_counted = CONNECTION_FAILURES.counter_with(&[source]);
     let source = source.to_string();
     let settings = s.clone();
     let publisher = session.clone();
@@ -261,7 +264,7 @@ pub async fn open(
                         failed_attempts = failures, "opcua session connected");
                     failures = 0;
                     up = true;
-                    health.set_connection(Connection::Up);
+                    telemetry.set_connection(Connection::Up);
                     // the client re-created the subscriptions while connecting, before the
                     // new connection's publish loop listened: wake it
                     publisher.trigger_publish_now();
@@ -270,14 +273,13 @@ pub async fn open(
                     warn!(source = %source, url = %settings.url, status = %code,
                         "opcua connection lost; reconnecting");
                     up = false;
-                    health.set_connection(Connection::Down);
+                    telemetry.set_connection(Connection::Down);
                 }
                 Ok(SessionPollResult::ReconnectFailed(code)) => {
                     failures += 1;
-                    health.set_connection(Connection::Down);
-                    metrics::counter!("weir_opcua_connection_failures_total", "source" => source.clone())
-                        .increment(1);
-                    health.skip(reason(code), &settings.url, explain(code, &settings));
+                    telemetry.set_connection(Connection::Down);
+                    failures_counted.increment(1);
+                    telemetry.skip(reason(code), &settings.url, explain(code, &settings));
                     if failures == 1 || failures.is_power_of_two() {
                         error!(source = %source, url = %settings.url, failed_attempts = failures,
                             error = %explain(code, &settings), "opcua cannot connect; retrying");
@@ -292,7 +294,7 @@ pub async fn open(
             }
         }
         if up {
-            health.set_connection(Connection::Down);
+            telemetry.set_connection(Connection::Down);
         }
     });
     Ok((session, task))

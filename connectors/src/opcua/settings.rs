@@ -8,6 +8,195 @@ use opcua::crypto::SecurityPolicy;
 use opcua::types::MessageSecurityMode;
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
+use weir_engine::parse::options::{OptionSpec, OptionType};
+
+/// `url`.
+pub const URL: OptionSpec = OptionSpec::new(
+    "url",
+    OptionType::Url,
+    "the endpoint, `opc.tcp://host:port/path`",
+)
+.required();
+/// `security_policy`.
+pub const SECURITY_POLICY: OptionSpec = OptionSpec::new(
+    "security_policy",
+    OptionType::Choice(&[
+        "None",
+        "Basic256Sha256",
+        "Aes128_Sha256_RsaOaep",
+        "Aes256_Sha256_RsaPss",
+    ]),
+    "the endpoint's security policy",
+)
+.default("None");
+/// `security_mode`.
+pub const SECURITY_MODE: OptionSpec = OptionSpec::new(
+    "security_mode",
+    OptionType::Choice(&["None", "Sign", "SignAndEncrypt"]),
+    "the endpoint's message security mode",
+)
+.derived("`None` (`SignAndEncrypt` with a policy)");
+/// `username`.
+pub const USERNAME: OptionSpec = OptionSpec::new(
+    "username",
+    OptionType::Text,
+    "user identity, with `password`",
+)
+.derived("anonymous");
+/// `password`.
+pub const PASSWORD: OptionSpec = OptionSpec::new(
+    "password",
+    OptionType::Secret,
+    "the user's password; write it as `${ENV_VAR}` (never logged)",
+);
+/// `user_certificate`.
+pub const USER_CERTIFICATE: OptionSpec = OptionSpec::new(
+    "user_certificate",
+    OptionType::Path,
+    "X.509 user identity: certificate (DER), relative to the pipeline file; with `user_private_key`",
+);
+/// `user_private_key`.
+pub const USER_PRIVATE_KEY: OptionSpec = OptionSpec::new(
+    "user_private_key",
+    OptionType::Path,
+    "X.509 user identity: private key (PEM), relative to the pipeline file",
+);
+/// `pki_dir`.
+pub const PKI_DIR: OptionSpec = OptionSpec::new(
+    "pki_dir",
+    OptionType::Path,
+    "Weir's PKI directory (relative to the working directory): `own/cert.der` and `private/private.pem` are created on first start; server certificates are trusted from `trusted/`, unknown ones are stored in `rejected/`",
+)
+.default("pki");
+/// `trust_server_cert`.
+pub const TRUST_SERVER_CERT: OptionSpec = OptionSpec::new(
+    "trust_server_cert",
+    OptionType::Bool,
+    "`true` accepts any server certificate and stores it in `trusted/` — for commissioning only; logged as a warning at every start",
+)
+.default("false");
+/// `mode`.
+pub const MODE: OptionSpec = OptionSpec::new(
+    "mode",
+    OptionType::Choice(&["subscribe", "poll"]),
+    "`subscribe` (monitored items) or `poll` (Read)",
+)
+.default("subscribe");
+/// `sampling_interval`.
+pub const SAMPLING_INTERVAL: OptionSpec = OptionSpec::new(
+    "sampling_interval",
+    OptionType::Duration,
+    "subscribe: how often the server samples each node",
+)
+.default("100ms");
+/// `publishing_interval`.
+pub const PUBLISHING_INTERVAL: OptionSpec = OptionSpec::new(
+    "publishing_interval",
+    OptionType::Duration,
+    "subscribe: how often the server sends the changes",
+)
+.derived("`500ms` (at least `sampling_interval`)");
+/// `queue_size`.
+pub const QUEUE_SIZE: OptionSpec = OptionSpec::new(
+    "queue_size",
+    OptionType::Integer,
+    "subscribe: samples the server keeps per node between two publishes (keep ≥ publishing / sampling interval, or samples are lost)",
+)
+.default("10");
+/// `deadband`.
+pub const DEADBAND: OptionSpec = OptionSpec::new(
+    "deadband",
+    OptionType::Text,
+    "subscribe: `absolute:<amount>` or `percent:<amount>` (of the variable's EURange); changes smaller than this are not reported",
+);
+/// `interval`.
+pub const INTERVAL: OptionSpec = OptionSpec::new(
+    "interval",
+    OptionType::Duration,
+    "poll: time between Reads (all nodes in one request, up to 10,000 nodes per request)",
+)
+.default("1s");
+/// `status_filter`.
+pub const STATUS_FILTER: OptionSpec = OptionSpec::new(
+    "status_filter",
+    OptionType::Choice(&["keep_all", "drop_bad", "good_only"]),
+    "`keep_all`, `drop_bad` (values with a Bad status are left out) or `good_only` (Bad and Uncertain left out); counted in `weir_opcua_values_filtered_total`",
+)
+.default("keep_all");
+/// `timeout`.
+pub const TIMEOUT: OptionSpec = OptionSpec::new(
+    "timeout",
+    OptionType::Duration,
+    "longest wait for a request",
+)
+.default("5s");
+/// `session_timeout`.
+pub const SESSION_TIMEOUT: OptionSpec = OptionSpec::new(
+    "session_timeout",
+    OptionType::Duration,
+    "session timeout asked of the server",
+)
+.default("60s");
+/// `nodes`.
+pub const NODES: OptionSpec = OptionSpec::new(
+    "nodes",
+    OptionType::Text,
+    "`[name =] NodeId` entries separated by commas or new lines: `ns=2;s=Machine1.Temperature`, `ns=2;i=1001`, `nsu=<namespace URI>;s=…`; the name is the column (wide) or the `node` value (long), the NodeId itself when not given",
+);
+/// `browse`.
+pub const BROWSE: OptionSpec = OptionSpec::new(
+    "browse",
+    OptionType::Text,
+    "a folder NodeId: every variable below it (8 levels at most) is read, named by its browse path below the folder (`Machine1/Temperature`); may be combined with `nodes`",
+);
+/// `shape`.
+pub const SHAPE: OptionSpec = OptionSpec::new(
+    "shape",
+    OptionType::Choice(&["long", "wide"]),
+    "`long`: one row per value; `wide`: one row per sampling instant, a column per node",
+)
+.default("long");
+/// `time_column`.
+pub const TIME_COLUMN: OptionSpec = OptionSpec::new(
+    "time_column",
+    OptionType::Text,
+    "wide: the `TIMESTAMP` column of the instant (the values' source time when subscribed, the time of the Read when polled)",
+)
+.derived("the `event_time` column");
+/// `batch_latency`.
+pub const BATCH_LATENCY: OptionSpec = OptionSpec::new(
+    "batch_latency",
+    OptionType::Duration,
+    "values are sent on in batches at most this late (or 8192 rows)",
+)
+.default("100ms");
+
+/// Every option of the source.
+pub const OPTIONS: &[OptionSpec] = &[
+    URL,
+    SECURITY_POLICY,
+    SECURITY_MODE,
+    USERNAME,
+    PASSWORD,
+    USER_CERTIFICATE,
+    USER_PRIVATE_KEY,
+    PKI_DIR,
+    TRUST_SERVER_CERT,
+    NODES,
+    BROWSE,
+    SHAPE,
+    MODE,
+    SAMPLING_INTERVAL,
+    PUBLISHING_INTERVAL,
+    QUEUE_SIZE,
+    DEADBAND,
+    INTERVAL,
+    STATUS_FILTER,
+    TIME_COLUMN,
+    BATCH_LATENCY,
+    TIMEOUT,
+    SESSION_TIMEOUT,
+];
 
 /// Who the client logs in as.
 #[derive(Clone)]
@@ -171,18 +360,16 @@ fn deadband(v: &str) -> Result<Deadband, String> {
 impl Settings {
     /// Reads the connection and reading options.
     pub fn from_options(o: &Options) -> Result<Settings, PipelineError> {
-        let url = o
-            .require("url", "the server's endpoint, e.g. 'opc.tcp://plc:4840/'")?
-            .trim()
-            .to_string();
+        let url_entry = o.require(&URL)?;
+        let url = url_entry.value.trim().to_string();
         if !url.starts_with("opc.tcp://") {
             return Err(o.value_error(
-                o.entry("url").expect("required"),
+                url_entry,
                 "expected an opc.tcp:// URL, e.g. 'opc.tcp://plc:4840/'",
             ));
         }
         let policy = o
-            .parsed("security_policy", policy)?
+            .parse_with(&SECURITY_POLICY, policy)?
             .unwrap_or(SecurityPolicy::None);
         let default_mode = if policy == SecurityPolicy::None {
             MessageSecurityMode::None
@@ -190,7 +377,7 @@ impl Settings {
             MessageSecurityMode::SignAndEncrypt
         };
         let mode = o
-            .parsed("security_mode", security_mode)?
+            .parse_with(&SECURITY_MODE, security_mode)?
             .unwrap_or(default_mode);
         if (policy == SecurityPolicy::None) != (mode == MessageSecurityMode::None) {
             return Err(o.error(
@@ -198,10 +385,10 @@ impl Settings {
             ));
         }
         let identity = match (
-            o.get("username"),
-            o.get("password"),
-            o.get("user_certificate"),
-            o.get("user_private_key"),
+            o.text(&USERNAME),
+            o.text(&PASSWORD),
+            o.text(&USER_CERTIFICATE),
+            o.text(&USER_PRIVATE_KEY),
         ) {
             (None, None, None, None) => Identity::Anonymous,
             (Some(name), Some(password), None, None) => Identity::User {
@@ -231,49 +418,45 @@ impl Settings {
                 ));
             }
         };
-        let pki_dir = PathBuf::from(o.get("pki_dir").unwrap_or("pki").trim());
-        let trust_server_cert = o.bool("trust_server_cert")?.unwrap_or(false);
-        let read = match o.choice("mode", &["subscribe", "poll"])?.as_deref() {
-            Some("poll") => {
-                for key in [
-                    "sampling_interval",
-                    "publishing_interval",
-                    "queue_size",
-                    "deadband",
+        let pki_dir: PathBuf = o.value(&PKI_DIR)?;
+        let trust_server_cert: bool = o.value(&TRUST_SERVER_CERT)?;
+        let read = match o.value::<String>(&MODE)?.as_str() {
+            "poll" => {
+                for spec in [
+                    &SAMPLING_INTERVAL,
+                    &PUBLISHING_INTERVAL,
+                    &QUEUE_SIZE,
+                    &DEADBAND,
                 ] {
-                    if o.get(key).is_some() {
+                    if o.is_given(spec) {
                         return Err(o.error(format!(
-                            "{key} applies to mode = 'subscribe'; polling reads at 'interval'"
+                            "{} applies to mode = 'subscribe'; polling reads at 'interval'",
+                            spec.name
                         )));
                     }
                 }
                 Mode::Poll {
-                    interval: o.duration("interval")?.unwrap_or(Duration::from_secs(1)),
+                    interval: o.value(&INTERVAL)?,
                 }
             }
             _ => {
-                if o.get("interval").is_some() {
+                if o.is_given(&INTERVAL) {
                     return Err(o.error("interval applies to mode = 'poll'; a subscription uses sampling_interval and publishing_interval"));
                 }
-                let sampling_interval = o
-                    .duration("sampling_interval")?
-                    .unwrap_or(Duration::from_millis(100));
+                let sampling_interval: Duration = o.value(&SAMPLING_INTERVAL)?;
                 Mode::Subscribe {
                     sampling_interval,
                     publishing_interval: o
-                        .duration("publishing_interval")?
+                        .optional(&PUBLISHING_INTERVAL)?
                         .unwrap_or(Duration::from_millis(500).max(sampling_interval)),
-                    queue_size: o.u64("queue_size")?.unwrap_or(10).clamp(1, 10_000) as u32,
-                    deadband: o.parsed("deadband", deadband)?,
+                    queue_size: o.value::<u64>(&QUEUE_SIZE)?.clamp(1, 10_000) as u32,
+                    deadband: o.parse_with(&DEADBAND, deadband)?,
                 }
             }
         };
-        let status_filter = match o
-            .choice("status_filter", &["keep_all", "drop_bad", "good_only"])?
-            .as_deref()
-        {
-            Some("drop_bad") => StatusFilter::DropBad,
-            Some("good_only") => StatusFilter::GoodOnly,
+        let status_filter = match o.value::<String>(&STATUS_FILTER)?.as_str() {
+            "drop_bad" => StatusFilter::DropBad,
+            "good_only" => StatusFilter::GoodOnly,
             _ => StatusFilter::KeepAll,
         };
         Ok(Settings {
@@ -285,10 +468,8 @@ impl Settings {
             trust_server_cert,
             read,
             status_filter,
-            timeout: o.duration("timeout")?.unwrap_or(Duration::from_secs(5)),
-            session_timeout: o
-                .duration("session_timeout")?
-                .unwrap_or(Duration::from_secs(60)),
+            timeout: o.value(&TIMEOUT)?,
+            session_timeout: o.value(&SESSION_TIMEOUT)?,
         })
     }
 }

@@ -17,15 +17,17 @@ use tracing::{info, warn};
 use weir_engine::PipelineError;
 use weir_engine::backoff::Reconnect;
 use weir_engine::clock::now_nanos;
-use weir_engine::connector::{Connection, Source, SourceHealth, SourceOutput, SourceSpec};
+use weir_engine::connector::{Connection, Source, SourceOutput, SourceSpec};
+use weir_engine::observe::telemetry::SourceTelemetry;
 use weir_engine::parse::Options;
 
 use super::instants::Instants;
 use super::nodes::{self, Listed, Node, NodeSpec};
 use super::rows::{Layout, Rows, long_layout, wide_layout};
 use super::session;
-use super::settings::{Mode, Settings};
+use super::settings::{BATCH_LATENCY, BROWSE, Mode, NODES, SHAPE, Settings, TIME_COLUMN};
 use super::subscribe::{self, Forward, Notification, Parameters};
+use super::telemetry::{POLLS, VALUES, VALUES_FILTERED};
 use super::values::{ValueColumn, unix_nanos};
 use crate::columns::column_index;
 
@@ -33,33 +35,6 @@ use crate::columns::column_index;
 const BATCH_ROWS: usize = 8192;
 /// Nodes per Read request at most (a common server limit).
 const NODES_PER_READ: usize = 10_000;
-
-/// Every option of the source.
-const OPTIONS: [&str; 23] = [
-    "url",
-    "security_policy",
-    "security_mode",
-    "username",
-    "password",
-    "user_certificate",
-    "user_private_key",
-    "pki_dir",
-    "trust_server_cert",
-    "nodes",
-    "browse",
-    "shape",
-    "mode",
-    "sampling_interval",
-    "publishing_interval",
-    "queue_size",
-    "deadband",
-    "interval",
-    "status_filter",
-    "time_column",
-    "batch_latency",
-    "timeout",
-    "session_timeout",
-];
 
 /// The row shape chosen.
 #[derive(Debug, Clone)]
@@ -82,22 +57,18 @@ pub struct OpcUaSource {
 impl OpcUaSource {
     /// Reads and checks the options against the declared columns.
     pub fn build(spec: &SourceSpec, o: &Options) -> Result<OpcUaSource, PipelineError> {
-        // known even when an earlier option stops the checks, so that none is called unknown
-        for key in OPTIONS {
-            o.get(key);
-        }
         let settings = Settings::from_options(o)?;
-        let listed = o.parsed("nodes", nodes::parse_list)?.unwrap_or_default();
-        let browse = o.parsed("browse", NodeSpec::parse)?;
+        let listed = o.parse_with(&NODES, nodes::parse_list)?.unwrap_or_default();
+        let browse = o.parse_with(&BROWSE, NodeSpec::parse)?;
         if listed.is_empty() && browse.is_none() {
             return Err(o.error(
                 "no nodes: list them in 'nodes' (e.g. 'temp = ns=2;s=Machine1.Temperature') or give a folder in 'browse'",
             ));
         }
         let schema = spec.schema.clone();
-        let shape = match o.choice("shape", &["long", "wide"])?.as_deref() {
-            Some("wide") => {
-                let time = match o.get("time_column") {
+        let shape = match o.value::<String>(&SHAPE)?.as_str() {
+            "wide" => {
+                let time = match o.text(&TIME_COLUMN) {
                     Some(c) => Some(column_index(&schema, c).ok_or_else(|| {
                         o.error(format!("time_column '{c}' is not a column of this source"))
                     })?),
@@ -136,9 +107,7 @@ impl OpcUaSource {
             browse,
             shape,
             schema,
-            batch_latency: o
-                .duration("batch_latency")?
-                .unwrap_or(Duration::from_millis(100)),
+            batch_latency: o.value(&BATCH_LATENCY)?,
         })
     }
 }
@@ -198,7 +167,7 @@ fn instant(v: &DataValue) -> i64 {
 /// The nodes and layout of one connection, and the rows in the making.
 struct Reading<'a> {
     src: &'a OpcUaSource,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
     nodes: Vec<Node>,
     layout: Layout,
     rows: Rows,
@@ -215,7 +184,7 @@ impl Reading<'_> {
         let status = v.status();
         if node_error(status) {
             let n = &self.nodes[node];
-            self.health
+            self.telemetry
                 .skip("node", &n.id.to_string(), format!("{}: {status}", n.name));
             if self.reported.insert(node) {
                 warn!(source = %self.src.name, node = %n.id, name = %n.name, %status,
@@ -235,7 +204,8 @@ impl Reading<'_> {
         if self.keep(node, v)
             && let Layout::Long(at) = &self.layout
         {
-            self.rows.push_long(at, &self.nodes[node], v, &self.health);
+            self.rows
+                .push_long(at, &self.nodes[node], v, &self.telemetry);
         }
     }
 
@@ -265,7 +235,7 @@ impl Reading<'_> {
                 &self.nodes,
                 instant,
                 &values,
-                &self.health,
+                &self.telemetry,
             );
         }
     }
@@ -303,13 +273,17 @@ enum End {
 
 /// The session's event loop ended (a reconnection stalled): start over.
 fn stalled(r: &Reading<'_>) -> End {
-    r.health.set_connection(Connection::Down);
+    r.telemetry.set_connection(Connection::Down);
     End::Retry("the session could not reconnect in time".into())
 }
 
 impl OpcUaSource {
     /// Resolves the nodes on the server: namespace URIs, and the browse folder.
-    async fn resolve(&self, session: &Session, health: &SourceHealth) -> Result<Vec<Node>, String> {
+    async fn resolve(
+        &self,
+        session: &Session,
+        telemetry: &SourceTelemetry,
+    ) -> Result<Vec<Node>, String> {
         let needs_ns = self
             .listed
             .iter()
@@ -329,7 +303,7 @@ impl OpcUaSource {
                 }),
                 None => {
                     // the node cannot be read: counted, its column stays empty
-                    health.skip(
+                    telemetry.skip(
                         "node",
                         &l.spec.to_string(),
                         format!("{}: the server has no such namespace", l.name),
@@ -373,21 +347,21 @@ impl OpcUaSource {
         events: &mut JoinHandle<()>,
         out: &mut SourceOutput,
     ) -> End {
-        let health = out.health().clone();
-        let nodes = match self.resolve(session, &health).await {
+        let telemetry = out.telemetry().clone();
+        let nodes = match self.resolve(session, &telemetry).await {
             Ok(n) => n,
             Err(e) => return End::Retry(e),
         };
         let layout = self.layout(&nodes);
         let mut r = Reading {
             src: self,
-            health: health.clone(),
+            telemetry: telemetry.clone(),
             rows: Rows::new(self.schema.clone()),
             layout,
             first_unsent: None,
             reported: HashSet::new(),
-            received: metrics::counter!("weir_opcua_values_total", "source" => self.name.clone()),
-            filtered: metrics::counter!("weir_opcua_values_filtered_total", "source" => self.name.clone()),
+            received: VALUES.counter_with(&[&self.name]),
+            filtered: VALUES_FILTERED.counter_with(&[&self.name]),
             nodes,
         };
         let end = match self.settings.read {
@@ -421,7 +395,7 @@ impl OpcUaSource {
     ) -> End {
         let (tx, mut rx) = mpsc::channel::<Notification>(4096);
         let forward = Forward::new(tx, &self.name);
-        match subscribe::create(session, &r.nodes, p, forward, &r.health).await {
+        match subscribe::create(session, &r.nodes, p, forward, &r.telemetry).await {
             Ok(n) => info!(source = %self.name, items = n, of = r.nodes.len(),
                 sampling = ?p.sampling_interval, publishing = ?p.publishing_interval, "opcua subscribed"),
             Err(e) => return End::Retry(e),
@@ -485,7 +459,7 @@ impl OpcUaSource {
             .collect();
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let polls = metrics::counter!("weir_opcua_polls_total", "source" => self.name.clone());
+        let polls = POLLS.counter_with(&[&self.name]);
         loop {
             tokio::select! {
                 biased;
@@ -493,7 +467,7 @@ impl OpcUaSource {
                 _ = &mut *events => return stalled(r),
                 _ = ticker.tick() => {}
             }
-            if r.health.connection() != Connection::Up {
+            if r.telemetry.connection() != Connection::Up {
                 continue;
             }
             let at = now_nanos();
@@ -502,7 +476,7 @@ impl OpcUaSource {
                 match session.read(chunk, TimestampsToReturn::Both, 0.0).await {
                     Ok(v) if v.len() == chunk.len() => values.extend(v),
                     Ok(v) => {
-                        r.health.skip(
+                        r.telemetry.skip(
                             "read",
                             &self.settings.url,
                             format!("{} values for {} nodes", v.len(), chunk.len()),
@@ -510,7 +484,7 @@ impl OpcUaSource {
                         break;
                     }
                     Err(e) => {
-                        r.health.skip(
+                        r.telemetry.skip(
                             "read",
                             &self.settings.url,
                             session::explain(e.status(), &self.settings),
@@ -544,8 +518,8 @@ impl Source for OpcUaSource {
     }
 
     async fn run(self: Box<Self>, mut out: SourceOutput) -> anyhow::Result<()> {
-        let health = out.health().clone();
-        health.set_connection(Connection::Down);
+        let telemetry = out.telemetry().clone();
+        telemetry.set_connection(Connection::Down);
         let mut client = session::client(&self.name, &self.settings).map_err(anyhow::Error::msg)?;
         let mut backoff = Reconnect::default();
         let mut failures = 0u64;
@@ -557,7 +531,8 @@ impl Source for OpcUaSource {
             }
             let attempt = async {
                 let (session, events) =
-                    session::open(&self.name, &mut client, &self.settings, health.clone()).await?;
+                    session::open(&self.name, &mut client, &self.settings, telemetry.clone())
+                        .await?;
                 Ok::<_, String>((session, events))
             };
             let opened = tokio::select! {
@@ -585,7 +560,7 @@ impl Source for OpcUaSource {
                     let _ =
                         tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
                     events.abort();
-                    health.set_connection(Connection::Down);
+                    telemetry.set_connection(Connection::Down);
                     end
                 }
                 Err(e) => End::Retry(e),
@@ -595,7 +570,7 @@ impl Source for OpcUaSource {
                 End::Retry(e) => {
                     failures += 1;
                     let delay = backoff.next_delay();
-                    health.skip("not_connected", &self.settings.url, &e);
+                    telemetry.skip("not_connected", &self.settings.url, &e);
                     if failures == 1 || failures.is_power_of_two() {
                         warn!(source = %self.name, url = %self.settings.url, error = %e,
                             failed_attempts = failures, retry_in = ?delay, "opcua cannot start reading; retrying");

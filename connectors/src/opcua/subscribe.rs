@@ -11,10 +11,11 @@ use opcua::types::{
     MonitoringParameters, NotificationMessage, ReadValueId, TimestampsToReturn,
 };
 use tokio::sync::mpsc;
-use weir_engine::connector::SourceHealth;
+use weir_engine::observe::telemetry::SourceTelemetry;
 
 use super::nodes::Node;
 use super::settings::Deadband;
+use super::telemetry::NOTIFICATIONS_DROPPED;
 
 /// Values of one notification: (node index, value).
 pub type Notification = Vec<(usize, DataValue)>;
@@ -33,7 +34,7 @@ impl Forward {
     pub fn new(tx: mpsc::Sender<Notification>, source: &str) -> Forward {
         Forward {
             tx,
-            dropped: metrics::counter!("weir_opcua_notifications_dropped_total", "source" => source.to_string()),
+            dropped: NOTIFICATIONS_DROPPED.counter_with(&[source]),
         }
     }
 }
@@ -94,7 +95,7 @@ pub async fn create(
     nodes: &[Node],
     p: Parameters,
     forward: Forward,
-    health: &SourceHealth,
+    telemetry: &SourceTelemetry,
 ) -> Result<usize, String> {
     let publishing = p.publishing_interval.max(Duration::from_millis(10));
     // keep-alives every ~10 s, the subscription outlives 3 missed ones
@@ -137,7 +138,7 @@ pub async fn create(
             if c.result.status_code.is_bad() {
                 tracing::warn!(node = %node.id, name = %node.name, status = %c.result.status_code,
                     "opcua: the server refused to monitor this node");
-                health.skip(
+                telemetry.skip(
                     "node",
                     &node.id.to_string(),
                     format!(

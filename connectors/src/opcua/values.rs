@@ -169,6 +169,37 @@ impl ValueColumn {
     }
 }
 
+/// An OPC UA Variant in its binary encoding into a column of every type the source fills
+/// (for fuzzing): whatever the bytes, it ends without panicking.
+pub fn fuzz_variant(bytes: &[u8]) {
+    use opcua::types::{BinaryDecodable, ContextOwned};
+    let context = ContextOwned::default();
+    let Ok(v) = Variant::decode(&mut std::io::Cursor::new(bytes), &context.context()) else {
+        return;
+    };
+    let element = |t: DataType| Arc::new(arrow::datatypes::Field::new("item", t, true));
+    for t in [
+        DataType::Boolean,
+        DataType::Int8,
+        DataType::UInt64,
+        DataType::Int64,
+        DataType::Float32,
+        DataType::Float64,
+        DataType::Utf8,
+        DataType::Binary,
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+        DataType::List(element(DataType::Float64)),
+        DataType::List(element(DataType::Utf8)),
+    ] {
+        if let Some(mut c) = ValueColumn::new(&t) {
+            let _ = c.push(&v);
+            c.push_null();
+            let _ = c.finish();
+        }
+    }
+    let _ = type_name(&v);
+}
+
 /// Pushes one scalar; the error describes the value (the caller adds the column).
 fn push_scalar(kind: Kind, out: &mut ColumnBuffer, v: &Variant) -> Result<(), String> {
     let int = |i: i128| match kind {

@@ -3,8 +3,11 @@
 
 use datafusion::execution::SessionState;
 use datafusion::sql::parser::Statement as DfStatement;
+use std::ops::ControlFlow;
+
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, GroupByExpr, Query, Select, SelectItem, SetExpr, Spanned, Statement, Value,
+    visit_expressions,
 };
 
 use crate::diagnostic::Location;
@@ -75,13 +78,36 @@ pub async fn locate(state: &SessionState, query: &Query) -> Option<Location> {
     None
 }
 
+/// Where the first call of function `name` (case-insensitive) is in `query`.
+pub fn function_location(query: &Query, name: &str) -> Option<Location> {
+    let found = visit_expressions(query, |e| match e {
+        SqlExpr::Function(f)
+            if f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case(name)) =>
+        {
+            ControlFlow::Break(loc(f.span()))
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    match found {
+        ControlFlow::Break(at) => at,
+        ControlFlow::Continue(()) => None,
+    }
+}
+
 /// The location of a part of the query named by the lowering.
-pub fn part_location(query: &Query, part: Part) -> Option<Location> {
+pub fn part_location(query: &Query, part: &Part) -> Option<Location> {
+    if let Part::Function(name) = part {
+        return function_location(query, name);
+    }
     let SetExpr::Select(sel) = query.body.as_ref() else {
         return None;
     };
     match part {
-        Part::Statement => None,
+        Part::Statement | Part::Function(_) => None,
         Part::From => sel.from.first().and_then(|f| loc(f.relation.span())),
         Part::GroupBy => match &sel.group_by {
             GroupByExpr::Expressions(exprs, _) => exprs.first().and_then(|e| loc(e.span())),

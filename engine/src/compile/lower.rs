@@ -16,16 +16,17 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 
 use super::tables::{StreamTable, as_table};
-use crate::exec::aggregate::panes::{Assignment, PaneAggregate};
-use crate::exec::aggregate::session::SessionAggregate;
-use crate::exec::aggregate::{AggSpec, GroupSlot, OutputLayout, WindowOperator};
-use crate::exec::assign::WindowAssign;
 use crate::exec::chain::{Chain, Step};
+use crate::exec::ids::StreamId;
 use crate::exec::pipeline::{Branch, Windowed};
-use crate::window::{Panes, WindowKind};
+use crate::exec::window::assign::WindowAssign;
+use crate::exec::window::session::SessionAggregate;
+use crate::exec::window::state::{AggSpec, GroupSlot, OutputLayout};
+use crate::exec::window::tumble_hop::{Assignment, PaneAggregate};
+use crate::exec::window::{Panes, WindowKind, WindowOperator};
 
 /// Which part of the statement an error is about (for its line:column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
     /// The statement as a whole.
     Statement,
@@ -33,6 +34,8 @@ pub enum Part {
     GroupBy,
     /// The `FROM` clause.
     From,
+    /// The first call of this function.
+    Function(String),
 }
 
 /// An error found while lowering, with the part of the statement it concerns.
@@ -65,9 +68,9 @@ fn df<T>(r: datafusion::common::Result<T>) -> LResult<T> {
 /// What the lowering needs to know about streams.
 pub trait StreamInfo {
     /// Columns of `stream` that carry a watermark.
-    fn time_cols(&self, stream: usize) -> Vec<usize>;
+    fn time_cols(&self, stream: StreamId) -> Vec<usize>;
     /// True when `stream` ends by itself.
-    fn is_bounded(&self, stream: usize) -> bool;
+    fn is_bounded(&self, stream: StreamId) -> bool;
 }
 
 /// A lowered query.
@@ -402,66 +405,82 @@ fn describe(k: WindowKind) -> String {
     }
 }
 
-fn lower_aggregate(
-    state: &SessionState,
-    agg: &Aggregate,
-    branches: Vec<Branch>,
-    windows: &[Option<BranchWindow>],
-    post: Chain,
-    streams: &dyn StreamInfo,
-) -> LResult<Lowered> {
-    if agg.group_expr.iter().any(|e| {
+/// The non-window `GROUP BY` keys and where each group expression goes in the output.
+struct GroupKeys {
+    slots: Vec<GroupSlot>,
+    exprs: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+fn refuse_grouping_sets(agg: &Aggregate) -> LResult<()> {
+    let grouping_set = agg.group_expr.iter().any(|e| {
         matches!(
             e,
             Expr::GroupingSet(
                 GroupingSet::Rollup(_) | GroupingSet::Cube(_) | GroupingSet::GroupingSets(_)
             )
         )
-    }) {
+    });
+    if grouping_set {
         return err(
             Part::GroupBy,
             "ROLLUP, CUBE and GROUPING SETS are not supported in a streaming pipeline",
         );
     }
-    let input_schema: &DFSchema = agg.input.schema();
-    let arrow_input = input_schema.as_arrow();
-    // Pre-aggregate positions of window_start / window_end (same in every branch).
-    let mut window_cols: Option<(usize, usize)> = None;
-    if let Some(BranchWindow {
+    Ok(())
+}
+
+/// Pre-aggregate positions of `window_start` and `window_end` (the same in every branch),
+/// when the branches read a window table function.
+fn window_columns(
+    branches: &[Branch],
+    window: Option<BranchWindow>,
+) -> LResult<Option<(usize, usize)>> {
+    let Some(BranchWindow {
         kind,
         start_col: ws,
         ..
-    }) = windows[0]
-    {
-        for b in &branches {
-            let s = b.chain.map_column(ws);
-            let e = b.chain.map_column(ws + 1);
-            let (Some(s), Some(e)) = (s, e) else {
-                return err(Part::GroupBy, GROUP_BY_WINDOW);
-            };
-            if window_cols.is_some_and(|w| w != (s, e)) {
-                return err(
-                    Part::From,
-                    "window_start and window_end must be in the same position in every input of a UNION ALL",
-                );
-            }
-            if !matches!(kind, WindowKind::Tumble { .. })
-                && (b.chain.computes_with(ws) || b.chain.computes_with(ws + 1))
-            {
-                return err(
-                    Part::Statement,
-                    format!(
-                        "with {} windows, window_start and window_end are known only after aggregation: use them in the SELECT list or after GROUP BY, not in WHERE or inside expressions before it",
-                        kind.name()
-                    ),
-                );
-            }
-            window_cols = Some((s, e));
+    }) = window
+    else {
+        return Ok(None);
+    };
+    let mut window_cols: Option<(usize, usize)> = None;
+    for b in branches {
+        let (Some(s), Some(e)) = (b.chain.map_column(ws), b.chain.map_column(ws + 1)) else {
+            return err(Part::GroupBy, GROUP_BY_WINDOW);
+        };
+        if window_cols.is_some_and(|w| w != (s, e)) {
+            return err(
+                Part::From,
+                "window_start and window_end must be in the same position in every input of a UNION ALL",
+            );
         }
+        if !matches!(kind, WindowKind::Tumble { .. })
+            && (b.chain.computes_with(ws) || b.chain.computes_with(ws + 1))
+        {
+            return err(
+                Part::Statement,
+                format!(
+                    "with {} windows, window_start and window_end are known only after aggregation: use them in the SELECT list or after GROUP BY, not in WHERE or inside expressions before it",
+                    kind.name()
+                ),
+            );
+        }
+        window_cols = Some((s, e));
     }
+    Ok(window_cols)
+}
+
+/// Sorts the group expressions into the window bounds and the keys, planning the keys.
+fn group_keys(
+    state: &SessionState,
+    agg: &Aggregate,
+    window_cols: Option<(usize, usize)>,
+) -> LResult<GroupKeys> {
+    let input_schema: &DFSchema = agg.input.schema();
     let mut slots = Vec::new();
-    let mut key_exprs = Vec::new();
-    let mut key_fields = Vec::new();
+    let mut exprs = Vec::new();
+    let mut fields = Vec::new();
     for e in &agg.group_expr {
         let col_idx = match e {
             Expr::Column(c) => input_schema.index_of_column(c).ok(),
@@ -472,122 +491,163 @@ fn lower_aggregate(
             (Some((_, en)), Some(i)) if i == en => slots.push(GroupSlot::WindowEnd),
             _ => {
                 let phys = df(state.create_physical_expr(e.clone(), input_schema))?;
-                let dt = df(phys.data_type(arrow_input))?;
-                key_fields.push(Field::new(format!("k{}", key_exprs.len()), dt, true));
-                slots.push(GroupSlot::Key(key_exprs.len()));
-                key_exprs.push(phys);
+                let dt = df(phys.data_type(input_schema.as_arrow()))?;
+                fields.push(Field::new(format!("k{}", exprs.len()), dt, true));
+                slots.push(GroupSlot::Key(exprs.len()));
+                exprs.push(phys);
             }
         }
     }
-    let key_schema: SchemaRef = Arc::new(Schema::new(key_fields));
-    let mut aggs = Vec::new();
-    for e in &agg.aggr_expr {
-        let planning = PhysicalPlanningContext::default();
-        let lowered = df(LoweredAggregateBuilder::new(
-            e,
-            input_schema,
-            arrow_input,
-            state.execution_props(),
-            &planning,
-        )
-        .build())?;
-        let expr = lowered.aggregate;
-        let mut args = expr.expressions();
-        args.extend(lowered.order_bys.iter().map(|o| Arc::clone(&o.expr)));
-        aggs.push(AggSpec {
-            expr,
-            args,
-            filter: lowered.filter,
-        });
-    }
-    let layout = OutputLayout {
-        slots: slots.clone(),
-        schema: Arc::new(agg.schema.as_arrow().clone()),
+    Ok(GroupKeys {
+        slots,
+        exprs,
+        schema: Arc::new(Schema::new(fields)),
+    })
+}
+
+/// DataFusion's aggregate expressions, with their arguments, ordering and filter.
+fn aggregates(state: &SessionState, agg: &Aggregate) -> LResult<Vec<AggSpec>> {
+    let input_schema: &DFSchema = agg.input.schema();
+    agg.aggr_expr
+        .iter()
+        .map(|e| {
+            let planning = PhysicalPlanningContext::default();
+            let lowered = df(LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                input_schema.as_arrow(),
+                state.execution_props(),
+                &planning,
+            )
+            .build())?;
+            let expr = lowered.aggregate;
+            // an aggregate whose constant arguments can never work refuses to start
+            if let Err(e) = expr.create_accumulator() {
+                return err(
+                    Part::Function(expr.fun().name().to_string()),
+                    format!("{}: {}", expr.fun().name(), super::clean_message(&e)),
+                );
+            }
+            let mut args = expr.expressions();
+            args.extend(lowered.order_bys.iter().map(|o| Arc::clone(&o.expr)));
+            Ok(AggSpec {
+                expr,
+                args,
+                filter: lowered.filter,
+            })
+        })
+        .collect()
+}
+
+/// The operator for the window the branches read (or one window over the whole input of
+/// finite sources), with its description.
+fn window_operator(
+    kind: Option<WindowKind>,
+    window_cols: Option<(usize, usize)>,
+    keys: GroupKeys,
+    aggs: Vec<AggSpec>,
+    layout: OutputLayout,
+) -> LResult<(Box<dyn WindowOperator>, String)> {
+    let (kind, start) = match (kind, window_cols) {
+        (Some(k), Some((s, _))) => (k, s),
+        _ => {
+            let op = PaneAggregate::new(Assignment::Whole, keys.exprs, keys.schema, aggs, layout);
+            return Ok((
+                Box::new(op),
+                "whole input (finite sources), emitted at end".to_string(),
+            ));
+        }
     };
+    if !keys.slots.contains(&GroupSlot::WindowStart) || !keys.slots.contains(&GroupSlot::WindowEnd)
+    {
+        return err(Part::GroupBy, GROUP_BY_WINDOW);
+    }
+    let panes = |size, slide| Assignment::Panes {
+        panes: Panes::new(size, slide),
+        col: start,
+    };
+    let op: Box<dyn WindowOperator> = match kind {
+        WindowKind::Tumble { size } => Box::new(PaneAggregate::new(
+            panes(size, size),
+            keys.exprs,
+            keys.schema,
+            aggs,
+            layout,
+        )),
+        WindowKind::Hop { slide, size } => Box::new(PaneAggregate::new(
+            panes(size, slide),
+            keys.exprs,
+            keys.schema,
+            aggs,
+            layout,
+        )),
+        WindowKind::Session { gap } => Box::new(df(SessionAggregate::new(
+            gap,
+            start,
+            keys.exprs,
+            keys.schema,
+            aggs,
+            layout,
+        ))?),
+    };
+    Ok((op, describe(kind)))
+}
+
+fn lower_aggregate(
+    state: &SessionState,
+    agg: &Aggregate,
+    branches: Vec<Branch>,
+    windows: &[Option<BranchWindow>],
+    post: Chain,
+    streams: &dyn StreamInfo,
+) -> LResult<Lowered> {
+    refuse_grouping_sets(agg)?;
+    let window_cols = window_columns(&branches, windows[0])?;
+    let keys = group_keys(state, agg, window_cols)?;
+    let aggs = aggregates(state, agg)?;
+    let kind = windows[0].map(|w| w.kind);
+    if kind.is_none() && branches.iter().any(|b| !streams.is_bounded(b.stream)) {
+        return err(
+            Part::GroupBy,
+            "GROUP BY without a window over an unbounded source never finishes, so it would never emit a result. Aggregate over a window instead: FROM TUMBLE(source, ts, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end, <keys> (or HOP/SESSION)",
+        );
+    }
+    let slots = keys.slots.clone();
     let slot_out = |want: GroupSlot| {
         slots
             .iter()
             .position(|s| *s == want)
             .and_then(|i| post.map_column(i))
     };
-    let names: Vec<String> = agg
+    let aggregate_names: Vec<String> = agg
         .aggr_expr
         .iter()
         .map(|e| e.schema_name().to_string())
         .collect();
-    let keys: Vec<String> = agg
+    let key_names: Vec<String> = agg
         .group_expr
         .iter()
         .zip(&slots)
         .filter(|(_, s)| matches!(s, GroupSlot::Key(_)))
         .map(|(e, _)| e.schema_name().to_string())
         .collect();
-    let (op, description, out_start, out_end, time_col) = match (windows[0], window_cols) {
-        (Some(BranchWindow { kind, .. }), Some((s, _))) => {
-            if !slots.contains(&GroupSlot::WindowStart) || !slots.contains(&GroupSlot::WindowEnd) {
-                return err(Part::GroupBy, GROUP_BY_WINDOW);
-            }
-            let op: Box<dyn WindowOperator> = match kind {
-                WindowKind::Tumble { size } => Box::new(PaneAggregate::new(
-                    Assignment::Panes {
-                        panes: Panes::new(size, size),
-                        col: s,
-                    },
-                    key_exprs,
-                    key_schema,
-                    aggs,
-                    layout,
-                )),
-                WindowKind::Hop { slide, size } => Box::new(PaneAggregate::new(
-                    Assignment::Panes {
-                        panes: Panes::new(size, slide),
-                        col: s,
-                    },
-                    key_exprs,
-                    key_schema,
-                    aggs,
-                    layout,
-                )),
-                WindowKind::Session { gap } => Box::new(df(SessionAggregate::new(
-                    gap, s, key_exprs, key_schema, aggs, layout,
-                ))?),
-            };
-            let time_col = windows.iter().flatten().map(|w| w.time_col).collect();
-            (
-                op,
-                describe(kind),
-                slot_out(GroupSlot::WindowStart),
-                slot_out(GroupSlot::WindowEnd),
-                time_col,
-            )
-        }
-        _ => {
-            if branches.iter().any(|b| !streams.is_bounded(b.stream)) {
-                return err(
-                    Part::GroupBy,
-                    "GROUP BY without a window over an unbounded source never finishes, so it would never emit a result. Aggregate over a window instead: FROM TUMBLE(source, ts, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end, <keys> (or HOP/SESSION)",
-                );
-            }
-            let op: Box<dyn WindowOperator> = Box::new(PaneAggregate::new(
-                Assignment::Whole,
-                key_exprs,
-                key_schema,
-                aggs,
-                layout,
-            ));
-            (
-                op,
-                "whole input (finite sources), emitted at end".to_string(),
-                None,
-                None,
-                vec![0; branches.len()],
-            )
-        }
+    let layout = OutputLayout {
+        slots: slots.clone(),
+        schema: Arc::new(agg.schema.as_arrow().clone()),
+    };
+    let (op, window) = window_operator(kind, window_cols, keys, aggs, layout)?;
+    let (out_start, out_end, time_col) = match kind {
+        Some(_) => (
+            slot_out(GroupSlot::WindowStart),
+            slot_out(GroupSlot::WindowEnd),
+            windows.iter().flatten().map(|w| w.time_col).collect(),
+        ),
+        None => (None, None, vec![0; branches.len()]),
     };
     let description = format!(
-        "windowed aggregation: {description}; keys [{}]; aggregates [{}]",
-        keys.join(", "),
-        names.join(", ")
+        "windowed aggregation: {window}; keys [{}]; aggregates [{}]",
+        key_names.join(", "),
+        aggregate_names.join(", ")
     );
     let time_cols = out_start.iter().chain(out_end.iter()).copied().collect();
     let out_keys = slots

@@ -2,8 +2,8 @@
 //! with DataFusion and lowers them into streaming operators — all before anything connects.
 
 mod locate;
-pub mod lower;
-pub mod tables;
+mod lower;
+mod tables;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -12,26 +12,30 @@ use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::DataFusionError;
+use datafusion::common::ScalarValue;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, ObjectName, ObjectNamePart, Spanned};
 
-use crate::connector::{Connectors, Sink, SinkSpec, SinkStats, Source, SourceSpec};
+use crate::connector::{
+    CONNECTOR, Connectors, EVENT_TIME, IDLE_TIMEOUT, SINK_OPTIONS, SOURCE_OPTIONS, Sink, SinkSpec,
+    Source, SourceSpec, WATERMARK, each_option,
+};
 use crate::diagnostic::{Diagnostics, Location, PipelineError};
 use crate::exec::dataflow::{Dataflow, SourceClock, StreamState};
+use crate::exec::ids::{SinkId, StreamId};
 use crate::exec::pipeline::{PipelineExec, Target};
+use crate::observe::telemetry::{PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 use crate::parse::{
     Options, PipelineFile, QueryStatement, SinkStatement, SourceStatement, Statement,
 };
+use crate::sync;
 use lower::{StreamInfo, lower};
 use tables::{StreamCatalog, StreamEntry, StreamTable, WindowFn, WindowTvf};
-
-/// Default for `idle_timeout` on sources.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A source ready to start.
 pub struct CompiledSource {
@@ -40,9 +44,11 @@ pub struct CompiledSource {
     /// Connector name.
     pub connector: String,
     /// Stream id (same as its index among sources).
-    pub stream: usize,
+    pub stream: StreamId,
     /// The source.
     pub source: Box<dyn Source>,
+    /// Its counters.
+    pub telemetry: Arc<SourceTelemetry>,
 }
 
 /// A sink ready to open.
@@ -54,7 +60,7 @@ pub struct CompiledSink {
     /// The sink.
     pub sink: Box<dyn Sink>,
     /// Its counters.
-    pub stats: Arc<SinkStats>,
+    pub telemetry: Arc<SinkTelemetry>,
 }
 
 /// Everything `weir run` starts.
@@ -67,6 +73,35 @@ pub struct Project {
     pub dataflow: Dataflow,
     /// Per pipeline: its description and DataFusion plan, for `weir check --explain`.
     pub explain: Vec<String>,
+}
+
+/// Runs `work` (parsing and planning, which recurse over statements) on a thread of its own
+/// with a [`PLANNING_STACK`](crate::parse::limits::PLANNING_STACK) stack and a runtime of its
+/// own, so that a deep statement can never overflow the stack of the caller's thread (a
+/// runtime worker's is 2 MiB). Panics of `work` come back as errors.
+pub async fn on_planning_thread<F, Fut, T>(work: F) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("weir-planning".into())
+        .stack_size(crate::parse::limits::PLANNING_STACK)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let _ = tx.send(runtime.map(|r| r.block_on(work())));
+        })?;
+    match rx.await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot start the planning runtime: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "planning failed: the planning thread panicked"
+        )),
+    }
 }
 
 /// A DataFusion context for planning pipelines: our functions, window table functions and
@@ -140,11 +175,11 @@ struct Streams {
 }
 
 impl StreamInfo for Streams {
-    fn time_cols(&self, stream: usize) -> Vec<usize> {
-        self.time[stream].clone()
+    fn time_cols(&self, stream: StreamId) -> Vec<usize> {
+        self.time[stream.index()].clone()
     }
-    fn is_bounded(&self, stream: usize) -> bool {
-        self.bounded[stream]
+    fn is_bounded(&self, stream: StreamId) -> bool {
+        self.bounded[stream.index()]
     }
 }
 
@@ -177,8 +212,8 @@ struct Compiler<'a> {
     broken: std::collections::HashSet<String>,
     sources: Vec<CompiledSource>,
     sinks: Vec<CompiledSink>,
-    sink_ids: HashMap<String, usize>,
-    sink_schemas: HashMap<usize, SchemaRef>,
+    sink_ids: HashMap<String, SinkId>,
+    sink_schemas: HashMap<SinkId, SchemaRef>,
     pipelines: Vec<PipelineExec>,
     explain: Vec<String>,
 }
@@ -211,13 +246,18 @@ impl<'a> Compiler<'a> {
         time_cols: Vec<usize>,
         bounded: bool,
         clock: Option<SourceClock>,
-    ) -> usize {
-        let id = self.streams.len();
-        self.streams
-            .push(StreamState::new(name, Arc::clone(&schema), clock));
+        telemetry: Option<Arc<SourceTelemetry>>,
+    ) -> StreamId {
+        let id = StreamId::new(self.streams.len());
+        self.streams.push(StreamState::new(
+            name,
+            Arc::clone(&schema),
+            clock,
+            telemetry,
+        ));
         self.info.time.push(time_cols.clone());
         self.info.bounded.push(bounded);
-        self.catalog.write().expect("catalog lock").insert(
+        sync::write(&self.catalog).insert(
             name.to_string(),
             StreamEntry {
                 id,
@@ -242,7 +282,7 @@ impl<'a> Compiler<'a> {
     /// The `connector` option when it names one of `known` (lower-cased); otherwise records
     /// an error at the option (or at the statement when it is missing).
     fn connector_name(&mut self, opts: &Options, kind: &str, known: &[&str]) -> Option<String> {
-        let Some(entry) = opts.entry("connector") else {
+        let Some(entry) = opts.entry(&CONNECTOR) else {
             self.errors.push(opts.error(format!(
                 "missing required option 'connector' (one of: {})",
                 known.join(", ")
@@ -265,33 +305,32 @@ impl<'a> Compiler<'a> {
         None
     }
 
-    async fn source(&mut self, file: &str, s: SourceStatement) {
-        let opts = &s.options;
-        let names = self.connectors.source_names();
-        let Some(factory) = self
-            .connector_name(opts, "source", &names)
-            .and_then(|n| self.connectors.source(&n).cloned())
-        else {
-            return;
-        };
-        // Column types, as DataFusion maps SQL types.
+    /// The declared columns, as DataFusion maps SQL types (timestamps in nanoseconds).
+    async fn source_schema(&mut self, file: &str, s: &SourceStatement) -> Option<SchemaRef> {
         let table =
             ast::helpers::stmt_create_table::CreateTableBuilder::new(ObjectName::from(vec![
                 ast::Ident::new(s.name.clone()),
             ]))
             .columns(s.columns.clone())
             .build();
-        let schema = match self
+        let plan = self
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(
                 ast::Statement::CreateTable(table),
             )))
-            .await
-        {
+            .await;
+        match plan {
             Ok(LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t))) => {
-                normalize_schema(t.input.schema().as_arrow())
+                Some(normalize_schema(t.input.schema().as_arrow()))
             }
-            Ok(_) => unreachable!("CREATE TABLE plans to CreateMemoryTable"),
+            Ok(other) => {
+                self.errors.push(PipelineError::new(
+                    file,
+                    s.location,
+                    format!("internal: the columns planned to {}", other.display()),
+                ));
+                None
+            }
             Err(e) => {
                 let at = s
                     .columns
@@ -300,27 +339,25 @@ impl<'a> Compiler<'a> {
                     .unwrap_or(s.location);
                 self.errors
                     .push(PipelineError::new(file, at, clean_message(&e)));
-                return;
+                None
             }
-        };
-        let mut ok = true;
-        let event_time = match opts.entry("event_time") {
+        }
+    }
+
+    /// The event-time settings of a source: its `event_time` column (which must be a
+    /// TIMESTAMP), `watermark` and `idle_timeout`. Errors are recorded; `Err` when the
+    /// durations do not read (nothing more is checked then).
+    fn source_clock(&mut self, opts: &Options, schema: &Schema) -> Result<Option<SourceClock>, ()> {
+        let event_time = match opts.entry(&EVENT_TIME) {
             None => None,
             Some(e) => match schema.index_of(&e.value) {
                 Err(_) => {
+                    let columns: Vec<&str> =
+                        schema.fields().iter().map(|f| f.name().as_str()).collect();
                     self.errors.push(opts.value_error(
                         e,
-                        &format!(
-                                "no such column (columns: {})",
-                                schema
-                                    .fields()
-                                    .iter()
-                                    .map(|f| f.name().as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
+                        &format!("no such column (columns: {})", columns.join(", ")),
                     ));
-                    ok = false;
                     None
                 }
                 Ok(i) if !matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => {
@@ -329,85 +366,109 @@ impl<'a> Compiler<'a> {
                         e.value,
                         schema.field(i).data_type()
                     )));
-                    ok = false;
                     None
                 }
                 Ok(i) => Some(i),
             },
         };
-        let delay = opts.duration("watermark");
-        let idle = opts.duration("idle_timeout");
+        let delay = opts.value::<Duration>(&WATERMARK);
+        let idle = opts.value::<Duration>(&IDLE_TIMEOUT);
         let (delay, idle) = match (delay, idle) {
-            (Ok(d), Ok(i)) => (d.unwrap_or_default(), i.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
+            (Ok(d), Ok(i)) => (d, i),
             (d, i) => {
                 self.errors.extend(d.err());
                 self.errors.extend(i.err());
-                return;
+                return Err(());
             }
         };
-        if event_time.is_none() && opts.get("watermark").is_some() {
+        if !opts.is_given(&EVENT_TIME) && opts.is_given(&WATERMARK) {
             self.errors.push(opts.error(
                 "option 'watermark' needs an event-time column: add event_time = '<column>'",
             ));
-            ok = false;
         }
+        Ok(event_time.map(|c| SourceClock {
+            event_time: c,
+            delay: delay.as_nanos().min(i64::MAX as u128) as i64,
+            idle_timeout: idle,
+            max_time: None,
+        }))
+    }
+
+    async fn source(&mut self, file: &str, mut s: SourceStatement) {
+        let names = self.connectors.source_names();
+        let Some(factory) = self
+            .connector_name(&s.options, "source", &names)
+            .and_then(|n| self.connectors.source(&n).cloned())
+        else {
+            return;
+        };
+        s.options
+            .declare(SOURCE_OPTIONS.iter().chain(each_option(factory.options())));
+        let opts = &s.options;
+        self.errors.extend(opts.unknown(factory.name()));
+        let Some(schema) = self.source_schema(file, &s).await else {
+            return;
+        };
+        let before = self.errors.len();
+        let Ok(clock) = self.source_clock(opts, &schema) else {
+            return;
+        };
+        let clock_ok = self.errors.len() == before;
         let spec = SourceSpec {
             name: s.name.clone(),
             schema: Arc::clone(&schema),
-            event_time,
+            event_time: clock.as_ref().map(|c| c.event_time),
         };
-        let source = factory.build(&spec, opts);
-        self.errors.extend(opts.unknown(factory.name()));
-        let source = match source {
+        let source = match factory.build(&spec, opts) {
             Ok(src) => src,
             Err(e) => {
                 self.errors.push(e);
                 return;
             }
         };
-        if !ok || !self.claim_name(file, &s.name, s.location, "source") {
+        if !clock_ok || !self.claim_name(file, &s.name, s.location, "source") {
             return;
         }
-        let clock = event_time.map(|c| SourceClock {
-            event_time: c,
-            delay: delay.as_nanos().min(i64::MAX as u128) as i64,
-            idle_timeout: idle,
-            max_time: None,
-        });
         let bounded = source.is_bounded();
+        let time_cols = clock.iter().map(|c| c.event_time).collect();
+        let telemetry = Arc::new(SourceTelemetry::new(&s.name));
         let id = self.add_stream(
             &s.name,
             schema,
-            event_time.into_iter().collect(),
+            time_cols,
             bounded,
             clock,
+            Some(Arc::clone(&telemetry)),
         );
         self.sources.push(CompiledSource {
             name: s.name,
             connector: factory.name().to_string(),
             stream: id,
             source,
+            telemetry,
         });
     }
 
-    fn sink(&mut self, file: &str, s: SinkStatement) {
-        let opts = &s.options;
+    fn sink(&mut self, file: &str, mut s: SinkStatement) {
         let names = self.connectors.sink_names();
         let Some(factory) = self
-            .connector_name(opts, "sink", &names)
+            .connector_name(&s.options, "sink", &names)
             .and_then(|n| self.connectors.sink(&n).cloned())
         else {
             return;
         };
-        let stats = Arc::new(SinkStats::default());
+        s.options
+            .declare(SINK_OPTIONS.iter().chain(each_option(factory.options())));
+        let opts = &s.options;
+        self.errors.extend(opts.unknown(factory.name()));
+        let telemetry = Arc::new(SinkTelemetry::new(&s.name));
         let sink = factory.build(
             &SinkSpec {
                 name: s.name.clone(),
-                stats: Arc::clone(&stats),
+                telemetry: Arc::clone(&telemetry),
             },
             opts,
         );
-        self.errors.extend(opts.unknown(factory.name()));
         let sink = match sink {
             Ok(k) => k,
             Err(e) => {
@@ -423,12 +484,13 @@ impl<'a> Compiler<'a> {
             ));
             return;
         }
-        self.sink_ids.insert(s.name.clone(), self.sinks.len());
+        self.sink_ids
+            .insert(s.name.clone(), SinkId::new(self.sinks.len()));
         self.sinks.push(CompiledSink {
             name: s.name,
             connector: factory.name().to_string(),
             sink,
-            stats,
+            telemetry,
         });
     }
 
@@ -441,13 +503,7 @@ impl<'a> Compiler<'a> {
             return message;
         };
         let name = name.rsplit('.').next().unwrap_or(name);
-        let mut known: Vec<String> = self
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .keys()
-            .cloned()
-            .collect();
+        let mut known: Vec<String> = sync::read(&self.catalog).keys().cloned().collect();
         known.sort();
         format!(
             "unknown source or view '{name}' (defined so far: {})",
@@ -526,11 +582,16 @@ impl<'a> Compiler<'a> {
                 return;
             }
         };
+        if let Some((function, message)) = impossible_constants(&plan) {
+            let at = locate::function_location(&q.query, &function).unwrap_or(q.location);
+            self.errors.push(PipelineError::new(file, at, message));
+            return;
+        }
         let state = self.state();
         let lowered = match lower(&state, &plan, &self.info) {
             Ok(l) => l,
             Err(e) => {
-                let at = locate::part_location(&q.query, e.part).unwrap_or(q.location);
+                let at = locate::part_location(&q.query, &e.part).unwrap_or(q.location);
                 self.errors.push(PipelineError::new(file, at, e.message));
                 return;
             }
@@ -555,12 +616,16 @@ impl<'a> Compiler<'a> {
                 if !self.claim_name(file, &q.name, q.location, "view") {
                     return;
                 }
-                let bounded = lowered.branches.iter().all(|b| self.info.bounded[b.stream]);
+                let bounded = lowered
+                    .branches
+                    .iter()
+                    .all(|b| self.info.bounded[b.stream.index()]);
                 let id = self.add_stream(
                     &q.name,
                     Arc::clone(&schema),
                     lowered.time_cols.clone(),
                     bounded,
+                    None,
                     None,
                 );
                 Target::Stream(id)
@@ -583,6 +648,7 @@ impl<'a> Compiler<'a> {
                 .join("\n")
         ));
         self.pipelines.push(PipelineExec {
+            telemetry: Arc::new(PipelineTelemetry::new(&q.name)),
             name: q.name,
             branches: lowered.branches,
             window: lowered.window,
@@ -590,11 +656,46 @@ impl<'a> Compiler<'a> {
             schema,
             target,
             out_time: lowered.out_time,
-            rows_in: 0,
-            rows_out: 0,
-            errors: 0,
+            dead_letters: None,
         });
     }
+}
+
+/// A constant argument of one of Weir's functions that can never work (`ewma(x, 2)`,
+/// `iso10816_zone(v, 'no_such_class')`, ...): the function and the message.
+fn impossible_constants(plan: &LogicalPlan) -> Option<(String, String)> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    fn constant(e: &Expr) -> Option<ScalarValue> {
+        match e {
+            Expr::Literal(v, _) => Some(v.clone()),
+            Expr::Alias(a) => constant(&a.expr),
+            Expr::Cast(c) => constant(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),
+            Expr::TryCast(c) => constant(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),
+            _ => None,
+        }
+    }
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|sub| {
+                let (name, args) = match sub {
+                    Expr::ScalarFunction(f) => (f.name().to_string(), &f.args),
+                    Expr::AggregateFunction(a) => (a.func.name().to_string(), &a.params.args),
+                    Expr::WindowFunction(w) => (w.fun.name().to_string(), &w.params.args),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let constants: Vec<Option<ScalarValue>> = args.iter().map(constant).collect();
+                match weir_udf::constants::check_constants(&name, &constants) {
+                    Ok(()) => Ok(TreeNodeRecursion::Continue),
+                    Err(m) => {
+                        found = Some((name, m));
+                        Ok(TreeNodeRecursion::Stop)
+                    }
+                }
+            })
+        })
+    });
+    found
 }
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {

@@ -14,13 +14,18 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::window::WindowKind;
+use crate::exec::ids::StreamId;
+use crate::exec::window::{Panes, WindowKind};
+
+/// Most panes one `HOP` window may span (size / gcd(size, slide)): also the most windows one
+/// row can fall into. Beyond it each closing window merges too much state.
+pub const MAX_PANES_PER_WINDOW: i64 = 1000;
 
 /// A source or view as a table; with `window`, a window table function over one.
 #[derive(Debug)]
 pub struct StreamTable {
     /// Stream id.
-    pub stream: usize,
+    pub stream: StreamId,
     /// The table's schema: the stream's, or for a window its kept columns, then
     /// `window_start`, `window_end`.
     pub schema: SchemaRef,
@@ -64,7 +69,7 @@ impl TableProvider for StreamTable {
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
     /// Stream id.
-    pub id: usize,
+    pub id: StreamId,
     /// Schema.
     pub schema: SchemaRef,
     /// Columns with a watermark (event time of a source; window bounds of a view).
@@ -167,7 +172,7 @@ impl TableFunctionImpl for WindowTvf {
                 self.usage()
             );
         };
-        let catalog = self.catalog.read().expect("stream catalog lock");
+        let catalog = crate::sync::read(&self.catalog);
         let Some(stream) = catalog.get(&stream_name) else {
             let mut known: Vec<&String> = catalog.keys().collect();
             known.sort();
@@ -218,6 +223,20 @@ impl TableFunctionImpl for WindowTvf {
                 if slide > size {
                     return plan_err!(
                         "HOP slide must not exceed the window size (HOP(stream, time, slide, size))"
+                    );
+                }
+                let panes = Panes::new(size, slide);
+                let per_window = size / panes.pane;
+                if per_window > MAX_PANES_PER_WINDOW {
+                    let d = |ns: i64| {
+                        humantime::format_duration(std::time::Duration::from_nanos(ns as u64))
+                    };
+                    return plan_err!(
+                        "HOP with slide {} and size {} keeps {per_window} panes per window and puts each row into {} windows (at most {MAX_PANES_PER_WINDOW}): every closing window would merge them all. Use a slide of at least {} that divides the size, or a TUMBLE window",
+                        d(slide),
+                        d(size),
+                        size / slide + i64::from(size % slide != 0),
+                        d(size / MAX_PANES_PER_WINDOW)
                     );
                 }
                 WindowKind::Hop { slide, size }

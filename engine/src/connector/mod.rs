@@ -1,4 +1,5 @@
-//! What sources and sinks implement, and the registry of connectors by name.
+//! What sources and sinks implement, and the registry of connectors by name. The engine
+//! names no concrete connector: the `weir` binary registers them (`weir_connectors::all`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +10,48 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
 use crate::diagnostic::PipelineError;
+use crate::exec::ids::StreamId;
+use crate::observe::telemetry::{ENGINE_METRICS, MetricDef, SinkTelemetry, SourceTelemetry};
 use crate::parse::Options;
+use crate::parse::options::{OptionSpec, OptionType};
 
-pub mod health;
-pub mod sink_stats;
+pub use crate::observe::telemetry::Connection;
 
-pub use health::{Connection, SourceHealth};
-pub use sink_stats::{SinkCounts, SinkStats};
+/// `connector`: which connector a source or sink uses.
+pub const CONNECTOR: OptionSpec =
+    OptionSpec::new("connector", OptionType::Text, "which connector").required();
+/// `event_time`: a source's event-time column.
+pub const EVENT_TIME: OptionSpec = OptionSpec::new(
+    "event_time",
+    OptionType::Text,
+    "the `TIMESTAMP` column that is the event time (needed for windows)",
+);
+/// `watermark`: how late a source's rows may arrive.
+pub const WATERMARK: OptionSpec = OptionSpec::new(
+    "watermark",
+    OptionType::Duration,
+    "how late a row may arrive (a duration: `500ms`, `2s`, `1m`)",
+)
+.default("0s");
+/// `idle_timeout`: when a silent source stops holding back the watermark.
+pub const IDLE_TIMEOUT: OptionSpec = OptionSpec::new(
+    "idle_timeout",
+    OptionType::Duration,
+    "silence after which the source stops holding back the watermark",
+)
+.default("30s");
+
+/// The options the engine reads on every source, besides the connector's own.
+pub const SOURCE_OPTIONS: &[OptionSpec] = &[CONNECTOR, EVENT_TIME, WATERMARK, IDLE_TIMEOUT];
+/// The options the engine reads on every sink, besides the connector's own.
+pub const SINK_OPTIONS: &[OptionSpec] = &[CONNECTOR];
+
+/// The options in `groups`, one after the other.
+pub fn each_option(
+    groups: &'static [&'static [OptionSpec]],
+) -> impl Iterator<Item = &'static OptionSpec> {
+    groups.iter().flat_map(|g| g.iter())
+}
 
 /// What a source is told when it is built.
 #[derive(Debug, Clone)]
@@ -32,20 +68,20 @@ pub struct SourceSpec {
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Rows.
-    Batch(usize, RecordBatch),
+    Batch(StreamId, RecordBatch),
     /// The source has no more rows (finite input, or it was asked to stop).
-    End(usize),
+    End(StreamId),
     /// The source failed and stopped.
-    Failed(usize, String),
+    Failed(StreamId, String),
 }
 
 /// A running source's way to the engine.
 #[derive(Debug, Clone)]
 pub struct SourceOutput {
-    id: usize,
+    id: StreamId,
     tx: mpsc::Sender<SourceEvent>,
     stop: watch::Receiver<bool>,
-    health: Arc<SourceHealth>,
+    telemetry: Arc<SourceTelemetry>,
 }
 
 /// The engine is shutting down: the source should return.
@@ -53,24 +89,24 @@ pub struct SourceOutput {
 pub struct Stopped;
 
 impl SourceOutput {
-    /// An output for source `id`, reporting its health to `health`.
+    /// An output for source `id`, counting into `telemetry`.
     pub fn new(
-        id: usize,
+        id: StreamId,
         tx: mpsc::Sender<SourceEvent>,
         stop: watch::Receiver<bool>,
-        health: Arc<SourceHealth>,
+        telemetry: Arc<SourceTelemetry>,
     ) -> Self {
         Self {
             id,
             tx,
             stop,
-            health,
+            telemetry,
         }
     }
 
     /// Where the source counts skipped inputs and reports its connection state.
-    pub fn health(&self) -> &Arc<SourceHealth> {
-        &self.health
+    pub fn telemetry(&self) -> &Arc<SourceTelemetry> {
+        &self.telemetry
     }
 
     /// Sends a batch, waiting while the engine is busy (backpressure).
@@ -121,6 +157,13 @@ pub trait SourceFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// One line for `--help` texts and docs.
     fn description(&self) -> &'static str;
+    /// Every option the connector takes, in groups (the engine's own are in
+    /// [`SOURCE_OPTIONS`]).
+    fn options(&self) -> &'static [&'static [OptionSpec]];
+    /// The metrics the connector records besides the engine's.
+    fn metrics(&self) -> &'static [MetricDef] {
+        &[]
+    }
     /// Checks options against the declared columns and returns a source that has not
     /// connected to anything yet.
     fn build(&self, spec: &SourceSpec, options: &Options)
@@ -132,9 +175,9 @@ pub trait SourceFactory: Send + Sync {
 pub struct SinkSpec {
     /// Sink name.
     pub name: String,
-    /// Where the sink counts uploads and spilled files (rows and failures are counted by
-    /// the engine).
-    pub stats: Arc<SinkStats>,
+    /// Where the sink counts uploads, spilled files, published messages and lost rows
+    /// (rows handed to it and failed writes are counted by the engine).
+    pub telemetry: Arc<SinkTelemetry>,
 }
 
 /// A running output.
@@ -159,6 +202,13 @@ pub trait SinkFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// One line for docs.
     fn description(&self) -> &'static str;
+    /// Every option the connector takes, in groups (the engine's own are in
+    /// [`SINK_OPTIONS`]).
+    fn options(&self) -> &'static [&'static [OptionSpec]];
+    /// The metrics the connector records besides the engine's.
+    fn metrics(&self) -> &'static [MetricDef] {
+        &[]
+    }
     /// Checks options and returns a sink that has not opened anything yet.
     fn build(&self, spec: &SinkSpec, options: &Options) -> Result<Box<dyn Sink>, PipelineError>;
 }
@@ -171,15 +221,6 @@ pub struct Connectors {
 }
 
 impl Connectors {
-    /// The engine's own sinks (`stdout`, `file`, `object_store`) and no sources.
-    pub fn with_builtin_sinks() -> Self {
-        let mut c = Self::default();
-        c.add_sink(Arc::new(crate::sinks::stdout::StdoutSinkFactory));
-        c.add_sink(Arc::new(crate::sinks::file::FileSinkFactory));
-        c.add_sink(Arc::new(crate::sinks::object_sink::ObjectStoreSinkFactory));
-        c
-    }
-
     /// Registers a source connector.
     pub fn add_source(&mut self, f: Arc<dyn SourceFactory>) {
         self.sources.insert(f.name(), f);
@@ -208,5 +249,23 @@ impl Connectors {
     /// Names of the sink connectors.
     pub fn sink_names(&self) -> Vec<&'static str> {
         self.sinks.keys().copied().collect()
+    }
+
+    /// Every metric: the engine's, then each connector's (each name and label set once; a
+    /// connector's metric may be recorded by its source with one label and by its sink with
+    /// another).
+    pub fn metrics(&self) -> Vec<MetricDef> {
+        let mut all: Vec<MetricDef> = ENGINE_METRICS.to_vec();
+        let own = self
+            .sources
+            .values()
+            .flat_map(|f| f.metrics())
+            .chain(self.sinks.values().flat_map(|f| f.metrics()));
+        for m in own {
+            if !all.iter().any(|a| a.name == m.name && a.labels == m.labels) {
+                all.push(*m);
+            }
+        }
+        all
     }
 }

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray};
-use arrow::compute::filter_record_batch;
+use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 
+use super::isolate::{RowFailure, culprit, isolate};
 use super::running::KeyedRunning;
 
 /// One step.
@@ -32,6 +33,61 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step over `batch`. On failure nothing has changed (a running statistic's state
+    /// is updated only once every expression of the batch was evaluated).
+    fn apply(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        match self {
+            Step::Filter(pred) => {
+                let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
+                Ok(filter_record_batch(batch, mask.as_boolean())?)
+            }
+            Step::Project { exprs, schema } => {
+                let n = batch.num_rows();
+                let cols = exprs
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(n))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(schema),
+                    cols,
+                    &RecordBatchOptions::new().with_row_count(Some(n)),
+                )?)
+            }
+            Step::Select(idx) => Ok(batch.project(idx)?),
+            Step::Running(r) => r.apply(batch.clone()),
+        }
+    }
+
+    /// The step over the parts of `batch` it can evaluate: the failing rows go to `failed`.
+    fn apply_isolating(
+        &mut self,
+        batch: &RecordBatch,
+        failed: &mut Vec<RowFailure>,
+    ) -> Result<RecordBatch> {
+        let (parts, mut bad) = isolate(batch, &mut |b| self.apply(b));
+        for f in &mut bad {
+            if let Some(c) = self.culprit(&f.row) {
+                f.message = c;
+            }
+        }
+        failed.extend(bad);
+        let schema = match parts.first() {
+            Some(p) => p.schema(),
+            None => self.apply(&batch.slice(0, 0))?.schema(),
+        };
+        Ok(concat_batches(&schema, &parts)?)
+    }
+
+    /// The expression of this step that fails on `row`, for messages.
+    fn culprit(&self, row: &RecordBatch) -> Option<String> {
+        match self {
+            Step::Filter(p) => culprit([p], row),
+            Step::Project { exprs, .. } => culprit(exprs, row),
+            Step::Select(_) => None,
+            Step::Running(r) => culprit(r.exprs(), row),
+        }
+    }
+
     /// Where input column `col` is in this step's output, if it passes through unchanged.
     fn map(&self, col: usize) -> Option<usize> {
         match self {
@@ -68,41 +124,20 @@ impl Chain {
         Self { steps }
     }
 
-    /// True when the chain changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// The steps, first to last.
-    pub fn steps(&self) -> &[Step] {
-        &self.steps
-    }
-
-    /// Runs every step over `batch`.
-    pub fn apply(&mut self, mut batch: RecordBatch) -> Result<RecordBatch> {
+    /// Runs every step over `batch`. Rows a step cannot evaluate are set aside into
+    /// `failed` (with the expression that failed); the others go on.
+    pub fn apply(
+        &mut self,
+        mut batch: RecordBatch,
+        failed: &mut Vec<RowFailure>,
+    ) -> Result<RecordBatch> {
         for step in &mut self.steps {
             if batch.num_rows() == 0 {
                 break;
             }
-            batch = match step {
-                Step::Filter(pred) => {
-                    let mask = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    filter_record_batch(&batch, mask.as_boolean())?
-                }
-                Step::Project { exprs, schema } => {
-                    let n = batch.num_rows();
-                    let cols = exprs
-                        .iter()
-                        .map(|e| e.evaluate(&batch)?.into_array(n))
-                        .collect::<Result<Vec<ArrayRef>>>()?;
-                    RecordBatch::try_new_with_options(
-                        Arc::clone(schema),
-                        cols,
-                        &RecordBatchOptions::new().with_row_count(Some(n)),
-                    )?
-                }
-                Step::Select(idx) => batch.project(idx)?,
-                Step::Running(r) => r.apply(batch)?,
+            batch = match step.apply(&batch) {
+                Ok(b) => b,
+                Err(_) => step.apply_isolating(&batch, failed)?,
             };
         }
         Ok(batch)

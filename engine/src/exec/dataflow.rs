@@ -2,15 +2,19 @@
 //! sinks and moves watermarks forward, in one task.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::compute::{filter_record_batch, is_not_null};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::ids::{PipelineId, SinkId, StreamId};
+use super::isolate::RowDeadLetters;
 use super::pipeline::{PipelineExec, Target};
+use crate::observe::telemetry::{PipelineCounts, SourceTelemetry};
 
 /// Event-time settings of a source stream.
 #[derive(Debug, Clone)]
@@ -36,6 +40,26 @@ pub enum StreamStatus {
     Finished,
 }
 
+impl StreamStatus {
+    /// `active`, `idle` or `finished`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamStatus::Active => "active",
+            StreamStatus::Idle => "idle",
+            StreamStatus::Finished => "finished",
+        }
+    }
+}
+
+/// A pipeline reading a stream, through one of its input branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reader {
+    /// The pipeline.
+    pub pipeline: PipelineId,
+    /// Which of its inputs (several with `UNION ALL`).
+    pub branch: usize,
+}
+
 /// A source or a view, as the dataflow sees it.
 #[derive(Debug)]
 pub struct StreamState {
@@ -45,23 +69,26 @@ pub struct StreamState {
     pub schema: SchemaRef,
     /// Watermark per time column: rows with a time at or before it are late.
     pub watermarks: HashMap<usize, i64>,
-    /// Pipelines reading it, with the branch index.
-    pub readers: Vec<(usize, usize)>,
+    /// Pipelines reading it.
+    pub readers: Vec<Reader>,
     /// Active, idle or finished.
     pub status: StreamStatus,
     /// Event-time settings, for sources.
     pub clock: Option<SourceClock>,
     /// When the last batch arrived.
     pub last_batch: Option<Instant>,
-    /// Rows that entered the stream.
-    pub rows_in: u64,
-    /// Source rows dropped for a null event time.
-    pub null_time_rows: u64,
+    /// For sources: where rows read and rows without event time are counted.
+    pub telemetry: Option<Arc<SourceTelemetry>>,
 }
 
 impl StreamState {
     /// A stream with no readers yet.
-    pub fn new(name: &str, schema: SchemaRef, clock: Option<SourceClock>) -> Self {
+    pub fn new(
+        name: &str,
+        schema: SchemaRef,
+        clock: Option<SourceClock>,
+        telemetry: Option<Arc<SourceTelemetry>>,
+    ) -> Self {
         Self {
             name: name.to_string(),
             schema,
@@ -70,30 +97,39 @@ impl StreamState {
             status: StreamStatus::Active,
             clock,
             last_batch: None,
-            rows_in: 0,
-            null_time_rows: 0,
+            telemetry,
         }
+    }
+
+    /// The watermark of the source's event-time column.
+    pub fn event_time_watermark(&self) -> Option<i64> {
+        let c = self.clock.as_ref()?;
+        self.watermarks.get(&c.event_time).copied()
     }
 }
 
 /// Rows bound for a sink.
-pub type SinkBatch = (usize, RecordBatch);
+#[derive(Debug, Clone)]
+pub struct SinkBatch {
+    /// The sink.
+    pub sink: SinkId,
+    /// The rows.
+    pub batch: RecordBatch,
+}
 
 /// The streams and pipelines of a project, in dependency order.
 pub struct Dataflow {
     /// Sources first, then views, by id.
-    pub streams: Vec<StreamState>,
+    pub(crate) streams: Vec<StreamState>,
     /// Pipelines in dependency order (a pipeline only reads streams defined before it).
-    pub pipelines: Vec<PipelineExec>,
+    pub(crate) pipelines: Vec<PipelineExec>,
     /// Emit (true) or drop (false) open windows when the input ends.
-    pub emit_on_end: bool,
+    emit_on_end: bool,
     finished: Vec<bool>,
     last_watermark: Vec<Option<i64>>,
-    /// Windows emitted per pipeline, as last counted into the metrics.
-    windows_counted: Vec<u64>,
     sink_out: Vec<SinkBatch>,
     /// Every pipeline's output since the last [`Dataflow::take_outputs`], when kept.
-    outputs: Option<Vec<(usize, RecordBatch)>>,
+    outputs: Option<Vec<(PipelineId, RecordBatch)>>,
 }
 
 /// How one input contributes to a pipeline's watermark.
@@ -106,14 +142,17 @@ enum Contribution {
 
 impl Dataflow {
     /// A dataflow over `streams` and `pipelines`; readers are wired from the branches.
-    pub fn new(
+    pub(crate) fn new(
         mut streams: Vec<StreamState>,
         pipelines: Vec<PipelineExec>,
         emit_on_end: bool,
     ) -> Self {
         for (p, pipe) in pipelines.iter().enumerate() {
             for (b, branch) in pipe.branches.iter().enumerate() {
-                streams[branch.stream].readers.push((p, b));
+                streams[branch.stream.index()].readers.push(Reader {
+                    pipeline: PipelineId::new(p),
+                    branch: b,
+                });
             }
         }
         let n = pipelines.len();
@@ -123,9 +162,38 @@ impl Dataflow {
             emit_on_end,
             finished: vec![false; n],
             last_watermark: vec![None; n],
-            windows_counted: vec![0; n],
             sink_out: Vec::new(),
             outputs: None,
+        }
+    }
+
+    /// Number of pipelines (views and inserts).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// The schema of stream `id`.
+    pub fn stream_schema(&self, id: StreamId) -> &SchemaRef {
+        &self.streams[id.index()].schema
+    }
+
+    /// The counters of pipeline `p`.
+    pub fn pipeline_counts(&self, p: PipelineId) -> PipelineCounts {
+        self.pipelines[p.index()].telemetry.counts()
+    }
+
+    /// Approximate bytes of window state pipeline `p` holds.
+    pub fn state_bytes(&self, p: PipelineId) -> usize {
+        self.pipelines[p.index()]
+            .window
+            .as_ref()
+            .map_or(0, |w| w.op.state_bytes())
+    }
+
+    /// Rows any pipeline cannot evaluate are written to `dead_letters` from now on.
+    pub fn set_row_dead_letters(&mut self, dead_letters: Arc<RowDeadLetters>) {
+        for p in &mut self.pipelines {
+            p.dead_letters = Some(Arc::clone(&dead_letters));
         }
     }
 
@@ -134,8 +202,8 @@ impl Dataflow {
         self.outputs.get_or_insert_with(Vec::new);
     }
 
-    /// Output rows of pipelines (by index) since the last call, if kept.
-    pub fn take_outputs(&mut self) -> Vec<(usize, RecordBatch)> {
+    /// Output rows of pipelines since the last call, if kept.
+    pub fn take_outputs(&mut self) -> Vec<(PipelineId, RecordBatch)> {
         self.outputs
             .as_mut()
             .map(std::mem::take)
@@ -143,17 +211,22 @@ impl Dataflow {
     }
 
     /// True once pipeline `p` has seen the end of all its inputs.
-    pub fn is_pipeline_finished(&self, p: usize) -> bool {
-        self.finished[p]
+    pub fn is_pipeline_finished(&self, p: PipelineId) -> bool {
+        self.finished[p.index()]
     }
 
     /// The watermark pipeline `p` last closed windows up to.
-    pub fn watermark(&self, p: usize) -> Option<i64> {
-        self.last_watermark[p]
+    pub fn watermark(&self, p: PipelineId) -> Option<i64> {
+        self.last_watermark[p.index()]
     }
 
     /// A batch from source stream `stream`; returns rows for the sinks.
-    pub fn on_batch(&mut self, stream: usize, batch: RecordBatch, now: Instant) -> Vec<SinkBatch> {
+    pub fn on_batch(
+        &mut self,
+        stream: StreamId,
+        batch: RecordBatch,
+        now: Instant,
+    ) -> Vec<SinkBatch> {
         let batch = self.admit(stream, batch, now);
         if batch.num_rows() > 0 {
             self.deliver(stream, batch);
@@ -163,8 +236,8 @@ impl Dataflow {
     }
 
     /// Source stream `stream` has ended.
-    pub fn on_source_end(&mut self, stream: usize) -> Vec<SinkBatch> {
-        self.streams[stream].status = StreamStatus::Finished;
+    pub fn on_source_end(&mut self, stream: StreamId) -> Vec<SinkBatch> {
+        self.streams[stream.index()].status = StreamStatus::Finished;
         self.propagate();
         std::mem::take(&mut self.sink_out)
     }
@@ -196,117 +269,72 @@ impl Dataflow {
     }
 
     /// Source bookkeeping: drops rows without event time, tracks the largest event time.
-    fn admit(&mut self, stream: usize, batch: RecordBatch, now: Instant) -> RecordBatch {
-        let s = &mut self.streams[stream];
+    fn admit(&mut self, stream: StreamId, batch: RecordBatch, now: Instant) -> RecordBatch {
+        let s = &mut self.streams[stream.index()];
         if s.status == StreamStatus::Idle {
             info!(source = %s.name, "source active again");
         }
         s.status = StreamStatus::Active;
         s.last_batch = Some(now);
-        let Some(clock) = &mut s.clock else {
-            s.rows_in += batch.num_rows() as u64;
-            return batch;
-        };
-        let col = batch.column(clock.event_time);
-        let batch = if col.null_count() > 0 {
-            let dropped = col.null_count() as u64;
-            s.null_time_rows += dropped;
-            metrics::counter!("weir_source_rows_dropped_total", "source" => s.name.clone(), "reason" => "null_event_time")
-                .increment(dropped);
-            warn!(source = %s.name, rows = dropped, "rows without event time dropped");
-            match is_not_null(col).and_then(|m| filter_record_batch(&batch, &m)) {
-                Ok(b) => b,
-                Err(_) => return batch.slice(0, 0),
+        let batch = match &mut s.clock {
+            None => batch,
+            Some(clock) => {
+                let col = batch.column(clock.event_time);
+                let batch = if col.null_count() > 0 {
+                    if let Some(t) = &s.telemetry {
+                        t.null_time_rows(col.null_count() as u64);
+                    }
+                    match is_not_null(col).and_then(|m| filter_record_batch(&batch, &m)) {
+                        Ok(b) => b,
+                        Err(_) => return batch.slice(0, 0),
+                    }
+                } else {
+                    batch
+                };
+                let times = batch
+                    .column(clock.event_time)
+                    .as_primitive::<TimestampNanosecondType>();
+                if let Some(max) = arrow::compute::max(times) {
+                    let max = clock.max_time.map_or(max, |m| m.max(max));
+                    clock.max_time = Some(max);
+                    s.watermarks
+                        .insert(clock.event_time, max.saturating_sub(clock.delay));
+                }
+                batch
             }
-        } else {
-            batch
         };
-        let times = batch
-            .column(clock.event_time)
-            .as_primitive::<TimestampNanosecondType>();
-        if let Some(max) = arrow::compute::max(times) {
-            let max = clock.max_time.map_or(max, |m| m.max(max));
-            clock.max_time = Some(max);
-            s.watermarks
-                .insert(clock.event_time, max.saturating_sub(clock.delay));
+        if let Some(t) = &s.telemetry {
+            t.rows(batch.num_rows() as u64);
         }
-        s.rows_in += batch.num_rows() as u64;
-        metrics::counter!("weir_source_rows_total", "source" => s.name.clone())
-            .increment(batch.num_rows() as u64);
         batch
     }
 
-    fn deliver(&mut self, stream: usize, batch: RecordBatch) {
-        let readers = self.streams[stream].readers.clone();
-        for (p, b) in readers {
+    fn deliver(&mut self, stream: StreamId, batch: RecordBatch) {
+        let readers = self.streams[stream.index()].readers.clone();
+        for r in readers {
+            let p = r.pipeline.index();
             if self.finished[p] {
                 continue;
             }
-            metrics::counter!("weir_pipeline_rows_in_total", "pipeline" => self.pipelines[p].name.clone())
-                .increment(batch.num_rows() as u64);
-            let late_before = self.pipelines[p].window_stats().late_rows;
-            let result = self.pipelines[p].process(b, batch.clone());
-            let late = self.pipelines[p].window_stats().late_rows - late_before;
-            if late > 0 {
-                metrics::counter!("weir_late_rows_total", "pipeline" => self.pipelines[p].name.clone())
-                    .increment(late);
-            }
-            self.route(p, result);
+            let result = self.pipelines[p].process(r.branch, batch.clone());
+            self.route(r.pipeline, result);
         }
     }
 
-    fn route(&mut self, p: usize, result: datafusion::common::Result<Vec<RecordBatch>>) {
+    fn route(&mut self, p: PipelineId, result: datafusion::common::Result<Vec<RecordBatch>>) {
+        let pipe = &self.pipelines[p.index()];
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let pipe = &mut self.pipelines[p];
-                pipe.errors += 1;
-                metrics::counter!("weir_pipeline_errors_total", "pipeline" => pipe.name.clone())
-                    .increment(1);
-                warn!(pipeline = %pipe.name, error = %e, "batch dropped: evaluating it failed");
-                return;
-            }
+            Err(e) => return pipe.telemetry.failed(e),
         };
-        self.record_emitted(p, &out);
-        let target = self.pipelines[p].target;
+        let target = pipe.target;
         for b in out {
-            metrics::counter!("weir_pipeline_rows_out_total", "pipeline" => self.pipelines[p].name.clone())
-                .increment(b.num_rows() as u64);
             if let Some(kept) = &mut self.outputs {
                 kept.push((p, b.clone()));
             }
             match target {
-                Target::Sink(k) => self.sink_out.push((k, b)),
-                Target::Stream(s) => {
-                    self.streams[s].rows_in += b.num_rows() as u64;
-                    self.deliver(s, b);
-                }
-            }
-        }
-    }
-
-    /// Counts windows `p` emitted since the last call and how long after their end (by the
-    /// wall clock) `out` leaves.
-    fn record_emitted(&mut self, p: usize, out: &[RecordBatch]) {
-        let pipe = &self.pipelines[p];
-        let emitted = pipe.window_stats().windows_emitted;
-        let new = emitted.saturating_sub(self.windows_counted[p]);
-        self.windows_counted[p] = emitted;
-        if new == 0 {
-            return;
-        }
-        metrics::counter!("weir_pipeline_windows_total", "pipeline" => pipe.name.clone())
-            .increment(new);
-        let Some(col) = pipe.window.as_ref().and_then(|w| w.out_end) else {
-            return;
-        };
-        let now = crate::clock::now_nanos();
-        let delay =
-            metrics::histogram!("weir_window_emit_delay_seconds", "pipeline" => pipe.name.clone());
-        for b in out {
-            let ends = b.column(col).as_primitive_opt::<TimestampNanosecondType>();
-            if let Some(end) = ends.and_then(arrow::compute::min) {
-                delay.record(now.saturating_sub(end).max(0) as f64 / 1e9);
+                Target::Sink(sink) => self.sink_out.push(SinkBatch { sink, batch: b }),
+                Target::Stream(s) => self.deliver(s, b),
             }
         }
     }
@@ -316,14 +344,14 @@ impl Dataflow {
         let now = crate::clock::now_nanos();
         for (pipe, w) in self.pipelines.iter().zip(&self.last_watermark) {
             if let (Some(_), Some(w)) = (&pipe.window, w) {
-                metrics::gauge!("weir_watermark_lag_seconds", "pipeline" => pipe.name.clone())
-                    .set(now.saturating_sub(*w) as f64 / 1e9);
+                pipe.telemetry
+                    .watermark_lag(now.saturating_sub(*w) as f64 / 1e9);
             }
         }
     }
 
-    fn contribution(&self, stream: usize, col: usize) -> Contribution {
-        let s = &self.streams[stream];
+    fn contribution(&self, stream: StreamId, col: usize) -> Contribution {
+        let s = &self.streams[stream.index()];
         let wm = s.watermarks.get(&col).copied();
         match s.status {
             StreamStatus::Active => Contribution::Holds(wm),
@@ -333,7 +361,7 @@ impl Dataflow {
 
     /// The watermark over inputs `(stream, column)`: the minimum over inputs that hold it
     /// back; when all are idle, the largest of theirs.
-    fn combined(&self, inputs: impl Iterator<Item = (usize, usize)>) -> Option<i64> {
+    fn combined(&self, inputs: impl Iterator<Item = (StreamId, usize)>) -> Option<i64> {
         let mut held: Option<Option<i64>> = None;
         let mut excluded: Option<i64> = None;
         for (stream, col) in inputs {
@@ -355,53 +383,69 @@ impl Dataflow {
 
     /// Moves watermarks through the graph in dependency order, emitting closed windows.
     fn propagate(&mut self) {
-        for p in 0..self.pipelines.len() {
-            if self.finished[p] {
+        for p in (0..self.pipelines.len()).map(PipelineId::new) {
+            if self.finished[p.index()] {
                 continue;
             }
-            let all_finished = self.pipelines[p]
-                .branches
-                .iter()
-                .all(|b| self.streams[b.stream].status == StreamStatus::Finished);
-            if all_finished {
-                let emit = self.emit_on_end;
-                let result = self.pipelines[p].finish(emit);
-                self.route(p, result);
-                self.finished[p] = true;
-                if let Target::Stream(s) = self.pipelines[p].target {
-                    self.streams[s].status = StreamStatus::Finished;
-                }
+            if self.all_inputs_finished(p) {
+                self.finish_pipeline(p);
                 continue;
             }
-            if let Some(win) = &self.pipelines[p].window {
-                let inputs: Vec<(usize, usize)> = self.pipelines[p]
-                    .branches
-                    .iter()
-                    .zip(&win.time_col)
-                    .map(|(b, &c)| (b.stream, c))
-                    .collect();
-                let w = self.combined(inputs.into_iter());
-                if let Some(w) = w
-                    && self.last_watermark[p].is_none_or(|last| w > last)
-                {
-                    self.last_watermark[p] = Some(w);
-                    let result = self.pipelines[p].advance(w);
-                    self.route(p, result);
-                }
-            }
+            self.advance_windows(p);
             self.update_output_watermarks(p);
         }
     }
 
-    fn update_output_watermarks(&mut self, p: usize) {
-        let Target::Stream(out) = self.pipelines[p].target else {
+    fn all_inputs_finished(&self, p: PipelineId) -> bool {
+        self.pipelines[p.index()]
+            .branches
+            .iter()
+            .all(|b| self.streams[b.stream.index()].status == StreamStatus::Finished)
+    }
+
+    /// Every input of `p` has ended: its open windows are emitted (or dropped) and its
+    /// stream, if it is a view, ends too.
+    fn finish_pipeline(&mut self, p: PipelineId) {
+        let emit = self.emit_on_end;
+        let result = self.pipelines[p.index()].finish(emit);
+        self.route(p, result);
+        self.finished[p.index()] = true;
+        if let Target::Stream(s) = self.pipelines[p.index()].target {
+            self.streams[s.index()].status = StreamStatus::Finished;
+        }
+    }
+
+    /// Closes the windows of `p` that its inputs' watermark has passed.
+    fn advance_windows(&mut self, p: PipelineId) {
+        let pipe = &self.pipelines[p.index()];
+        let Some(win) = &pipe.window else {
             return;
         };
-        let pipe = &self.pipelines[p];
+        let inputs: Vec<(StreamId, usize)> = pipe
+            .branches
+            .iter()
+            .zip(&win.time_col)
+            .map(|(b, &c)| (b.stream, c))
+            .collect();
+        let w = self.combined(inputs.into_iter());
+        if let Some(w) = w
+            && self.last_watermark[p.index()].is_none_or(|last| w > last)
+        {
+            self.last_watermark[p.index()] = Some(w);
+            let result = self.pipelines[p.index()].advance(w);
+            self.route(p, result);
+        }
+    }
+
+    fn update_output_watermarks(&mut self, p: PipelineId) {
+        let pipe = &self.pipelines[p.index()];
+        let Target::Stream(out) = pipe.target else {
+            return;
+        };
         let mut marks = Vec::new();
         match &pipe.window {
             Some(win) => {
-                if let (Some(col), Some(w)) = (win.out_end, self.last_watermark[p]) {
+                if let (Some(col), Some(w)) = (win.out_end, self.last_watermark[p.index()]) {
                     marks.push((col, w));
                 }
                 if let (Some(col), Some(lb)) = (win.out_start, win.op.start_lower_bound()) {
@@ -423,7 +467,7 @@ impl Dataflow {
             }
         }
         for (col, w) in marks {
-            self.streams[out].watermarks.insert(col, w);
+            self.streams[out.index()].watermarks.insert(col, w);
         }
     }
 }

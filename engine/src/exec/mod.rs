@@ -1,9 +1,10 @@
 //! Streaming execution: stateless steps, window assignment, windowed aggregation, and the
 //! dataflow that connects sources, views and sinks.
 
-pub mod aggregate;
-pub mod assign;
-pub mod chain;
+pub(crate) mod chain;
 pub mod dataflow;
-pub mod pipeline;
-pub mod running;
+pub mod ids;
+pub mod isolate;
+pub(crate) mod pipeline;
+pub(crate) mod running;
+pub(crate) mod window;

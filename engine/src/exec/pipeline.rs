@@ -3,28 +3,32 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::AsArray;
+use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
-use super::aggregate::{WindowOperator, WindowStats};
-use super::assign::WindowAssign;
 use super::chain::Chain;
+use super::ids::{SinkId, StreamId};
+use super::isolate::{RowDeadLetters, RowFailure};
+use super::window::assign::WindowAssign;
+use super::window::{Emitted, WindowOperator};
+use crate::observe::telemetry::PipelineTelemetry;
 
 /// Where a pipeline's rows go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// A view's stream, read by other pipelines.
-    Stream(usize),
+    Stream(StreamId),
     /// A sink.
-    Sink(usize),
+    Sink(SinkId),
 }
 
 /// One input of a pipeline (several with `UNION ALL`).
 #[derive(Debug)]
 pub struct Branch {
     /// The stream read.
-    pub stream: usize,
+    pub stream: StreamId,
     /// Window columns added first, for a window table function.
     pub assign: Option<WindowAssign>,
     /// Stateless steps up to the aggregation (or to the output).
@@ -35,13 +39,18 @@ pub struct Branch {
 }
 
 impl Branch {
-    /// Runs the branch's window assignment and stateless steps.
-    pub fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// Runs the branch's window assignment and stateless steps; rows they cannot evaluate
+    /// go to `failed`.
+    pub fn apply(
+        &mut self,
+        batch: RecordBatch,
+        failed: &mut Vec<RowFailure>,
+    ) -> Result<RecordBatch> {
         let batch = match &self.assign {
             Some(a) => a.apply(&batch)?,
             None => batch,
         };
-        self.chain.apply(batch)
+        self.chain.apply(batch, failed)
     }
 }
 
@@ -75,25 +84,38 @@ pub struct PipelineExec {
     pub target: Target,
     /// For stateless pipelines, output time columns: `(pre column, output column)`.
     pub out_time: Vec<(usize, usize)>,
-    /// Rows received.
-    pub rows_in: u64,
-    /// Rows produced.
-    pub rows_out: u64,
-    /// Batches dropped because evaluating them failed.
-    pub errors: u64,
+    /// Rows in and out, windows, late rows, failed rows and batches.
+    pub telemetry: Arc<PipelineTelemetry>,
+    /// Where rows that cannot be evaluated are written, if anywhere.
+    pub dead_letters: Option<Arc<RowDeadLetters>>,
 }
 
 impl PipelineExec {
     /// Feeds `batch` from input branch `branch`; returns rows ready for the target.
     pub fn process(&mut self, branch: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        self.rows_in += batch.num_rows() as u64;
-        let pre = self.branches[branch].apply(batch)?;
-        match &mut self.window {
-            Some(w) => {
-                w.op.process(&pre)?;
-                Ok(vec![])
+        self.telemetry.rows_in(batch.num_rows() as u64);
+        let mut failed = Vec::new();
+        let pre = self.branches[branch].apply(batch, &mut failed);
+        let out = match (pre, &mut self.window) {
+            (Err(e), _) => Err(e),
+            (Ok(pre), Some(w)) => w.op.process(&pre).map(|p| {
+                self.telemetry.late(p.late);
+                failed.extend(p.failed);
+                vec![]
+            }),
+            (Ok(pre), None) => self.post_process(vec![pre], &mut failed),
+        };
+        self.report(failed);
+        out
+    }
+
+    /// Counts (and logs, and dead-letters) rows that could not be evaluated.
+    fn report(&self, failed: Vec<RowFailure>) {
+        for f in failed {
+            self.telemetry.row_failed(f.reason, &f.message);
+            if let Some(d) = &self.dead_letters {
+                d.row(&self.name, &f);
             }
-            None => self.post_process(vec![pre]),
         }
     }
 
@@ -102,7 +124,7 @@ impl PipelineExec {
         match &mut self.window {
             Some(win) => {
                 let out = win.op.advance(w)?;
-                self.post_process(out)
+                self.emit(out)
             }
             None => Ok(vec![]),
         }
@@ -113,30 +135,47 @@ impl PipelineExec {
         match &mut self.window {
             Some(win) => {
                 let out = win.op.finish(emit)?;
-                self.post_process(out)
+                self.emit(out)
             }
             None => Ok(vec![]),
         }
     }
 
-    fn post_process(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::with_capacity(batches.len());
-        for b in batches {
-            let b = self.post.apply(b)?;
-            if b.num_rows() > 0 {
-                self.rows_out += b.num_rows() as u64;
-                out.push(conform(&self.schema, b)?);
+    /// Rows of closed windows: counted, run through the steps after the aggregation, and
+    /// timed against the wall clock.
+    fn emit(&mut self, emitted: Emitted) -> Result<Vec<RecordBatch>> {
+        self.telemetry.windows_emitted(emitted.windows);
+        let mut failed = Vec::new();
+        let out = self.post_process(emitted.batches, &mut failed);
+        self.report(failed);
+        let out = out?;
+        if let Some(col) = self.window.as_ref().and_then(|w| w.out_end) {
+            let now = crate::clock::now_nanos();
+            for b in &out {
+                let ends = b.column(col).as_primitive_opt::<TimestampNanosecondType>();
+                if let Some(end) = ends.and_then(arrow::compute::min) {
+                    self.telemetry
+                        .emit_delay(now.saturating_sub(end).max(0) as f64 / 1e9);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Window counters (zero for stateless pipelines).
-    pub fn window_stats(&self) -> WindowStats {
-        self.window
-            .as_ref()
-            .map(|w| w.op.stats())
-            .unwrap_or_default()
+    fn post_process(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        failed: &mut Vec<RowFailure>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let b = self.post.apply(b, failed)?;
+            if b.num_rows() > 0 {
+                self.telemetry.rows_out(b.num_rows() as u64);
+                out.push(conform(&self.schema, b)?);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -63,11 +63,6 @@ impl KeyedRunning {
             .chain(self.calls.iter().flat_map(|c| [&c.value, &c.param]))
     }
 
-    /// Number of keys with state.
-    pub fn keys(&self) -> usize {
-        self.state.len()
-    }
-
     /// Appends the running statistics to `batch`.
     pub fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
@@ -97,21 +92,20 @@ impl KeyedRunning {
                 0.0
             });
         }
+        // everything that can fail comes before the first change of state
+        let fresh = if n > 0 {
+            self.calls
+                .iter()
+                .zip(&params)
+                .map(|(c, p)| c.kind.start(*p))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let mut out: Vec<Vec<Option<f64>>> = vec![vec![None; n]; self.calls.len()];
         for i in order {
             let key = rows.row(i).as_ref().to_vec();
-            let state = match self.state.get_mut(&key) {
-                Some(s) => s,
-                None => {
-                    let fresh = self
-                        .calls
-                        .iter()
-                        .zip(&params)
-                        .map(|(c, p)| c.kind.start(*p))
-                        .collect::<Result<Vec<_>>>()?;
-                    self.state.entry(key).or_insert(fresh)
-                }
-            };
+            let state = self.state.entry(key).or_insert_with(|| fresh.clone());
             for (f, s) in state.iter_mut().enumerate() {
                 out[f][i] = s.next(values[f][i]);
             }

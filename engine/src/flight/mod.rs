@@ -1,9 +1,9 @@
 //! The Flight SQL server: live tables to operators, dashboards and notebooks, on a thread
 //! and runtime of its own so that queries do not hold up ingestion.
 
-pub mod auth;
-pub mod plain;
-pub mod sql;
+mod auth;
+mod plain;
+mod sql;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +16,10 @@ use tokio::sync::oneshot;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{debug, error, info, warn};
 
-pub use auth::Auth;
+use auth::Auth;
 
 use crate::live::LiveHub;
+use crate::observe::telemetry::FlightTelemetry;
 
 /// The port Flight SQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -114,8 +115,10 @@ pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<Flig
         .thread_name("weir-flight")
         .build()?;
     let secure = tls.is_some();
+    // queries are planned here: a deep plan must not overflow the thread's stack
     let thread = std::thread::Builder::new()
         .name("weir-flight".into())
+        .stack_size(crate::parse::limits::PLANNING_STACK)
         .spawn(move || {
             runtime.block_on(async move {
                 if let Err(e) = serve(listener, tls, auth, hub, stop_rx).await {
@@ -143,10 +146,12 @@ async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let service = plain::LiveFlight::new(sql::LiveSql::new(hub, auth.clone()));
+    let telemetry = Arc::new(FlightTelemetry::default());
+    let service =
+        plain::LiveFlight::new(sql::LiveSql::new(hub, auth.clone(), Arc::clone(&telemetry)));
     let service = FlightServiceServer::with_interceptor(service, move |req: tonic::Request<()>| {
         auth.check(req.metadata()).map(|()| req).inspect_err(|e| {
-            metrics::counter!("weir_flight_auth_failures_total").increment(1);
+            telemetry.auth_failed();
             debug!(error = %e.message(), "Flight SQL call refused");
         })
     });

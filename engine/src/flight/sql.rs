@@ -30,6 +30,7 @@ use tracing::debug;
 use super::auth::Auth;
 use crate::live::query::plan_sql;
 use crate::live::{CATALOG, LiveHub, QueryError, SCHEMAS, run_sql};
+use crate::observe::telemetry::{FlightTelemetry, QueryResult};
 
 /// A stream of Flight data for DoGet.
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -42,11 +43,13 @@ pub struct LiveSql {
     hub: Arc<LiveHub>,
     auth: Auth,
     info: SqlInfoData,
+    telemetry: Arc<FlightTelemetry>,
 }
 
 impl LiveSql {
-    /// A service over `hub`, handing `auth`'s token out on handshakes.
-    pub fn new(hub: Arc<LiveHub>, auth: Auth) -> Self {
+    /// A service over `hub`, handing `auth`'s token out on handshakes, counting queries in
+    /// `telemetry`.
+    pub fn new(hub: Arc<LiveHub>, auth: Auth, telemetry: Arc<FlightTelemetry>) -> Self {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "weir");
         b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -69,7 +72,12 @@ impl LiveSql {
         b.append(SqlInfo::SqlAllTablesAreSelectable, true);
         b.append(SqlInfo::SqlTransactionsSupported, false);
         let info = b.build().expect("static SqlInfo values build");
-        Self { hub, auth, info }
+        Self {
+            hub,
+            auth,
+            info,
+            telemetry,
+        }
     }
 
     /// The service's hub.
@@ -80,10 +88,9 @@ impl LiveSql {
     async fn query(&self, sql: &str) -> Result<DataStream, Status> {
         let started = Instant::now();
         let snap = self.hub.snapshot();
-        let (schema, batches) = run_sql(&snap, sql).await.map_err(|e| failed(sql, e))?;
+        let (schema, batches) = run_sql(&snap, sql).await.map_err(|e| self.failed(sql, e))?;
         let elapsed = started.elapsed();
-        metrics::counter!("weir_flight_queries_total", "result" => "ok").increment(1);
-        metrics::histogram!("weir_flight_query_seconds").record(elapsed.as_secs_f64());
+        self.telemetry.query(QueryResult::Ok, Some(elapsed));
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         debug!(sql, rows, elapsed = ?elapsed, "query answered");
         Ok(stream(schema, batches))
@@ -92,20 +99,20 @@ impl LiveSql {
     async fn plan(&self, sql: &str) -> Result<SchemaRef, Status> {
         plan_sql(&self.hub.snapshot(), sql)
             .await
-            .map_err(|e| failed(sql, e))
+            .map_err(|e| self.failed(sql, e))
     }
-}
 
-/// Counts and logs a failed query; its Flight status.
-fn failed(sql: &str, e: QueryError) -> Status {
-    let result = match &e {
-        QueryError::Invalid(_) => "invalid",
-        QueryError::NotFound(_) => "not_found",
-        QueryError::Failed(_) => "failed",
-    };
-    metrics::counter!("weir_flight_queries_total", "result" => result).increment(1);
-    debug!(sql, error = %e, "query rejected");
-    to_status(e)
+    /// Counts and logs a failed query; its Flight status.
+    fn failed(&self, sql: &str, e: QueryError) -> Status {
+        let result = match &e {
+            QueryError::Invalid(_) => QueryResult::Invalid,
+            QueryError::NotFound(_) => QueryResult::NotFound,
+            QueryError::Failed(_) => QueryResult::Failed,
+        };
+        self.telemetry.query(result, None);
+        debug!(sql, error = %e, "query rejected");
+        to_status(e)
+    }
 }
 
 /// The Flight status for a failed query.

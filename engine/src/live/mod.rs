@@ -2,19 +2,23 @@
 //! windows, each source's most recent raw rows, and system tables, published as immutable
 //! snapshots that queries read without holding up the dataflow.
 
-pub mod latest;
-pub mod query;
-pub mod ring;
+mod latest;
+pub(crate) mod query;
+mod ring;
 pub mod snapshot;
-pub mod system;
-pub mod writer;
+mod system;
+mod writer;
 
 use std::sync::{Arc, Mutex};
+
+use arrow::record_batch::RecordBatch;
 use std::time::Duration;
 
-pub use query::{QueryError, run_sql};
+pub(crate) use query::{QueryError, run_sql};
 pub use snapshot::{Snapshot, TableEntry};
-pub use writer::LiveWriter;
+pub(crate) use writer::LiveWriter;
+
+use crate::sync::lock;
 
 /// The catalog every live table is in.
 pub const CATALOG: &str = "weir";
@@ -29,6 +33,42 @@ pub const SOURCES: &str = "sources";
 pub const SYSTEM: &str = "system";
 /// Every schema, in listing order.
 pub const SCHEMAS: [&str; 4] = [LATEST, HISTORY, SOURCES, SYSTEM];
+
+/// A query on a fixed snapshot (a latest table, a history table, a source ring and the
+/// system tables), for fuzzing the Flight SQL statement path: parse, bounds, plan, run.
+pub async fn fuzz_query(sql: &str) -> Result<usize, String> {
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampNanosecondArray};
+    let batch = RecordBatch::try_from_iter([
+        (
+            "machine",
+            Arc::new(StringArray::from(vec!["M1", "M2", "M1"])) as _,
+        ),
+        (
+            "window_end",
+            Arc::new(TimestampNanosecondArray::from(vec![1_000, 2_000, 3_000])) as _,
+        ),
+        ("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+        (
+            "mean",
+            Arc::new(Float64Array::from(vec![0.5, f64::NAN, -1.0])) as _,
+        ),
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut snap = Snapshot::default();
+    for schema in [LATEST, HISTORY, SOURCES] {
+        snap.tables.insert(
+            (schema, "t".to_string()),
+            snapshot::LiveTable {
+                schema: batch.schema(),
+                batches: vec![batch.clone()],
+            },
+        );
+    }
+    run_sql(&snap, sql)
+        .await
+        .map(|(_, b)| b.iter().map(|b| b.num_rows()).sum())
+        .map_err(|e| e.to_string())
+}
 
 /// How much live state is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +115,10 @@ impl LiveHub {
 
     /// The state as last published.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&lock(&self.current))
     }
 
     fn publish(&self, snapshot: Snapshot) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        *lock(&self.current) = Arc::new(snapshot);
     }
 }

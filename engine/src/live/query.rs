@@ -7,10 +7,12 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
 
 use super::snapshot::Snapshot;
 use super::{CATALOG, LATEST, SCHEMAS};
+use crate::parse::limits;
 
 /// Why a query failed, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +74,31 @@ fn planning(e: DataFusionError) -> QueryError {
     }
 }
 
+/// Parses `sql`, checks it against the expression bounds and that it only reads, and plans
+/// it in `ctx`.
+async fn dataframe(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect).map_err(planning)?;
+    if let DfStatement::Statement(s) = &statement {
+        limits::check_statement(s).map_err(|e| {
+            let at = e.location;
+            QueryError::Invalid(if at.is_unknown() {
+                e.message
+            } else {
+                format!("{} (at line {}, column {})", e.message, at.line, at.column)
+            })
+        })?;
+    }
+    let plan = state.statement_to_plan(statement).await.map_err(planning)?;
+    read_only().verify_plan(&plan).map_err(planning)?;
+    ctx.execute_logical_plan(plan).await.map_err(planning)
+}
+
 /// Plans `sql` against `snap`: the schema of its result.
 pub async fn plan_sql(snap: &Snapshot, sql: &str) -> Result<SchemaRef, QueryError> {
     let ctx = session(snap)?;
-    let df = ctx
-        .sql_with_options(sql, read_only())
-        .await
-        .map_err(planning)?;
+    let df = dataframe(&ctx, sql).await?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
 }
 
@@ -88,10 +108,7 @@ pub async fn run_sql(
     sql: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     let ctx = session(snap)?;
-    let df = ctx
-        .sql_with_options(sql, read_only())
-        .await
-        .map_err(planning)?;
+    let df = dataframe(&ctx, sql).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(failed)?;
     Ok((schema, batches))

@@ -6,7 +6,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::SYSTEM;
-use crate::connector::SinkCounts;
+use crate::observe::telemetry::{PipelineCounts, SinkCounts, SourceCounts};
 
 /// The rows of one data table.
 #[derive(Debug, Clone)]
@@ -26,16 +26,8 @@ pub struct PipelineStatus {
     pub target: &'static str,
     /// `running` or `finished`.
     pub state: &'static str,
-    /// Rows read.
-    pub rows_in: u64,
-    /// Rows produced.
-    pub rows_out: u64,
-    /// Late rows dropped.
-    pub late_rows: u64,
-    /// Windows emitted.
-    pub windows: u64,
-    /// Batches that failed to evaluate.
-    pub errors: u64,
+    /// Rows in and out, late rows, windows, failed batches.
+    pub counts: PipelineCounts,
     /// When it last produced rows (ns since the epoch).
     pub last_emit: Option<i64>,
     /// Its windows' watermark (ns since the epoch).
@@ -51,14 +43,8 @@ pub struct SourceStatus {
     pub connector: String,
     /// `active`, `idle`, `finished` or `failed`.
     pub state: &'static str,
-    /// `up` or `down` for sources that connect to something.
-    pub connection: Option<&'static str>,
-    /// Rows read.
-    pub rows: u64,
-    /// Rows dropped for a null event time.
-    pub null_time_rows: u64,
-    /// Skipped inputs by reason.
-    pub skipped: BTreeMap<&'static str, u64>,
+    /// Rows read, rows without event time, skipped inputs, connection.
+    pub counts: SourceCounts,
     /// Largest event time seen (ns since the epoch).
     pub max_event_time: Option<i64>,
     /// Watermark of its event-time column (ns since the epoch).

@@ -50,11 +50,18 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
         ("name", strings(p.iter().map(|p| Some(p.name.as_str())))),
         ("target", strings(p.iter().map(|p| Some(p.target)))),
         ("state", strings(p.iter().map(|p| Some(p.state)))),
-        ("rows_in", counts(p.iter().map(|p| p.rows_in))),
-        ("rows_out", counts(p.iter().map(|p| p.rows_out))),
-        ("late_rows", counts(p.iter().map(|p| p.late_rows))),
-        ("windows_emitted", counts(p.iter().map(|p| p.windows))),
-        ("errors", counts(p.iter().map(|p| p.errors))),
+        ("rows_in", counts(p.iter().map(|p| p.counts.rows_in))),
+        ("rows_out", counts(p.iter().map(|p| p.counts.rows_out))),
+        ("late_rows", counts(p.iter().map(|p| p.counts.late_rows))),
+        (
+            "windows_emitted",
+            counts(p.iter().map(|p| p.counts.windows_emitted)),
+        ),
+        ("errors", counts(p.iter().map(|p| p.counts.errors))),
+        (
+            "row_errors",
+            counts(p.iter().map(|p| p.counts.row_errors_total())),
+        ),
         ("last_emit", times(p.iter().map(|p| p.last_emit))),
         ("watermark", times(p.iter().map(|p| p.watermark))),
     ])
@@ -65,7 +72,8 @@ fn sources(snap: &Snapshot) -> RecordBatch {
     let errors: Vec<String> = s
         .iter()
         .map(|s| {
-            s.skipped
+            s.counts
+                .skipped
                 .iter()
                 .map(|(k, n)| format!("{k}={n}"))
                 .collect::<Vec<_>>()
@@ -79,12 +87,18 @@ fn sources(snap: &Snapshot) -> RecordBatch {
             strings(s.iter().map(|s| Some(s.connector.as_str()))),
         ),
         ("state", strings(s.iter().map(|s| Some(s.state)))),
-        ("connection", strings(s.iter().map(|s| s.connection))),
-        ("rows", counts(s.iter().map(|s| s.rows))),
-        ("null_time_rows", counts(s.iter().map(|s| s.null_time_rows))),
+        (
+            "connection",
+            strings(s.iter().map(|s| s.counts.connection.label())),
+        ),
+        ("rows", counts(s.iter().map(|s| s.counts.rows))),
+        (
+            "null_time_rows",
+            counts(s.iter().map(|s| s.counts.null_time_rows)),
+        ),
         (
             "errors_total",
-            counts(s.iter().map(|s| s.skipped.values().sum())),
+            counts(s.iter().map(|s| s.counts.skipped_total())),
         ),
         ("errors", strings(errors.iter().map(|e| Some(e.as_str())))),
         ("max_event_time", times(s.iter().map(|s| s.max_event_time))),
@@ -100,7 +114,12 @@ fn source_errors(snap: &Snapshot) -> RecordBatch {
     let rows: Vec<(&str, &str, u64)> = snap
         .sources
         .iter()
-        .flat_map(|s| s.skipped.iter().map(|(k, n)| (s.name.as_str(), *k, *n)))
+        .flat_map(|s| {
+            s.counts
+                .skipped
+                .iter()
+                .map(|(k, n)| (s.name.as_str(), *k, *n))
+        })
         .collect();
     batch(vec![
         ("source", strings(rows.iter().map(|r| Some(r.0)))),
@@ -169,6 +188,7 @@ mod tests {
 
     use super::*;
     use crate::live::snapshot::{SinkStatus, SourceStatus};
+    use crate::observe::telemetry::{Connection, SourceCounts};
 
     #[test]
     fn source_errors_by_kind_and_lag_from_the_snapshot_time() {
@@ -181,8 +201,11 @@ mod tests {
                 name: "mqtt_in".into(),
                 connector: "mqtt".into(),
                 state: "active",
-                connection: Some("down"),
-                skipped,
+                counts: SourceCounts {
+                    skipped,
+                    connection: Connection::Down,
+                    ..Default::default()
+                },
                 max_event_time: Some(7_500_000_000),
                 ..Default::default()
             }],

@@ -13,9 +13,10 @@ use super::snapshot::{LiveTable, PipelineStatus, SinkStatus, Snapshot, SourceSta
 use super::{HISTORY, LATEST, LiveHub, SOURCES};
 use crate::clock::now_nanos;
 use crate::compile::{CompiledSink, CompiledSource};
-use crate::connector::{Connection, SinkStats, SourceHealth};
-use crate::exec::dataflow::{Dataflow, StreamStatus};
+use crate::exec::dataflow::Dataflow;
+use crate::exec::ids::{PipelineId, StreamId};
 use crate::exec::pipeline::Target;
+use crate::observe::telemetry::{SinkTelemetry, SourceTelemetry};
 
 /// How often at most a snapshot is published when only source rows changed (new windows
 /// are published at once).
@@ -24,6 +25,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 struct SourceFeed {
     name: String,
     connector: String,
+    telemetry: Arc<SourceTelemetry>,
     ring: RowRing,
     last_rows_at: Option<i64>,
     failed: bool,
@@ -42,8 +44,7 @@ pub struct LiveWriter {
     hub: Arc<LiveHub>,
     sources: Vec<SourceFeed>,
     pipelines: Vec<PipelineFeed>,
-    sinks: Vec<(String, String, Arc<SinkStats>)>,
-    health: Vec<Arc<SourceHealth>>,
+    sinks: Vec<(String, String, Arc<SinkTelemetry>)>,
     last_publish: Option<Instant>,
     changed: bool,
 }
@@ -56,7 +57,6 @@ impl LiveWriter {
         sources: &[CompiledSource],
         sinks: &[CompiledSink],
         dataflow: &mut Dataflow,
-        health: Vec<Arc<SourceHealth>>,
     ) -> Self {
         dataflow.keep_outputs();
         let settings = hub.settings();
@@ -91,6 +91,7 @@ impl LiveWriter {
                 .map(|s| SourceFeed {
                     name: s.name.clone(),
                     connector: s.connector.clone(),
+                    telemetry: Arc::clone(&s.telemetry),
                     ring: RowRing::new(settings.source_rows, None),
                     last_rows_at: None,
                     failed: false,
@@ -99,9 +100,14 @@ impl LiveWriter {
             pipelines,
             sinks: sinks
                 .iter()
-                .map(|s| (s.name.clone(), s.connector.clone(), Arc::clone(&s.stats)))
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.connector.clone(),
+                        Arc::clone(&s.telemetry),
+                    )
+                })
                 .collect(),
-            health,
             last_publish: None,
             changed: true,
         };
@@ -110,16 +116,16 @@ impl LiveWriter {
     }
 
     /// Raw rows from source `stream`.
-    pub fn source_rows(&mut self, stream: usize, batch: &RecordBatch, now: Instant) {
-        if let Some(s) = self.sources.get_mut(stream) {
+    pub fn source_rows(&mut self, stream: StreamId, batch: &RecordBatch, now: Instant) {
+        if let Some(s) = self.sources.get_mut(stream.index()) {
             s.ring.push(batch, now);
             s.last_rows_at = Some(now_nanos());
         }
     }
 
     /// Source `stream` failed.
-    pub fn source_failed(&mut self, stream: usize) {
-        if let Some(s) = self.sources.get_mut(stream) {
+    pub fn source_failed(&mut self, stream: StreamId) {
+        if let Some(s) = self.sources.get_mut(stream.index()) {
             s.failed = true;
             self.changed = true;
         }
@@ -133,7 +139,7 @@ impl LiveWriter {
             self.changed = true;
             let t = now_nanos();
             for (p, b) in outputs {
-                let feed = &mut self.pipelines[p];
+                let feed = &mut self.pipelines[p.index()];
                 feed.history.push(&b, now);
                 feed.last_emit = Some(t);
                 if let Some(l) = &mut feed.latest
@@ -194,10 +200,10 @@ impl LiveWriter {
             sinks: self
                 .sinks
                 .iter()
-                .map(|(name, connector, stats)| SinkStatus {
+                .map(|(name, connector, telemetry)| SinkStatus {
                     name: name.clone(),
                     connector: connector.clone(),
-                    counts: stats.counts(),
+                    counts: telemetry.counts(),
                 })
                 .collect(),
         };
@@ -211,25 +217,21 @@ impl LiveWriter {
             .zip(&self.pipelines)
             .enumerate()
             .map(|(i, (p, feed))| {
-                let w = p.window_stats();
+                let id = PipelineId::new(i);
                 PipelineStatus {
                     name: feed.table.clone(),
                     target: match p.target {
                         Target::Stream(_) => "view",
                         Target::Sink(_) => "sink",
                     },
-                    state: if dataflow.is_pipeline_finished(i) {
+                    state: if dataflow.is_pipeline_finished(id) {
                         "finished"
                     } else {
                         "running"
                     },
-                    rows_in: p.rows_in,
-                    rows_out: p.rows_out,
-                    late_rows: w.late_rows,
-                    windows: w.windows_emitted,
-                    errors: p.errors,
+                    counts: p.telemetry.counts(),
                     last_emit: feed.last_emit,
-                    watermark: dataflow.watermark(i),
+                    watermark: dataflow.watermark(id),
                 }
             })
             .collect()
@@ -238,32 +240,19 @@ impl LiveWriter {
     fn source_status(&self, dataflow: &Dataflow) -> Vec<SourceStatus> {
         self.sources
             .iter()
-            .enumerate()
-            .map(|(i, feed)| {
-                let stream = &dataflow.streams[i];
-                let health = self.health.get(i);
-                let clock = stream.clock.as_ref();
-                SourceStatus {
-                    name: feed.name.clone(),
-                    connector: feed.connector.clone(),
-                    state: match (feed.failed, stream.status) {
-                        (true, _) => "failed",
-                        (_, StreamStatus::Active) => "active",
-                        (_, StreamStatus::Idle) => "idle",
-                        (_, StreamStatus::Finished) => "finished",
-                    },
-                    connection: match health.map(|h| h.connection()) {
-                        Some(Connection::Up) => Some("up"),
-                        Some(Connection::Down) => Some("down"),
-                        _ => None,
-                    },
-                    rows: stream.rows_in,
-                    null_time_rows: stream.null_time_rows,
-                    skipped: health.map(|h| h.skipped()).unwrap_or_default(),
-                    max_event_time: clock.and_then(|c| c.max_time),
-                    watermark: clock.and_then(|c| stream.watermarks.get(&c.event_time).copied()),
-                    last_rows_at: feed.last_rows_at,
-                }
+            .zip(&dataflow.streams)
+            .map(|(feed, stream)| SourceStatus {
+                name: feed.name.clone(),
+                connector: feed.connector.clone(),
+                state: if feed.failed {
+                    "failed"
+                } else {
+                    stream.status.label()
+                },
+                counts: feed.telemetry.counts(),
+                max_event_time: stream.clock.as_ref().and_then(|c| c.max_time),
+                watermark: stream.event_time_watermark(),
+                last_rows_at: feed.last_rows_at,
             })
             .collect()
     }

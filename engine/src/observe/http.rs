@@ -18,6 +18,7 @@ use tracing::{debug, info};
 
 use super::process;
 use super::status::RunStatus;
+use super::telemetry::MetricDef;
 
 /// Histogram buckets (seconds) for delays such as a window's emission after its end, and
 /// query latencies.
@@ -34,14 +35,19 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Installs the Prometheus recorder as the process-wide `metrics` recorder (once per
-    /// process) and reads readiness from `status`.
-    pub fn install(status: Arc<RunStatus>) -> anyhow::Result<Self> {
+    /// process), describes the `described` metrics (help texts and units) and reads readiness from `status`.
+    pub fn install<'a>(
+        status: Arc<RunStatus>,
+        described: impl IntoIterator<Item = &'a MetricDef>,
+    ) -> anyhow::Result<Self> {
         let metrics = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DELAY_BUCKETS)
             .context("histogram buckets")?
             .install_recorder()
             .context("installing the Prometheus recorder")?;
-        describe();
+        for m in described {
+            m.describe();
+        }
         process::record();
         Ok(Self { metrics, status })
     }
@@ -126,95 +132,4 @@ pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Soc
         }
     });
     Ok(bound)
-}
-
-/// Help texts for the metrics the engine records.
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("weir_source_rows_total", "Rows read by a source");
-    describe_counter!(
-        "weir_source_rows_dropped_total",
-        "Source rows dropped, by reason"
-    );
-    describe_counter!(
-        "weir_source_skipped_total",
-        "Inputs a source could not use (malformed payloads, failed reads), by reason"
-    );
-    describe_gauge!(
-        "weir_source_connected",
-        "1 while a source is connected to its device or broker"
-    );
-    describe_counter!("weir_pipeline_rows_in_total", "Rows a pipeline read");
-    describe_counter!("weir_pipeline_rows_out_total", "Rows a pipeline produced");
-    describe_counter!(
-        "weir_pipeline_windows_total",
-        "Windows a pipeline closed and emitted (each with a row per group key)"
-    );
-    describe_counter!(
-        "weir_late_rows_total",
-        "Rows dropped because their window had closed"
-    );
-    describe_counter!(
-        "weir_pipeline_errors_total",
-        "Batches a pipeline failed to evaluate"
-    );
-    describe_histogram!(
-        "weir_window_emit_delay_seconds",
-        Unit::Seconds,
-        "Wall-clock time between a window's end (event time) and its emission"
-    );
-    describe_gauge!(
-        "weir_watermark_lag_seconds",
-        Unit::Seconds,
-        "Wall-clock time minus a windowed pipeline's watermark"
-    );
-    describe_counter!("weir_sink_errors_total", "Sink write failures");
-    describe_counter!("weir_sink_uploads_total", "Object uploads by result");
-    describe_gauge!("weir_sink_spill_files", "Files waiting in the spill buffer");
-    describe_gauge!(
-        "weir_sink_spill_bytes",
-        Unit::Bytes,
-        "Bytes waiting in the spill buffer"
-    );
-    describe_gauge!(
-        "weir_sink_spill_oldest_age_seconds",
-        Unit::Seconds,
-        "Age of the oldest spilled file"
-    );
-    describe_gauge!(
-        "weir_ready",
-        "1 while every pipeline runs and no source has failed"
-    );
-    describe_counter!(
-        "weir_flight_queries_total",
-        "Flight SQL queries by result (ok, invalid, not_found, failed)"
-    );
-    describe_histogram!(
-        "weir_flight_query_seconds",
-        Unit::Seconds,
-        "Time to answer a Flight SQL query (planning and execution on a snapshot)"
-    );
-    describe_counter!(
-        "weir_flight_auth_failures_total",
-        "Flight SQL calls refused for missing or wrong credentials"
-    );
-    describe_counter!(
-        "weir_reloads_total",
-        "Pipeline reloads after a file change, by result"
-    );
-    describe_gauge!(
-        "process_resident_memory_bytes",
-        Unit::Bytes,
-        "Resident memory"
-    );
-    describe_gauge!(
-        "process_virtual_memory_bytes",
-        Unit::Bytes,
-        "Virtual memory"
-    );
-    describe_gauge!(
-        "process_start_time_seconds",
-        Unit::Seconds,
-        "When the process started, in seconds since the Unix epoch"
-    );
 }

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod process;
 pub mod status;
+pub mod telemetry;
 
 pub use http::{Endpoints, serve};
 pub use status::RunStatus;

@@ -3,6 +3,8 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::telemetry::{PROCESS_RESIDENT_MEMORY, PROCESS_START_TIME, PROCESS_VIRTUAL_MEMORY};
+
 /// Sets `process_resident_memory_bytes`, `process_virtual_memory_bytes` and
 /// `process_start_time_seconds` (Prometheus' usual names).
 /// Figures that cannot be read (not Linux) are left out.
@@ -14,10 +16,10 @@ pub fn record() {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     });
-    metrics::gauge!("process_start_time_seconds").set(start);
+    PROCESS_START_TIME.gauge_with(&[]).set(start);
     if let Some((rss, vm)) = memory() {
-        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
-        metrics::gauge!("process_virtual_memory_bytes").set(vm as f64);
+        PROCESS_RESIDENT_MEMORY.gauge_with(&[]).set(rss as f64);
+        PROCESS_VIRTUAL_MEMORY.gauge_with(&[]).set(vm as f64);
     }
 }
 

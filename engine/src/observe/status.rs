@@ -2,6 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::telemetry::READY;
+use crate::sync::lock;
+
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -47,9 +50,9 @@ impl RunStatus {
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.state);
         f(&mut s);
-        metrics::gauge!("weir_ready").set(if ready(&s) { 1.0 } else { 0.0 });
+        READY.gauge_with(&[]).set(if ready(&s) { 1.0 } else { 0.0 });
     }
 
     /// A (new) run is being set up: failures of an earlier run no longer count.
@@ -85,12 +88,12 @@ impl RunStatus {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).phase
+        lock(&self.state).phase
     }
 
     /// Whether the engine is ready, with a one-line-per-fact explanation.
     pub fn readiness(&self) -> (bool, String) {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = lock(&self.state);
         let mut text = match s.phase {
             Phase::Starting => "starting\n".to_string(),
             Phase::Running => format!("running: {} pipeline(s) started\n", s.pipelines),

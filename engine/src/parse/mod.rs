@@ -2,12 +2,13 @@
 //! file into statements and parses each into a [`Statement`].
 
 mod ddl;
+pub mod limits;
 pub mod options;
 
 use datafusion::sql::sqlparser::ast::{self, Spanned};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::diagnostic::{Location, PipelineError};
 pub use options::{OptionEntry, Options};
@@ -71,6 +72,9 @@ pub struct PipelineFile {
     pub statements: Vec<Statement>,
 }
 
+/// Longest name (of a column, source, view, function, ...) accepted.
+pub const MAX_IDENTIFIER_CHARS: usize = 1024;
+
 /// Reads `${NAME}` values; a function so tests can supply their own environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -94,6 +98,21 @@ pub fn parse_file(
             )]
         })?;
     let mut errors = Vec::new();
+    if let Some(t) = tokens.iter().find(
+        |t| matches!(&t.token, Token::Word(w) if w.value.chars().count() > MAX_IDENTIFIER_CHARS),
+    ) {
+        let chars = match &t.token {
+            Token::Word(w) => w.value.chars().count(),
+            _ => 0,
+        };
+        return Err(vec![PipelineError::new(
+            path,
+            Location::from_sql(t.span.start),
+            format!(
+                "identifier of {chars} characters: names are at most {MAX_IDENTIFIER_CHARS} characters long"
+            ),
+        )]);
+    }
     let tokens = substitute_env(path, tokens, env, &mut errors);
     let mut statements = Vec::new();
     for stmt_tokens in split_statements(tokens) {
@@ -179,6 +198,11 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
             current.push(t);
         }
     }
+    // the last statement ends at the end of the file: errors about a missing end point there
+    if let Some(last) = current.last() {
+        let end = last.span.end;
+        current.push(TokenWithSpan::new(Token::EOF, Span::new(end, end)));
+    }
     out.push(current);
     out.retain(|s| {
         s.iter()
@@ -259,6 +283,14 @@ fn parse_query_statement(
     let stmt = parser
         .parse_statement()
         .map_err(|e| parser_error(path, e, start))?;
+    limits::check_statement(&stmt).map_err(|e| {
+        let at = if e.location.is_unknown() {
+            start
+        } else {
+            e.location
+        };
+        PipelineError::new(path, at, e.message)
+    })?;
     let unsupported = |what: &str| {
         PipelineError::new(
             path,

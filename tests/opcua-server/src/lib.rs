@@ -5,6 +5,7 @@
 //! The server runs on a runtime and thread of its own, listens on `127.0.0.1:<port>`,
 //! offers a None endpoint (anonymous or user) and signed and encrypted endpoints (user or
 //! X.509 identity), and can be stopped and started again on the same port and PKI directory.
+#![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 pub mod schedule;
 

@@ -1,0 +1,204 @@
+//! The generator source: rows made by [`RowMaker`], paced to the configured rate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand_distr::Normal;
+use weir_engine::PipelineError;
+use weir_engine::connector::{Source, SourceOutput, SourceSpec};
+use weir_engine::parse::Options;
+
+use super::settings::Settings;
+use super::signals::{Fault, SensorKind, sample};
+use crate::conform::conform;
+
+/// The columns the generator can fill; a source declares any subset, by name.
+pub fn natural_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("line", DataType::Utf8, false),
+        Field::new("machine", DataType::Utf8, false),
+        Field::new("sensor", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("seq", DataType::Int64, false),
+    ]))
+}
+
+/// Checks that the generator can fill every declared column.
+pub fn check_columns(spec: &SourceSpec, o: &Options) -> Result<(), PipelineError> {
+    let natural = natural_schema();
+    for f in spec.schema.fields() {
+        let Ok(n) = natural.field_with_name(f.name()) else {
+            return Err(o.error(format!(
+                "the generator cannot fill column '{}' (it provides: line, machine, sensor, ts, value, seq)",
+                f.name()
+            )));
+        };
+        if !arrow::compute::can_cast_types(n.data_type(), f.data_type()) {
+            return Err(o.error(format!(
+                "type mismatch: generator column '{}' is {} and cannot become {}",
+                f.name(),
+                n.data_type(),
+                f.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A running generator.
+pub struct Generator {
+    cfg: Settings,
+    schema: SchemaRef,
+}
+
+impl Generator {
+    /// A generator filling the columns of `spec` as `settings` say.
+    pub fn new(spec: &SourceSpec, settings: Settings) -> Self {
+        Self {
+            cfg: settings,
+            schema: Arc::clone(&spec.schema),
+        }
+    }
+}
+
+/// Produces the rows of a generator, batch by batch, without pacing.
+pub struct RowMaker {
+    cfg: Settings,
+    rng: SmallRng,
+    noise: Normal<f64>,
+    machine_names: Vec<String>,
+    line_names: Vec<String>,
+    kinds: Vec<SensorKind>,
+    machine_faults: Vec<Vec<Fault>>,
+    tick: u64,
+    slot: usize,
+    seq: u64,
+}
+
+impl RowMaker {
+    /// A row maker for `cfg`.
+    pub fn new(cfg: Settings) -> Self {
+        let machine_names: Vec<String> = (1..=cfg.machines).map(|i| format!("M{i}")).collect();
+        let line_names = (0..cfg.machines)
+            .map(|i| format!("L{}", i % cfg.lines + 1))
+            .collect();
+        let machine_faults = machine_names
+            .iter()
+            .map(|m| cfg.faults.get(m).cloned().unwrap_or_default())
+            .collect();
+        Self {
+            rng: SmallRng::seed_from_u64(cfg.seed),
+            noise: Normal::new(0.0, 1.0).expect("unit normal"),
+            kinds: cfg.sensors.iter().map(|s| SensorKind::of(s)).collect(),
+            machine_names,
+            line_names,
+            machine_faults,
+            tick: 0,
+            slot: 0,
+            seq: 0,
+            cfg,
+        }
+    }
+
+    fn done(&self) -> bool {
+        let by_limit = self.cfg.limit.is_some_and(|l| self.seq >= l);
+        let by_time = self
+            .cfg
+            .duration
+            .is_some_and(|d| (self.tick as i64).saturating_mul(self.cfg.interval) >= d);
+        by_limit || by_time
+    }
+
+    /// The next batch in the generator's own column layout, or `None` when done.
+    pub fn next_batch(&mut self) -> Option<RecordBatch> {
+        use rand::Rng;
+        let n = self.cfg.batch_rows;
+        let mut line = StringBuilder::with_capacity(n, n * 2);
+        let mut machine = StringBuilder::with_capacity(n, n * 3);
+        let mut sensor = StringBuilder::with_capacity(n, n * 6);
+        let mut ts = TimestampNanosecondBuilder::with_capacity(n);
+        let mut value = Float64Builder::with_capacity(n);
+        let mut seq = Int64Builder::with_capacity(n);
+        let per_tick = self.cfg.machines * self.kinds.len();
+        let mut rows = 0;
+        while rows < n && !self.done() {
+            let m = self.slot / self.kinds.len();
+            let s = self.slot % self.kinds.len();
+            let offset = (self.tick as i64).saturating_mul(self.cfg.interval);
+            let t_secs = offset as f64 / 1e9;
+            let v = sample(
+                self.kinds[s],
+                t_secs,
+                self.tick,
+                &self.machine_faults[m],
+                &mut self.rng,
+                &self.noise,
+            );
+            let jitter = if self.cfg.disorder > 0 {
+                self.rng.random_range(0..=self.cfg.disorder)
+            } else {
+                0
+            };
+            line.append_value(&self.line_names[m]);
+            machine.append_value(&self.machine_names[m]);
+            sensor.append_value(&self.cfg.sensors[s]);
+            ts.append_value(self.cfg.start.saturating_add(offset).saturating_sub(jitter));
+            value.append_value(v);
+            seq.append_value(self.seq as i64);
+            self.seq += 1;
+            rows += 1;
+            self.slot += 1;
+            if self.slot == per_tick {
+                self.slot = 0;
+                self.tick += 1;
+            }
+        }
+        if rows == 0 {
+            return None;
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(line.finish()),
+            Arc::new(machine.finish()),
+            Arc::new(sensor.finish()),
+            Arc::new(ts.finish()),
+            Arc::new(value.finish()),
+            Arc::new(seq.finish()),
+        ];
+        RecordBatch::try_new(natural_schema(), cols).ok()
+    }
+}
+
+#[async_trait]
+impl Source for Generator {
+    fn is_bounded(&self) -> bool {
+        self.cfg.limit.is_some() || self.cfg.duration.is_some()
+    }
+
+    async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
+        let rate = self.cfg.rate;
+        let mut maker = RowMaker::new(self.cfg);
+        let began = tokio::time::Instant::now();
+        let mut sent: u64 = 0;
+        while let Some(batch) = maker.next_batch() {
+            if let Some(r) = rate {
+                let due = began + Duration::from_secs_f64(sent as f64 / r);
+                tokio::time::sleep_until(due).await;
+            }
+            sent += batch.num_rows() as u64;
+            let batch = conform(&batch, &self.schema)?;
+            if out.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Which object store a sink writes to: `s3://bucket/prefix` (any S3-compatible endpoint),
+//! `gs://bucket/prefix`, `az://container/prefix` or `file:///directory`, with short timeouts
+//! and few retries so that an unreachable store is noticed quickly and files are spilled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use weir_engine::PipelineError;
+use weir_engine::parse::Options;
+
+use super::settings::{
+    ACCESS_KEY_ID, ENDPOINT, PATH_STYLE, REGION, SECRET_ACCESS_KEY, TIMEOUT, URL,
+};
+
+/// A store and the key prefix inside it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix (no leading or trailing `/`).
+    pub prefix: String,
+    /// The URL without credentials, for messages.
+    pub display: String,
+}
+
+/// One quick retry: a store that does not answer is the spill buffer's business, and a long
+/// retry would hold up the uploader.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+fn client(o: &Options, allow_http: bool) -> Result<ClientOptions, PipelineError> {
+    let timeout: Duration = o.value(&TIMEOUT)?;
+    Ok(ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(timeout))
+}
+
+/// Builds the store named by the `url` option and the options that go with its scheme.
+pub fn target(o: &Options) -> Result<Target, PipelineError> {
+    let entry = o.require(&URL)?;
+    let url = url::Url::parse(entry.value.trim())
+        .map_err(|e| o.value_error(entry, &format!("not a URL: {e}")))?;
+    let prefix = url.path().trim_matches('/').to_string();
+    let bucket = url.host_str().unwrap_or_default().to_string();
+    let fail = |e: object_store::Error| o.value_error(entry, &format!("{e}"));
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let endpoint = o.text(&ENDPOINT).map(str::to_string);
+            let allow_http = endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"));
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(&bucket)
+                .with_retry(retry())
+                .with_client_options(client(o, allow_http)?);
+            if let Some(e) = endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = o.text(&REGION) {
+                b = b.with_region(r);
+            }
+            // path style (https://host/bucket/key) unless told otherwise: what MinIO, Ceph and
+            // most S3-compatible stores expect
+            let path_style: bool = o.value(&PATH_STYLE)?;
+            b = b.with_virtual_hosted_style_request(!path_style);
+            if let Some(k) = o.text(&ACCESS_KEY_ID) {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = o.text(&SECRET_ACCESS_KEY) {
+                b = b.with_secret_access_key(k);
+            }
+            Arc::new(b.build().map_err(fail)?)
+        }
+        "gs" => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .with_client_options(client(o, false)?)
+                .build()
+                .map_err(fail)?,
+        ),
+        "az" | "abfs" | "abfss" | "azure" => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry())
+                .with_client_options(client(o, false)?)
+                .build()
+                .map_err(fail)?,
+        ),
+        "file" => {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| o.value_error(entry, "file:// needs an absolute path"))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                o.value_error(entry, &format!("cannot create {}: {e}", dir.display()))
+            })?;
+            let store = LocalFileSystem::new_with_prefix(&dir).map_err(fail)?;
+            return Ok(Target {
+                store: Arc::new(store),
+                prefix: String::new(),
+                display: url.to_string(),
+            });
+        }
+        other => {
+            return Err(o.value_error(
+                entry,
+                &format!("unsupported scheme '{other}' (use s3://, gs://, az:// or file://)"),
+            ));
+        }
+    };
+    let mut display = url.clone();
+    let _ = display.set_password(None);
+    let _ = display.set_username("");
+    Ok(Target {
+        store,
+        prefix,
+        display: display.to_string(),
+    })
+}

@@ -1,0 +1,377 @@
+//! Uploads finished files; when the store fails, spills them and replays the spill
+//! directory oldest first (exponential backoff with jitter) until the store answers again.
+//! Runs as its own task so that the pipeline never waits for the network.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use weir_engine::backoff::Reconnect;
+use weir_engine::observe::telemetry::SinkTelemetry;
+
+use super::spill::{SpillDir, Spilled};
+
+/// How long closing keeps trying to upload what is spilled.
+const CLOSE_REPLAY: Duration = Duration::from_secs(5);
+
+/// What to do when the spill directory reaches its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Delete the oldest spilled files (counted and logged) to make room.
+    DropOldest,
+    /// Stop taking new files until uploads make room: the pipeline slows down.
+    Block,
+}
+
+/// A finished file.
+#[derive(Debug)]
+pub struct Finished {
+    /// Object key.
+    pub key: String,
+    /// Parquet bytes.
+    pub data: Bytes,
+    /// Rows in it.
+    pub rows: u64,
+}
+
+/// Messages to the uploader.
+#[derive(Debug)]
+pub enum Command {
+    /// Upload (or spill) this file.
+    File(Finished),
+    /// Try the backlog once more, then stop; answers when done.
+    Close(oneshot::Sender<()>),
+}
+
+/// The uploader of one sink.
+pub struct Uploader {
+    name: String,
+    store: Arc<dyn ObjectStore>,
+    /// The store's URL, for messages.
+    display: String,
+    prefix: String,
+    spill: SpillDir,
+    max_bytes: u64,
+    policy: Policy,
+    /// When the link went down (None: up).
+    down_since: Option<Instant>,
+    /// Delays between replay attempts.
+    reconnect: Reconnect,
+    /// A `Close` that arrived during a replay, answered once it is done.
+    closing: Option<oneshot::Sender<()>>,
+    /// Set when the run stops: uploads still going at this instant are abandoned and
+    /// their files spilled.
+    deadline: watch::Receiver<Option<tokio::time::Instant>>,
+    telemetry: Arc<SinkTelemetry>,
+}
+
+/// Where an uploader sends files and keeps the ones it cannot send yet.
+pub struct Destination {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Its URL without credentials, for messages.
+    pub display: String,
+    /// Key prefix inside the store.
+    pub prefix: String,
+    /// The spill directory, opened.
+    pub spill: SpillDir,
+    /// Its budget in bytes.
+    pub max_bytes: u64,
+    /// What happens at the budget.
+    pub policy: Policy,
+}
+
+impl Uploader {
+    /// The uploader of sink `name`: uploads to `to`, gives up on uploads still running at
+    /// the instant `deadline` is set to, counts into `telemetry`.
+    pub fn new(
+        name: &str,
+        to: Destination,
+        deadline: watch::Receiver<Option<tokio::time::Instant>>,
+        telemetry: Arc<SinkTelemetry>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            store: to.store,
+            display: to.display,
+            prefix: to.prefix,
+            spill: to.spill,
+            max_bytes: to.max_bytes,
+            policy: to.policy,
+            down_since: None,
+            reconnect: Reconnect::default(),
+            closing: None,
+            deadline,
+            telemetry,
+        }
+    }
+}
+
+/// Resolves when the instant in `deadline` (once set) has passed.
+async fn passed(mut deadline: watch::Receiver<Option<tokio::time::Instant>>) {
+    loop {
+        let set = *deadline.borrow_and_update();
+        if let Some(at) = set {
+            return tokio::time::sleep_until(at).await;
+        }
+        if deadline.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Runs blocking file work (writes with fsync, reads of spilled files) without holding up
+/// the other tasks of a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// What a replay pass did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Replayed {
+    files: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Uploader {
+    fn gauges(&self) {
+        let age = self.spill.oldest().map_or(0.0, |o| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            (now - o.spilled_ms).max(0) as f64 / 1000.0
+        });
+        self.telemetry
+            .spill(self.spill.len() as u64, self.spill.bytes(), age);
+    }
+
+    /// `f`'s output, or None when the close deadline passes first.
+    async fn before_deadline<T>(&self, f: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            r = f => Some(r),
+            () = passed(self.deadline.clone()) => None,
+        }
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
+        let size = data.len() as u64;
+        let path = ObjectPath::from(key);
+        let result = match self
+            .before_deadline(self.store.put(&path, data.into()))
+            .await
+        {
+            Some(r) => r.map(|_| ()).map_err(anyhow::Error::from),
+            None => Err(anyhow::anyhow!(
+                "upload abandoned: the shutdown grace period is running out"
+            )),
+        };
+        self.telemetry.uploaded(result.is_ok(), size);
+        result
+    }
+
+    fn link_down(&mut self, e: &anyhow::Error) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
+                "object store unreachable: spilling files to disk until it answers");
+        }
+    }
+
+    fn link_up(&mut self, r: Replayed) {
+        if let Some(since) = self.down_since.take() {
+            info!(sink = %self.name, store = %self.display, down_for = ?since.elapsed(),
+                replayed_files = r.files, replayed_rows = r.rows, replayed_bytes = r.bytes,
+                "object store reachable again");
+        }
+        self.reconnect.reset();
+    }
+
+    /// Uploads spilled files oldest first until one fails or none is left. Files that
+    /// arrive on `incoming` meanwhile are spilled behind the backlog, so the pipeline never
+    /// waits for a replay.
+    async fn replay(&mut self, mut incoming: Option<&mut mpsc::Receiver<Command>>) -> bool {
+        let mut done = Replayed::default();
+        while let Some(oldest) = self.spill.oldest().cloned() {
+            if let Some(rx) = incoming.as_deref_mut() {
+                self.take_waiting(rx);
+            }
+            let contents = match blocking(|| self.spill.read(&oldest)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.quarantine(&oldest, &e);
+                    continue;
+                }
+            };
+            if let Err(e) = self.put(&contents.key, contents.data).await {
+                self.link_down(&e);
+                self.gauges();
+                return false;
+            }
+            if let Err(e) = blocking(|| self.spill.remove(&oldest)) {
+                error!(sink = %self.name, error = %format!("{e:#}"), "cannot delete an uploaded spill file");
+            }
+            done.files += 1;
+            done.rows += contents.rows;
+            done.bytes += oldest.bytes;
+            self.gauges();
+        }
+        self.link_up(done);
+        true
+    }
+
+    fn quarantine(&mut self, s: &Spilled, why: &anyhow::Error) {
+        self.telemetry.quarantined();
+        match self.spill.quarantine(&s.path) {
+            Ok(to) => error!(sink = %self.name, file = %to.display(), error = %format!("{why:#}"),
+                "corrupt spill file moved to quarantine"),
+            Err(e) => {
+                error!(sink = %self.name, file = %s.path.display(), error = %format!("{e:#}"),
+                    "cannot quarantine a corrupt spill file; deleting it");
+                let _ = self.spill.remove(s);
+            }
+        }
+    }
+
+    /// Drop-oldest policy: deletes the oldest spilled files until `incoming` bytes fit;
+    /// false when the file does not fit even into an empty directory.
+    fn drop_oldest_for(&mut self, incoming: u64) -> bool {
+        while self.spill.bytes() + incoming > self.max_bytes {
+            let Some(oldest) = self.spill.oldest().cloned() else {
+                return false;
+            };
+            let rows = blocking(|| self.spill.read(&oldest)).map_or(0, |c| c.rows);
+            let _ = blocking(|| self.spill.remove(&oldest));
+            self.telemetry.dropped_file(rows);
+            error!(sink = %self.name, file = %oldest.path.display(), rows,
+                "spill budget reached: dropped the oldest spilled file");
+        }
+        true
+    }
+
+    /// Block policy: replays (waiting between attempts) until `incoming` bytes fit; the
+    /// pipeline waits meanwhile. False when the file does not fit into an empty directory.
+    async fn wait_for_room(&mut self, incoming: u64) -> bool {
+        while self.spill.bytes() + incoming > self.max_bytes {
+            if self.spill.is_empty() {
+                return false;
+            }
+            if !self.replay(None).await {
+                tokio::time::sleep(self.reconnect.next_delay()).await;
+            }
+        }
+        true
+    }
+
+    /// Spills the files waiting in `rx` (during a replay, drop-oldest policy only: with
+    /// `block` the pipeline is meant to wait); a `Close` is kept for later.
+    fn take_waiting(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        while self.closing.is_none() && self.policy == Policy::DropOldest {
+            match rx.try_recv() {
+                Ok(Command::File(f)) => self.spill_file(f),
+                Ok(Command::Close(done)) => self.closing = Some(done),
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn accept(&mut self, f: Finished) {
+        if self.spill.is_empty() {
+            match self.put(&f.key, f.data.clone()).await {
+                Ok(()) => return self.link_up(Replayed::default()),
+                Err(e) => self.link_down(&e),
+            }
+        }
+        if self.policy == Policy::Block && !self.wait_for_room(f.data.len() as u64).await {
+            return self.drop_file(&f);
+        }
+        self.spill_file(f);
+    }
+
+    fn drop_file(&self, f: &Finished) {
+        self.telemetry.dropped_file(f.rows);
+        error!(sink = %self.name, key = %f.key, rows = f.rows, bytes = f.data.len(),
+            "file larger than the whole spill budget: dropped");
+    }
+
+    /// Writes `f` to the spill directory (under the drop-oldest policy, making room first).
+    fn spill_file(&mut self, f: Finished) {
+        if self.policy == Policy::DropOldest && !self.drop_oldest_for(f.data.len() as u64) {
+            return self.drop_file(&f);
+        }
+        if let Err(e) = blocking(|| self.spill.write(&f.data)) {
+            error!(sink = %self.name, key = %f.key, rows = f.rows, error = %format!("{e:#}"),
+                "cannot spill a file: its rows are lost");
+            self.telemetry.lost_rows(f.rows);
+        }
+        self.gauges();
+    }
+
+    /// Lists the key prefix once, to report a wrong bucket or credentials at start-up rather
+    /// than at the first upload. Only a warning: credentials may be allowed to write and not
+    /// to list.
+    async fn check(&self) {
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        let listed = self.before_deadline(self.store.list_with_delimiter(Some(&prefix)));
+        if let Some(Err(e)) = listed.await {
+            warn!(sink = %self.name, store = %self.display, error = %e,
+                "cannot list the store (check the bucket name and the credentials; uploads may still work if they may only write)");
+        }
+    }
+
+    /// Answers `Close`: a few quick attempts to upload the backlog (a store that just came
+    /// back may still stumble), then stops.
+    async fn close(&mut self, done: oneshot::Sender<()>) {
+        let mut give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
+        if let Some(deadline) = *self.deadline.borrow() {
+            give_up = give_up.min(deadline);
+        }
+        let mut pause = Duration::from_millis(100);
+        while !self.spill.is_empty()
+            && !self.replay(None).await
+            && tokio::time::Instant::now() + pause < give_up
+        {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        if !self.spill.is_empty() {
+            warn!(sink = %self.name, files = self.spill.len(), bytes = self.spill.bytes(),
+                "stopping with spilled files; they are uploaded at the next start");
+        }
+        let _ = done.send(());
+    }
+
+    /// Runs until `Close` (or until the sink goes away).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.check().await;
+        self.gauges();
+        let mut next_try = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if let Some(done) = self.closing.take() {
+                return self.close(done).await;
+            }
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Command::File(f)) => self.accept(f).await,
+                    Some(Command::Close(done)) => return self.close(done).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_try), if !self.spill.is_empty() => {
+                    if !self.replay(Some(&mut rx)).await {
+                        next_try = tokio::time::Instant::now() + self.reconnect.next_delay();
+                    }
+                }
+                _ = tick.tick() => self.gauges(),
+            }
+        }
+    }
+}

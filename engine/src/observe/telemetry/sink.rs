@@ -1,0 +1,221 @@
+//! A sink's telemetry: rows and batches handed to it, failed writes, uploads and the spill
+//! buffer (object-store sink), messages published and the connection (MQTT sink), rows lost.
+//! Updated by the engine's sink task and by the sink itself, read by the run summary and
+//! the live system tables.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::error;
+
+use super::{
+    Count, Lazy, LogLimit, SINK_CONNECTED, SINK_DROPPED_FILES, SINK_DROPPED_ROWS, SINK_ERRORS,
+    SINK_PUBLISHED, SINK_SPILL_BYTES, SINK_SPILL_FILES, SINK_SPILL_OLDEST_AGE,
+    SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS,
+};
+
+/// A sink's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Rows handed to the sink.
+    pub rows: u64,
+    /// Batches handed to the sink.
+    pub batches: u64,
+    /// Failed writes or closes.
+    pub failures: u64,
+    /// Successful uploads.
+    pub uploads_ok: u64,
+    /// Failed uploads.
+    pub uploads_failed: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Files in the spill buffer.
+    pub spill_files: u64,
+    /// Bytes in the spill buffer.
+    pub spill_bytes: u64,
+    /// Files dropped.
+    pub dropped_files: u64,
+    /// Rows lost.
+    pub dropped_rows: u64,
+    /// Messages published.
+    pub published: u64,
+}
+
+/// The telemetry of one sink.
+pub struct SinkTelemetry {
+    name: String,
+    rows: AtomicU64,
+    batches: AtomicU64,
+    failures: Count,
+    failure_log: LogLimit,
+    uploads_ok: Count,
+    uploads_failed: Count,
+    uploaded_bytes: Count,
+    spill_files: AtomicU64,
+    spill_bytes: AtomicU64,
+    spill_gauges: Lazy<[metrics::Gauge; 3]>,
+    dropped_files: Count,
+    dropped_rows: Count,
+    quarantined: Count,
+    published: Count,
+    connected: Lazy<metrics::Gauge>,
+}
+
+impl std::fmt::Debug for SinkTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkTelemetry")
+            .field("name", &self.name)
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl SinkTelemetry {
+    /// Telemetry for sink `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            rows: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            failures: Count::default(),
+            failure_log: LogLimit::default(),
+            uploads_ok: Count::default(),
+            uploads_failed: Count::default(),
+            uploaded_bytes: Count::default(),
+            spill_files: AtomicU64::new(0),
+            spill_bytes: AtomicU64::new(0),
+            spill_gauges: Lazy::default(),
+            dropped_files: Count::default(),
+            dropped_rows: Count::default(),
+            quarantined: Count::default(),
+            published: Count::default(),
+            connected: Lazy::default(),
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A batch of `rows` rows was handed to the sink.
+    pub fn wrote(&self, rows: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write (or the close, `what`) failed: counted and logged (rate-limited).
+    pub fn failed(&self, what: &str, error: impl Display) {
+        self.failures
+            .add(1, || SINK_ERRORS.counter_with(&[&self.name]));
+        if let Some(unlogged) = self.failure_log.admit() {
+            error!(sink = %self.name, error = %error, not_logged_since_last = unlogged, "sink {what} failed");
+        }
+    }
+
+    /// An upload of `bytes` bytes finished, successfully or not.
+    pub fn uploaded(&self, ok: bool, bytes: u64) {
+        if ok {
+            self.uploads_ok
+                .add(1, || SINK_UPLOADS.counter_with(&[&self.name, "ok"]));
+            self.uploaded_bytes
+                .add(bytes, || SINK_UPLOADED_BYTES.counter_with(&[&self.name]));
+        } else {
+            self.uploads_failed
+                .add(1, || SINK_UPLOADS.counter_with(&[&self.name, "failed"]));
+        }
+    }
+
+    /// The spill buffer now holds `files` files of `bytes` bytes, the oldest
+    /// `oldest_age_seconds` old.
+    pub fn spill(&self, files: u64, bytes: u64, oldest_age_seconds: f64) {
+        self.spill_files.store(files, Ordering::Relaxed);
+        self.spill_bytes.store(bytes, Ordering::Relaxed);
+        let [f, b, age] = self.spill_gauges.get(|| {
+            [
+                SINK_SPILL_FILES.gauge_with(&[&self.name]),
+                SINK_SPILL_BYTES.gauge_with(&[&self.name]),
+                SINK_SPILL_OLDEST_AGE.gauge_with(&[&self.name]),
+            ]
+        });
+        f.set(files as f64);
+        b.set(bytes as f64);
+        age.set(oldest_age_seconds);
+    }
+
+    /// A file of `rows` rows was dropped.
+    pub fn dropped_file(&self, rows: u64) {
+        self.dropped_files
+            .add(1, || SINK_DROPPED_FILES.counter_with(&[&self.name]));
+        self.lost_rows(rows);
+    }
+
+    /// `rows` rows were lost (outside of a dropped file, e.g. a failed spill write).
+    pub fn lost_rows(&self, rows: u64) {
+        self.dropped_rows
+            .add(rows, || SINK_DROPPED_ROWS.counter_with(&[&self.name]));
+    }
+
+    /// A torn or corrupt spill file was moved to quarantine.
+    pub fn quarantined(&self) {
+        self.quarantined
+            .add(1, || SINK_SPILL_QUARANTINED.counter_with(&[&self.name]));
+    }
+
+    /// `messages` more messages were published and acknowledged.
+    pub fn published(&self, messages: u64) {
+        self.published
+            .add(messages, || SINK_PUBLISHED.counter_with(&[&self.name]));
+    }
+
+    /// The sink's broker connection went up or down.
+    pub fn set_connected(&self, up: bool) {
+        self.connected
+            .get(|| SINK_CONNECTED.gauge_with(&[&self.name]))
+            .set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> SinkCounts {
+        SinkCounts {
+            rows: self.rows.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            failures: self.failures.get(),
+            uploads_ok: self.uploads_ok.get(),
+            uploads_failed: self.uploads_failed.get(),
+            uploaded_bytes: self.uploaded_bytes.get(),
+            spill_files: self.spill_files.load(Ordering::Relaxed),
+            spill_bytes: self.spill_bytes.load(Ordering::Relaxed),
+            dropped_files: self.dropped_files.get(),
+            dropped_rows: self.dropped_rows.get(),
+            published: self.published.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_the_calls() {
+        let t = SinkTelemetry::new("cloud");
+        t.wrote(10);
+        t.wrote(5);
+        t.uploaded(true, 100);
+        t.uploaded(false, 50);
+        t.spill(2, 300, 1.5);
+        t.dropped_file(7);
+        t.lost_rows(3);
+        t.failed("write", "disk full");
+        t.published(4);
+        let c = t.counts();
+        assert_eq!((c.rows, c.batches, c.failures), (15, 2, 1));
+        assert_eq!(
+            (c.uploads_ok, c.uploads_failed, c.uploaded_bytes),
+            (1, 1, 100)
+        );
+        assert_eq!((c.spill_files, c.spill_bytes), (2, 300));
+        assert_eq!((c.dropped_files, c.dropped_rows, c.published), (1, 10, 4));
+    }
+}

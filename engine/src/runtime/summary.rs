@@ -1,0 +1,126 @@
+//! What a run reports when it ends: every source's, pipeline's and sink's counters, read from
+//! their telemetry.
+
+use std::time::Duration;
+
+use crate::observe::telemetry::{PipelineCounts, SinkCounts, SourceCounts};
+
+/// What happened during a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+    /// Until every source had ended and its rows had gone through the pipelines (the rest
+    /// of `elapsed` is the sinks flushing and closing).
+    pub processing: Duration,
+    /// Per source.
+    pub sources: Vec<SourceSummary>,
+    /// Per pipeline.
+    pub pipelines: Vec<PipelineSummary>,
+    /// Per sink.
+    pub sinks: Vec<SinkSummary>,
+    /// Sources that failed, with their error.
+    pub failed_sources: Vec<(String, String)>,
+}
+
+/// One source's counters.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSummary {
+    /// Source name.
+    pub name: String,
+    /// Rows, rows without event time, skipped inputs.
+    pub counts: SourceCounts,
+}
+
+/// One pipeline's counters.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineSummary {
+    /// View or sink name.
+    pub name: String,
+    /// Rows in and out, windows, late rows, failed batches.
+    pub counts: PipelineCounts,
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Default)]
+pub struct SinkSummary {
+    /// Sink name.
+    pub name: String,
+    /// Rows, failures, uploads, spill buffer, rows lost.
+    pub counts: SinkCounts,
+}
+
+impl Summary {
+    /// Rows read by all sources.
+    pub fn rows_in(&self) -> u64 {
+        self.sources.iter().map(|s| s.counts.rows).sum()
+    }
+
+    /// Failed sink writes and closes.
+    pub fn sink_errors(&self) -> u64 {
+        self.sinks.iter().map(|s| s.counts.failures).sum()
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "weir: finished in {:.2}s — {} rows in ({:.0} rows/s)",
+            secs,
+            self.rows_in(),
+            self.rows_in() as f64 / secs
+        )?;
+        for s in &self.sources {
+            let c = &s.counts;
+            write!(f, "  source {}: {} rows", s.name, c.rows)?;
+            if c.null_time_rows > 0 {
+                write!(f, ", {} dropped (no event time)", c.null_time_rows)?;
+            }
+            if !c.skipped.is_empty() {
+                let reasons: Vec<String> =
+                    c.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                write!(
+                    f,
+                    ", {} inputs skipped ({})",
+                    c.skipped_total(),
+                    reasons.join(", ")
+                )?;
+            }
+            writeln!(f)?;
+        }
+        for p in &self.pipelines {
+            let c = &p.counts;
+            write!(
+                f,
+                "  pipeline {}: {} rows in, {} rows out, {} windows emitted, {} late rows dropped",
+                p.name, c.rows_in, c.rows_out, c.windows_emitted, c.late_rows
+            )?;
+            if !c.row_errors.is_empty() {
+                let reasons: Vec<String> = c
+                    .row_errors
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                write!(
+                    f,
+                    ", {} rows dropped for evaluation errors ({})",
+                    c.row_errors_total(),
+                    reasons.join(", ")
+                )?;
+            }
+            if c.errors > 0 {
+                write!(f, ", {} failed batches", c.errors)?;
+            }
+            writeln!(f)?;
+        }
+        for (name, e) in &self.failed_sources {
+            writeln!(f, "  source {name} FAILED: {e}")?;
+        }
+        if self.sink_errors() > 0 {
+            writeln!(f, "  sink write failures: {}", self.sink_errors())?;
+        }
+        Ok(())
+    }
+}

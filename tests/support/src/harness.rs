@@ -1,0 +1,260 @@
+//! A harness that compiles pipeline text and feeds batches straight into the dataflow, so
+//! tests control batch boundaries, arrival order and watermarks exactly.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use weir_engine::connector::{Connectors, Source, SourceFactory, SourceOutput, SourceSpec};
+use weir_engine::exec::dataflow::SinkBatch;
+use weir_engine::exec::ids::{PipelineId, StreamId};
+use weir_engine::parse::options::{OptionSpec, OptionType};
+use weir_engine::parse::{Options, parse_file};
+use weir_engine::{Diagnostics, PipelineError, Project, compile};
+
+/// `connector = 'test'`: rows are fed by the test; `bounded = 'true'` marks it finite.
+pub struct TestSourceFactory;
+
+/// `bounded`: the test source ends by itself.
+const BOUNDED: OptionSpec = OptionSpec::new(
+    "bounded",
+    OptionType::Bool,
+    "the source is finite (its end is fed by the test)",
+)
+.default("false");
+
+struct TestSource {
+    bounded: bool,
+}
+
+#[async_trait]
+impl Source for TestSource {
+    fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+    async fn run(self: Box<Self>, _out: SourceOutput) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+impl SourceFactory for TestSourceFactory {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+    fn description(&self) -> &'static str {
+        "rows fed by tests"
+    }
+    fn options(&self) -> &'static [&'static [OptionSpec]] {
+        &[&[BOUNDED]]
+    }
+    fn build(&self, _spec: &SourceSpec, o: &Options) -> Result<Box<dyn Source>, PipelineError> {
+        let bounded = o.value(&BOUNDED)?;
+        Ok(Box::new(TestSource { bounded }))
+    }
+}
+
+/// Connectors for tests: the test source and the local sinks (`stdout`, `file`,
+/// `object_store`).
+pub fn connectors() -> Connectors {
+    let mut c = Connectors::default();
+    c.add_source(Arc::new(TestSourceFactory));
+    c.add_sink(Arc::new(weir_connectors::stdout::StdoutSinkFactory));
+    c.add_sink(Arc::new(weir_connectors::file::FileSinkFactory));
+    c.add_sink(Arc::new(
+        weir_connectors::object_store::ObjectStoreSinkFactory,
+    ));
+    c
+}
+
+/// Compiles `sql` as file `p.sql` with environment `env`.
+pub async fn try_compile(
+    sql: &str,
+    env: &[(&str, &str)],
+    emit: bool,
+) -> Result<Project, Diagnostics> {
+    try_compile_with(sql, env, emit, &connectors()).await
+}
+
+/// The errors `sql` produces with every connector of the binary, as printed.
+pub async fn errors_with_all_connectors(sql: &str) -> Vec<String> {
+    match try_compile_with(sql, &[], true, &weir_connectors::all()).await {
+        Ok(_) => vec![],
+        Err(d) => d.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// Compiles `sql` as file `p.sql` with environment `env` and these connectors.
+pub async fn try_compile_with(
+    sql: &str,
+    env: &[(&str, &str)],
+    emit: bool,
+    connectors: &Connectors,
+) -> Result<Project, Diagnostics> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let file = parse_file("p.sql", sql, &lookup).map_err(Diagnostics)?;
+    compile(vec![file], connectors, emit).await
+}
+
+/// The errors `sql` produces, as printed.
+pub async fn errors(sql: &str) -> Vec<String> {
+    match try_compile(sql, &[], true).await {
+        Ok(_) => vec![],
+        Err(d) => d.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// A compiled project fed by hand.
+pub struct Harness {
+    /// The compiled project, its dataflow driven by the harness.
+    pub project: Project,
+    /// Every batch each sink received, by sink id.
+    pub out: Vec<Vec<RecordBatch>>,
+}
+
+impl Harness {
+    /// Compiles `sql`; open windows are emitted at the end.
+    pub async fn new(sql: &str) -> Self {
+        Self::with_mode(sql, true).await
+    }
+
+    /// Compiles `sql`; open windows are emitted (`emit`) or dropped at the end.
+    pub async fn with_mode(sql: &str, emit: bool) -> Self {
+        let project = match try_compile(sql, &[], emit).await {
+            Ok(p) => p,
+            Err(d) => panic!("does not compile:\n{d}"),
+        };
+        let n = project.sinks.len();
+        Self {
+            project,
+            out: vec![Vec::new(); n],
+        }
+    }
+
+    fn collect(&mut self, outs: Vec<SinkBatch>) -> usize {
+        let mut rows = 0;
+        for o in outs {
+            rows += o.batch.num_rows();
+            self.out[o.sink.index()].push(o.batch);
+        }
+        rows
+    }
+
+    /// Feeds a batch to source `stream`; returns rows that reached sinks.
+    pub fn feed(&mut self, stream: usize, batch: RecordBatch) -> usize {
+        let outs = self
+            .project
+            .dataflow
+            .on_batch(StreamId::new(stream), batch, Instant::now());
+        self.collect(outs)
+    }
+
+    /// Ends source `stream`.
+    pub fn end(&mut self, stream: usize) -> usize {
+        let outs = self.project.dataflow.on_source_end(StreamId::new(stream));
+        self.collect(outs)
+    }
+
+    /// A periodic tick at `now`.
+    pub fn tick(&mut self, now: Instant) -> usize {
+        let outs = self.project.dataflow.on_tick(now);
+        self.collect(outs)
+    }
+
+    /// Ends every source.
+    pub fn end_all(&mut self) {
+        for s in 0..self.project.sources.len() {
+            self.end(s);
+        }
+    }
+
+    /// Everything sink `k` received, as one batch.
+    pub fn sink(&self, k: usize) -> Option<RecordBatch> {
+        let b = &self.out[k];
+        if b.is_empty() {
+            return None;
+        }
+        Some(arrow::compute::concat_batches(&b[0].schema(), b).unwrap())
+    }
+
+    /// Late rows pipeline `pipeline` dropped.
+    pub fn late_rows(&self, pipeline: usize) -> u64 {
+        self.project
+            .dataflow
+            .pipeline_counts(PipelineId::new(pipeline))
+            .late_rows
+    }
+}
+
+/// One input row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Key.
+    pub k: String,
+    /// Event time (ns).
+    pub ts: i64,
+    /// Value.
+    pub v: f64,
+}
+
+/// A second in nanoseconds.
+pub const SEC: i64 = 1_000_000_000;
+/// A millisecond in nanoseconds.
+pub const MS: i64 = 1_000_000;
+
+/// Rows as a batch of the source `s (k VARCHAR, ts TIMESTAMP, v DOUBLE)`.
+pub fn batch(schema: &SchemaRef, rows: &[Row]) -> RecordBatch {
+    let k: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.k.as_str()),
+    ));
+    let k = arrow::compute::cast(&k, schema.field(0).data_type()).unwrap();
+    let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from_iter_values(
+        rows.iter().map(|r| r.ts),
+    ));
+    let v: ArrayRef = Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.v)));
+    RecordBatch::try_new(schema.clone(), vec![k, ts, v]).unwrap()
+}
+
+/// A small deterministic random number generator (64-bit LCG), so tests need no crate.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next 31-bit number.
+    pub fn draw(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.draw() % n
+    }
+    /// Uniform in [0, 1), in steps of 1e-6.
+    pub fn unit(&mut self) -> f64 {
+        (self.draw() % 1_000_000) as f64 / 1_000_000.0
+    }
+}
+
+/// Splits `rows` into batches of random sizes (1..=max).
+pub fn random_batches(rows: &[Row], max: u64, rng: &mut Lcg) -> Vec<Vec<Row>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let n = (1 + rng.below(max)) as usize;
+        out.push(rows[i..(i + n).min(rows.len())].to_vec());
+        i += n;
+    }
+    out
+}
+
+/// The source schema of stream 0.
+pub fn source_schema(h: &Harness) -> SchemaRef {
+    h.project.dataflow.stream_schema(StreamId::new(0)).clone()
+}
