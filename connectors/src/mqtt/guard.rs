@@ -390,6 +390,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn mqtt5_properties_are_not_kept_as_payload() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            host: String::new(),
+            port: 0,
+            tls: None,
+            limit: 100,
+            v5: true,
+            oversized: tx,
+            last_error: Arc::default(),
+            swallowed: Mutex::default(),
+        };
+        // a properties length of 3, then 3 bytes the guard skips by that length
+        let mut payload = vec![3, 0x01, 0x01, 0x02];
+        payload.extend(b"{\"v\": 1}");
+        payload.extend(vec![b' '; 500]);
+        let wire = publish(1, "a/5", 11, &payload);
+        let (acks_tx, mut acks) = mpsc::channel(8);
+        let mut to_client = Vec::new();
+        let _ = relay_broker(&config, wire.as_slice(), &mut to_client, acks_tx).await;
+        assert!(to_client.is_empty());
+        assert_eq!(acks.try_recv().unwrap().to_vec(), vec![0x40, 2, 0, 11]);
+        let taken = rx.recv().await.unwrap();
+        assert!(
+            taken.prefix.starts_with(b"{\"v\": 1}"),
+            "{:?}",
+            taken.prefix
+        );
+    }
+
+    #[tokio::test]
     async fn oversized_publishes_are_taken_out_and_acknowledged() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let config = Config {
