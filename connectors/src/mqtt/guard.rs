@@ -389,19 +389,25 @@ mod tests {
         p
     }
 
-    #[tokio::test]
-    async fn mqtt5_properties_are_not_kept_as_payload() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    /// A guard's configuration for tests: a limit of 100 bytes.
+    fn config(v5: bool) -> (Config, mpsc::UnboundedReceiver<Oversized>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let config = Config {
             host: String::new(),
             port: 0,
             tls: None,
             limit: 100,
-            v5: true,
+            v5,
             oversized: tx,
             last_error: Arc::default(),
             swallowed: Mutex::default(),
         };
+        (config, rx)
+    }
+
+    #[tokio::test]
+    async fn mqtt5_properties_are_not_kept_as_payload() {
+        let (config, mut rx) = config(true);
         // a properties length of 3, then 3 bytes the guard skips by that length
         let mut payload = vec![3, 0x01, 0x01, 0x02];
         payload.extend(b"{\"v\": 1}");
@@ -422,17 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_publishes_are_taken_out_and_acknowledged() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let config = Config {
-            host: String::new(),
-            port: 0,
-            tls: None,
-            limit: 100,
-            v5: false,
-            oversized: tx,
-            last_error: Arc::default(),
-            swallowed: Mutex::default(),
-        };
+        let (config, mut rx) = config(false);
         let mut wire = Vec::new();
         wire.extend(publish(1, "a/1", 7, b"small"));
         wire.extend(publish(1, "a/2", 8, &vec![b'x'; 300_000]));
