@@ -2,6 +2,7 @@
 
 mod query;
 mod serve_options;
+mod signals;
 mod supervise;
 
 use std::net::SocketAddr;
@@ -158,6 +159,21 @@ async fn main() -> ExitCode {
             dead_letter_rows,
             serve,
         } => {
+            let (stop, reload) = match signals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("weir: cannot install signal handlers: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match weir_engine::observe::process::raise_open_files_limit() {
+                Ok(Some((from, to))) => {
+                    let show = |l: Option<u64>| l.map_or("unlimited".into(), |l| l.to_string());
+                    tracing::info!(from = %show(from), to = %show(to), "raised the open-files limit to its hard limit");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+            }
             let dead_letter_rows = match dead_letter_rows.as_deref().map(RowDeadLetters::open) {
                 None => None,
                 Some(Ok(d)) => Some(Arc::new(d)),
@@ -195,15 +211,19 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            supervise::run_files(supervise::RunOptions {
-                paths,
-                emit: open_windows == OpenWindows::Emit,
-                grace: shutdown_grace,
-                watch: watch.then_some(watch_interval),
-                status,
-                live,
-                dead_letter_rows,
-            })
+            supervise::run_files(
+                supervise::RunOptions {
+                    paths,
+                    emit: open_windows == OpenWindows::Emit,
+                    grace: shutdown_grace,
+                    watch: watch.then_some(watch_interval),
+                    status,
+                    live,
+                    dead_letter_rows,
+                },
+                stop,
+                reload,
+            )
             .await
         }
         Command::Query(args) => query::run(args).await,

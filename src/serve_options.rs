@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use weir_engine::flight::{self, FlightSettings, TlsFiles};
-use weir_engine::live::LiveSettings;
+use weir_engine::live::{LatestBounds, LiveSettings};
 
 /// Flight SQL and the live tables it serves.
 #[derive(Args, Debug)]
@@ -37,6 +37,13 @@ pub struct ServeOptions {
     /// Raw rows kept per source (sources.<name>).
     #[arg(long, default_value_t = LiveSettings::default().source_rows)]
     pub live_source_rows: usize,
+    /// Group keys kept per latest.<name> table; past it the key updated longest ago is
+    /// evicted.
+    #[arg(long, default_value_t = LiveSettings::default().latest.max_keys as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub live_latest_keys: u64,
+    /// A key of latest.<name> not updated for this long is evicted ("0s": never).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub live_latest_age: Duration,
 }
 
 impl ServeOptions {
@@ -62,6 +69,10 @@ impl ServeOptions {
             history_rows: self.live_history_rows,
             history_age: self.live_history_age,
             source_rows: self.live_source_rows,
+            latest: LatestBounds {
+                max_keys: usize::try_from(self.live_latest_keys).unwrap_or(usize::MAX),
+                max_age: (!self.live_latest_age.is_zero()).then_some(self.live_latest_age),
+            },
         }
     }
 }

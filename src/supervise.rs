@@ -1,6 +1,6 @@
 //! `weir run`: runs the pipeline files until their input ends or a signal stops them
-//! (within the grace period), and with `--watch` restarts them on the new files when the
-//! files change, keeping the old ones when the new ones do not compile.
+//! (within the grace period), and restarts them on the new files when the files change
+//! (`--watch`) or on SIGHUP, keeping the old ones when the new ones do not compile.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,11 @@ use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::live::LiveHub;
 use weir_engine::observe::{RunStatus, telemetry};
 use weir_engine::runtime::{RunControl, Summary, run};
+
+use crate::signals::{ReloadSignal, StopSignals};
+
+/// The exit code of a run in which a sink lost output (and no source failed).
+pub const SINK_LOST_OUTPUT: u8 = 3;
 
 /// How `weir run` runs.
 pub struct RunOptions {
@@ -48,17 +53,24 @@ pub async fn load(paths: &[PathBuf], emit: bool) -> Result<weir_engine::Project,
     .map_err(|e| format!("weir: {e:#}"))?
 }
 
-/// Runs until the input ends or a signal arrives; returns the exit code.
-pub async fn run_files(opts: RunOptions) -> ExitCode {
-    let mut project = match load(&opts.paths, opts.emit).await {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+/// Runs until the input ends or a stop signal arrives; returns the exit code. `stop`
+/// and `reload` were installed first thing.
+pub async fn run_files(opts: RunOptions, stop: StopSignals, mut reload: ReloadSignal) -> ExitCode {
+    let (signal_tx, mut signalled) = watch::channel(false);
+    tokio::spawn(stop_signal(stop, signal_tx, opts.grace));
+    let mut project = tokio::select! {
+        loaded = load(&opts.paths, opts.emit) => match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ = signalled.changed() => {
+            info!("stopped before any pipeline started");
+            return ExitCode::SUCCESS;
         }
     };
-    let (signal_tx, mut signalled) = watch::channel(false);
-    tokio::spawn(stop_signal(signal_tx, opts.grace));
     let mut seen = weir_engine::fingerprint(&opts.paths);
     loop {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -74,31 +86,41 @@ pub async fn run_files(opts: RunOptions) -> ExitCode {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
         let next = loop {
-            tokio::select! {
+            let hangup = tokio::select! {
                 summary = &mut running => return finish(summary),
                 _ = signalled.changed() => {
                     let _ = stop_tx.send(true);
                     return finish(running.await);
                 }
-                _ = check.tick(), if opts.watch.is_some() => {
-                    let now = weir_engine::fingerprint(&opts.paths);
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    match load(&opts.paths, opts.emit).await {
-                        Ok(p) => break p,
-                        Err(e) => {
-                            telemetry::reloaded(false);
-                            error!("pipeline files changed but do not compile; the running pipelines go on:\n{e}");
-                        }
-                    }
+                _ = reload.recv() => true,
+                _ = check.tick(), if opts.watch.is_some() => false,
+            };
+            let now = weir_engine::fingerprint(&opts.paths);
+            if !hangup && now == seen {
+                continue;
+            }
+            if hangup {
+                info!("SIGHUP received: reloading the pipeline files");
+            }
+            seen = now;
+            match load(&opts.paths, opts.emit).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    telemetry::reloaded(false);
+                    error!(
+                        "pipeline files changed but do not compile; the running pipelines go on:\n{e}"
+                    );
                 }
             }
         };
         info!("pipeline files changed: stopping the running pipelines to start the new ones");
         let _ = stop_tx.send(true);
-        match running.await {
+        let summary = running.await;
+        if *signalled.borrow() {
+            info!("stop signal during the reload: the new pipelines are not started");
+            return finish(summary);
+        }
+        match summary {
             Ok(summary) => eprint!("{summary}"),
             Err(e) => error!(error = %e, "the run ended abnormally"),
         }
@@ -112,10 +134,17 @@ fn finish(summary: Result<Summary, tokio::task::JoinError>) -> ExitCode {
     match summary {
         Ok(summary) => {
             eprint!("{summary}");
-            if summary.failed_sources.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            if !summary.failed_sources.is_empty() {
                 ExitCode::from(1)
+            } else if summary.sinks_lost_output() {
+                error!(
+                    write_failures = summary.sink_errors(),
+                    rows_lost = summary.sink_rows_lost(),
+                    "a sink lost output: exiting {SINK_LOST_OUTPUT}"
+                );
+                ExitCode::from(SINK_LOST_OUTPUT)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Err(e) => {
@@ -125,31 +154,14 @@ fn finish(summary: Result<Summary, tokio::task::JoinError>) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// On the first signal asks the run to stop; exits at once on a second signal, or when
+/// On the first stop signal asks the run to stop; exits at once on a second one, or when
 /// the grace period is over.
-async fn stop_signal(tx: watch::Sender<bool>, grace: Duration) {
-    signal().await;
+async fn stop_signal(mut stop: StopSignals, tx: watch::Sender<bool>, grace: Duration) {
+    stop.recv().await;
     warn!(grace = ?grace, "signal received: stopping (send it again to exit at once)");
     let _ = tx.send(true);
     tokio::select! {
-        _ = signal() => {
+        _ = stop.recv() => {
             error!("second signal: exiting without flushing");
             std::process::exit(130);
         }

@@ -52,10 +52,15 @@ type Row = Map<String, Value>;
 
 /// Starts the pipeline with Flight SQL on a free port; returns it and the address.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (WeirProcess, String) {
+    start_pipeline(PIPELINE, args, env)
+}
+
+/// Starts `pipeline` with Flight SQL on a free port.
+fn start_pipeline(pipeline: &str, args: &[&str], env: &[(&str, &str)]) -> (WeirProcess, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut all = vec!["--flight-addr", addr.as_str()];
     all.extend_from_slice(args);
-    let mut w = WeirProcess::start_with(PIPELINE, &all, env);
+    let mut w = WeirProcess::start_with(pipeline, &all, env);
     w.wait_log("Flight SQL listening", 1);
     // the run's tables are published before its sources start
     w.wait_log("source starting", 1);
@@ -229,6 +234,171 @@ async fn history_and_ring_buffer_bounds_hold() {
     assert!(by_rows.is_running() && by_age.is_running());
 }
 
+/// A group key per row: every window brings new keys and none comes back.
+const CHURNING_KEYS: &str = r#"
+CREATE SOURCE gen (machine VARCHAR, ts TIMESTAMP, value DOUBLE, seq BIGINT) WITH (
+    connector = 'generator', machines = '1', rate = '300', batch_rows = '10',
+    event_time = 'ts', watermark = '20ms'
+);
+CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+CREATE VIEW per_row AS
+SELECT seq, window_start, window_end, count(*) AS n
+FROM TUMBLE(gen, ts, INTERVAL '100' MILLISECOND)
+GROUP BY seq, window_start, window_end;
+INSERT INTO out SELECT seq, window_end FROM per_row;
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_tables_are_bounded_in_keys_and_age() {
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let (mut by_keys, keys_addr) = start_pipeline(
+        CHURNING_KEYS,
+        &[
+            "--flight-no-auth",
+            "--live-latest-keys",
+            "50",
+            "--http-addr",
+            &http_addr,
+        ],
+        &[],
+    );
+    let (mut by_age, age_addr) = start_pipeline(
+        CHURNING_KEYS,
+        &["--flight-no-auth", "--live-latest-age", "1s"],
+        &[],
+    );
+    // by keys: once the latest table has taken the newest window of the history, it holds
+    // exactly the 50 keys updated last: the last 50 rows of the history, in emission order
+    let both = "SELECT 'history' AS t, seq, window_end FROM history.per_row \
+        UNION ALL SELECT 'latest' AS t, seq, window_end FROM latest.per_row";
+    let consistent = |rows: &[Row]| {
+        let newest = |t: &str| {
+            rows.iter()
+                .filter(|r| r["t"] == t)
+                .map(|r| text(r, "window_end"))
+                .max()
+        };
+        let history = rows.iter().filter(|r| r["t"] == "history").count();
+        history > 200 && newest("history") == newest("latest")
+    };
+    let rows = sql_until(&keys_addr, None, both, Duration::from_secs(30), |r| {
+        consistent(r)
+    })
+    .await;
+    let history: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["t"] == "history")
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    let mut latest: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["t"] == "latest")
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    latest.sort_unstable();
+    let mut expected = history[history.len() - 50..].to_vec();
+    expected.sort_unstable();
+    assert_eq!(latest, expected);
+    let status = json_rows(
+        &sql(
+            channel(&keys_addr, None).await.unwrap(),
+            None,
+            "SELECT latest_keys, latest_evicted, rows_out FROM system.pipelines WHERE name = 'per_row'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(status[0]["latest_keys"].as_u64(), Some(50), "{status:?}");
+    assert!(
+        status[0]["latest_evicted"].as_u64() >= Some(history.len() as u64 - 50),
+        "{status:?}"
+    );
+    let metrics = http::request(http_port, "GET", "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("weir_live_latest_keys{pipeline=\"per_row\"} 50"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_live_latest_evicted_total{pipeline=\"per_row\",reason=\"keys\"}")
+    );
+    // by age: keys not updated for a second leave (looked for once a second), so every
+    // key kept was updated in the last ~2 s of event time (the generator's clock is the
+    // wall clock) while the run has gone on longer
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = sql_until(
+        &age_addr,
+        None,
+        "SELECT (SELECT max(seq) - min(seq) FROM latest.per_row) AS span, \
+                (SELECT count(*) FROM latest.per_row) AS kept, \
+                (SELECT latest_evicted FROM system.pipelines WHERE name = 'per_row') AS evicted, \
+                (SELECT rows_out FROM system.pipelines WHERE name = 'per_row') AS out",
+        Duration::from_secs(10),
+        |r| r[0]["kept"].as_u64() > Some(0),
+    )
+    .await;
+    let r = &r[0];
+    // 300 keys a second: at most ~2.5 s of them
+    assert!(r["span"].as_u64() <= Some(900), "{r:?}");
+    assert!(r["evicted"].as_u64() > Some(0), "{r:?}");
+    assert!(r["kept"].as_u64() < r["out"].as_u64(), "{r:?}");
+    assert!(by_keys.is_running() && by_age.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_tokens_are_slowed_down_per_address_and_never_echoed() {
+    let (w, addr) = start(&["--log-level", "debug"], &[("WEIR_FLIGHT_TOKEN", TOKEN)]);
+    let ch = channel(&addr, None).await.unwrap();
+    // the token without a scheme: refused, and not quoted back
+    let mut bare = FlightSqlServiceClient::new(ch.clone());
+    bare.set_header("authorization", TOKEN);
+    let e = bare.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("authorization header without a scheme"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains(TOKEN), "{e}");
+    // a success starts afresh; then 5 failures are answered as such, the 6th starts a
+    // backoff in which even the right token is refused unchecked
+    sql(ch.clone(), Some(TOKEN), "SELECT 1").await.unwrap();
+    for _ in 0..6 {
+        let e = sql(ch.clone(), Some("guess"), "SELECT 1")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    }
+    let e = sql(ch.clone(), Some(TOKEN), "SELECT 1").await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().starts_with("too many failed authentications"),
+        "{e:?}"
+    );
+    // guessing as fast as possible for 2 s: the backoff doubles, so only a few guesses are
+    // looked at (100 + 200 + 400 + 800 ms ...), the rest refused unchecked
+    let start = std::time::Instant::now();
+    let (mut checked, mut refused) = (0, 0);
+    while start.elapsed() < Duration::from_secs(2) {
+        match sql(ch.clone(), Some("guess"), "SELECT 1")
+            .await
+            .unwrap_err()
+            .code()
+        {
+            Code::Unauthenticated => checked += 1,
+            Code::ResourceExhausted => refused += 1,
+            c => panic!("{c:?}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} guesses checked in 2 s");
+    assert!(refused > 20, "{refused}");
+    // after the longest backoff the right token is accepted again
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    sql(ch.clone(), Some(TOKEN), "SELECT 1").await.unwrap();
+    let (_, w) = w.stop();
+    assert!(w.stderr().contains("Flight SQL call refused"), "debug log");
+    assert!(!w.stderr().contains(TOKEN), "the token is in the log");
+}
+
 fn certificates() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     certs::make_certificates(dir.path());
@@ -333,6 +503,33 @@ async fn token_and_tls_accept_and_reject() {
         err.contains("unauthenticated") && err.contains("missing credentials"),
         "{err}"
     );
+}
+
+#[test]
+fn a_tls_key_that_does_not_parse_is_an_error_at_start() {
+    let (dir, _ca, cert, _key) = certificates();
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.sql", "--flight-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--flight-tls-cert")
+        .arg(&cert)
+        .arg("--flight-tls-key")
+        .arg(&bad_key)
+        .env("WEIR_FLIGHT_TOKEN", TOKEN)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Flight SQL TLS"), "{err}");
+    assert!(!err.contains("Flight SQL listening"), "{err}");
 }
 
 #[test]

@@ -306,21 +306,27 @@ fn topic_levels_paths_arrays_time_formats_and_raw_payloads() {
     assert_eq!(raw, vec![want(&["raw", "M5", "ALARM 42", "true"])]);
 }
 
-#[test]
-fn bad_messages_are_counted_skipped_and_kept_as_dead_letters() {
-    let broker = Mosquitto::start("");
+/// A JSON source on `in/{machine}` with `max_packet_size = '1KiB'` and the dead-letter
+/// `options`, printing machine and value; started and connected.
+fn dead_lettering(port: u16, options: &str) -> WeirProcess {
     let mut weir = WeirProcess::start(
         &format!(
             "CREATE SOURCE s (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
-                connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'in/{{machine}}', event_time = 'ts',
-                max_packet_size = '1KiB', dead_letter = 'dead/letters.ndjson');
+                connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'in/{{machine}}', event_time = 'ts',
+                max_packet_size = '1KiB', {options});
              CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
-             INSERT INTO out SELECT machine, value FROM s;",
-            broker.port
+             INSERT INTO out SELECT machine, value FROM s;"
         ),
         &[],
     );
     weir.wait_log("mqtt connected", 1);
+    weir
+}
+
+#[test]
+fn bad_messages_are_counted_skipped_and_kept_as_dead_letters() {
+    let broker = Mosquitto::start("");
+    let mut weir = dead_lettering(broker.port, "dead_letter = 'dead/letters.ndjson'");
     let p = TestClient::connect(broker.port, "test-pub");
     let big = format!(
         "{{\"ts\": {T0}, \"value\": 1, \"pad\": \"{}\"}}",
@@ -373,6 +379,60 @@ fn bad_messages_are_counted_skipped_and_kept_as_dead_letters() {
             d["payload"].as_str().unwrap().as_bytes(),
             payload.as_slice()
         );
+    }
+}
+
+#[test]
+fn dead_letter_files_are_bounded_in_size_and_per_entry() {
+    let broker = Mosquitto::start("");
+    let mut weir = dead_lettering(
+        broker.port,
+        "dead_letter = 'dead.ndjson', dead_letter_max_bytes = '64KiB', dead_letter_payload_bytes = '256'",
+    );
+    let p = TestClient::connect(broker.port, "test-pub");
+    // 1,042 messages of 5 KB, each over max_packet_size: 5 MB that used to be kept whole
+    let big = |i: usize| {
+        let pad = "x".repeat(5_000);
+        format!("{{\"ts\": {T0}, \"value\": {i}, \"pad\": \"{pad}\"}}").into_bytes()
+    };
+    let mut messages: Vec<(String, Vec<u8>)> =
+        (0..1_042).map(|i| (format!("in/B{i}"), big(i))).collect();
+    messages.push(json_message("in/G1", json!({"ts": T0, "value": 1.5})));
+    p.publish_all(&messages);
+    weir.wait_rows(1);
+    let (status, weir) = weir.stop();
+    let log = weir.stderr();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("source s: 1 rows, 1042 inputs skipped (oversized 1042)"),
+        "{log}"
+    );
+    let (current, rotated) = (weir.path("dead.ndjson"), weir.path("dead.ndjson.1"));
+    let read = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    for f in [&current, &rotated] {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(size <= 64 << 10, "{}: {size} bytes", f.display());
+    }
+    assert!(log.contains("dead-letter file rotated"), "{log}");
+    // the newest entries, oldest first, each its input's first 256 bytes and full size
+    let entries: Vec<Value> = read(&rotated).into_iter().chain(read(&current)).collect();
+    assert_eq!(entries.last().unwrap()["context"], "in/B1041");
+    let first: usize = entries[0]["context"].as_str().unwrap()[4..]
+        .parse()
+        .unwrap();
+    for (n, e) in entries.iter().enumerate() {
+        let i = first + n;
+        assert_eq!(e["context"], format!("in/B{i}"));
+        let payload = e["payload"].as_str().unwrap().as_bytes();
+        assert_eq!(payload, &big(i)[..256]);
+        assert_eq!(e["truncated"], true);
+        assert_eq!(e["payload_bytes"].as_u64(), Some(big(i).len() as u64));
     }
 }
 
@@ -609,6 +669,11 @@ fn one_oversized_message_never_stalls_a_persistent_session() {
             kept.starts_with("{\"ts\"") && kept.len() == 4096,
             "{protocol}: {} bytes kept",
             kept.len()
+        );
+        assert_eq!(dead[0]["truncated"], true);
+        assert_eq!(
+            dead[0]["payload_bytes"].as_u64(),
+            Some(messages[3].1.len() as u64)
         );
         // the session resumes: nothing comes again, new messages do
         let mut again = WeirProcess::start(&pipeline, &[]);

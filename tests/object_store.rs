@@ -260,13 +260,47 @@ fn with_store_down(duration: &str, sink_options: &str) -> (S3Server, WeirProcess
 }
 
 #[test]
+fn uploads_go_on_when_the_spill_directory_cannot_be_created() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "a file where the spill directory should be").unwrap();
+    let mut weir = start(
+        &pipeline(
+            &server.endpoint(),
+            "edge",
+            "max",
+            "30s",
+            &format!(
+                ", roll_rows = '20', spill_dir = '{}/spill'",
+                blocked.display()
+            ),
+        ),
+        SECRET_KEY,
+    );
+    let status = weir.wait_exit(Duration::from_secs(60));
+    let log = weir.stderr();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("spill directory unusable: uploading directly"),
+        "{log}"
+    );
+    assert_eq!(log.matches("spill directory unusable").count(), 1, "{log}");
+    let objects = runtime().block_on(server.objects("site-7"));
+    let local = local_rows(&weir);
+    assert_eq!(local.len(), 90);
+    assert_eq!(bucket_rows(&objects), local, "every row uploaded");
+}
+
+#[test]
 fn drop_oldest_keeps_the_spill_directory_within_its_budget() {
     let (_server, mut weir) = with_store_down(
         "16s",
         ", spill_max_bytes = '8KiB', spill_policy = 'drop_oldest'",
     );
     let status = weir.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "{}", weir.stderr());
+    // rows were dropped: the run says so in its exit code
+    assert_eq!(status.code(), Some(3), "{}", weir.stderr());
     let files = spilled(&weir.path("spill/cloud"));
     let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
     assert!(

@@ -8,7 +8,7 @@ use weir_test_support::http;
 use weir_test_support::s3;
 use weir_test_support::weir_process;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -471,6 +471,176 @@ fn watch_reloads_valid_files_and_keeps_running_on_invalid_ones() {
     assert!(parquet_rows(&w.path("spill/cloud")) >= spilled_before);
     let (status, w) = w.stop();
     assert!(status.success(), "{}", w.stderr());
+}
+
+#[test]
+fn held_http_connections_starve_neither_the_pipelines_nor_the_probes() {
+    // the test process holds 1,100 connections: it needs its own soft limit raised
+    let me = std::process::id();
+    let raised = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "prlimit --pid {me} --nofile=$(ulimit -Hn):$(ulimit -Hn)"
+        ))
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    let port = free_port();
+    // 6,000 rows in about 6 s, into small files (each one a descriptor while written)
+    let mut w = WeirProcess::start_with(
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE, seq BIGINT) WITH (
+            connector = 'generator', machines = '2', sensors = 'temp', rate = '1000',
+            batch_rows = '20', limit = '6000');
+         CREATE SINK files WITH (connector = 'file', path = 'out', format = 'ndjson', roll_rows = '50');
+         INSERT INTO files SELECT * FROM g;",
+        &["--http-addr", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    w.wait_log("serving /metrics", 1);
+    // its soft open-files limit was raised to the hard limit at start
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", w.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(open_files[0], open_files[1], "{limits}");
+    // the usual limit of 1024, and more held connections than that
+    let limited = Command::new("prlimit")
+        .args([format!("--pid={}", w.pid()), "--nofile=1024:1024".into()])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let held: Vec<std::net::TcpStream> = (0..1_100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(held.len() > 1_000, "{} connections", held.len());
+    // the probe answers within the header timeout of the held connections
+    let start = std::time::Instant::now();
+    let mut answered = None;
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Some((200, body)) = http(port, "GET", "/healthz") {
+            answered = Some((start.elapsed(), body));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (after, _) = answered.expect("/healthz never answered");
+    assert!(after < Duration::from_secs(10), "{after:?}");
+    let status = w.wait_exit(Duration::from_secs(60));
+    drop(held);
+    let log = w.stderr();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    // every row reached the files
+    let mut seqs = BTreeSet::new();
+    for f in std::fs::read_dir(w.path("out")).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            seqs.insert(v["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seqs, (0..6000).collect::<BTreeSet<i64>>());
+    let metrics = http(port, "GET", "/metrics");
+    assert!(metrics.is_none(), "the process has exited");
+}
+
+#[test]
+fn a_sink_that_fails_every_write_logs_a_few_lines_and_exits_3() {
+    // the sink's directory cannot be created: a file is in the way
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let mut w = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+                connector = 'generator', machines = '1', sensors = 'temp', rate = '1000',
+                batch_rows = '10', limit = '3000');
+             CREATE SINK files WITH (connector = 'file', path = '{}/out', format = 'ndjson');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO files SELECT * FROM g;
+             INSERT INTO out SELECT * FROM g;",
+            blocked.display()
+        ),
+        &[],
+    );
+    let status = w.wait_exit(Duration::from_secs(60));
+    let log = w.stderr();
+    assert_eq!(status.code(), Some(3), "{log}");
+    // the other sink got every row
+    assert_eq!(w.rows().len(), 3000);
+    let failures: u64 = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sink write failures: "))
+        .unwrap_or_else(|| panic!("{log}"))
+        .parse()
+        .unwrap();
+    assert!(failures >= 100, "{failures}: {log}");
+    // one line, then at most one per 5 s with the count of those not logged
+    let lines = log.matches("sink write failed").count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} lines for {failures} failures:\n{log}"
+    );
+    assert!(log.contains("a sink lost output: exiting 3"), "{log}");
+}
+
+/// Windows of a generator, tagged with `version`.
+fn versioned(version: &str) -> String {
+    format!(
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'generator', machines = '2', sensors = 'temp', rate = '400',
+            interval = '5ms', event_time = 'ts', watermark = '50ms');
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+         CREATE VIEW s AS SELECT machine, window_start, window_end, count(*) AS n, '{version}' AS version
+           FROM TUMBLE(g, ts, INTERVAL '500' MILLISECOND) GROUP BY machine, window_start, window_end;
+         INSERT INTO out SELECT * FROM s;"
+    )
+}
+
+#[test]
+fn signals_are_handled_from_the_start_sighup_reloads_sigquit_stops() {
+    // a SIGTERM in the first milliseconds stops the process; it does not kill it
+    for delay in [10, 25] {
+        let mut w = WeirProcess::start(&versioned("v1"), &[]);
+        std::thread::sleep(Duration::from_millis(delay));
+        w.signal("TERM");
+        let status = w.wait_exit(Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{delay} ms: {status:?}\n{}",
+            w.stderr()
+        );
+    }
+    // SIGHUP reloads the files, without --watch; SIGQUIT stops as SIGTERM does
+    let mut w = WeirProcess::start(&versioned("v1"), &[]);
+    wait_version(&mut w, "v1");
+    std::fs::write(w.path("pipeline.sql"), versioned("v2")).unwrap();
+    w.signal("HUP");
+    wait_version(&mut w, "v2");
+    assert!(w.stderr().contains("SIGHUP received"), "{}", w.stderr());
+    w.signal("QUIT");
+    let status = w.wait_exit(Duration::from_secs(30));
+    let log = w.stderr();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{log}");
+    assert!(log.contains("signal received: stopping"), "{log}");
+    assert!(log.contains("pipeline s:"), "the summary: {log}");
+    // a stop signal during a reload: the old pipelines stop, the new ones never start
+    let mut w = WeirProcess::start(&versioned("v1"), &[]);
+    wait_version(&mut w, "v1");
+    std::fs::write(w.path("pipeline.sql"), versioned("v3")).unwrap();
+    w.signal("HUP");
+    w.signal("TERM");
+    let status = w.wait_exit(Duration::from_secs(30));
+    let log = w.stderr();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{log}");
+    assert!(!log.contains("starting the new pipelines"), "{log}");
+    assert!(!w.rows().iter().any(|r| r["version"] == "v3"), "{log}");
 }
 
 fn root() -> PathBuf {

@@ -13,6 +13,7 @@ pub mod modbus;
 pub mod mqtt;
 pub mod object_store;
 pub mod opcua;
+pub mod parquet_footer;
 pub mod stdout;
 
 use std::sync::Arc;

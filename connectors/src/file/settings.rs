@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use weir_engine::dead_letter::{self, DeadLetterFile};
 
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
@@ -61,6 +62,8 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     BATCH_ROWS,
     MAX_BAD_ROWS,
     DEAD_LETTER,
+    dead_letter::MAX_BYTES,
+    dead_letter::PAYLOAD_BYTES,
 ];
 
 /// Sink `path`.
@@ -140,7 +143,7 @@ pub struct SourceSettings {
     /// Bad records tolerated (None: any number).
     pub max_bad_rows: Option<u64>,
     /// Where bad records go.
-    pub dead_letter: Option<PathBuf>,
+    pub dead_letter: Option<DeadLetterFile>,
 }
 
 /// The files `path` names: itself, or the visible files of a directory in name order.
@@ -194,7 +197,7 @@ impl SourceSettings {
             pace,
             batch_rows,
             max_bad_rows: o.optional(&MAX_BAD_ROWS)?,
-            dead_letter: o.optional(&DEAD_LETTER)?,
+            dead_letter: DeadLetterFile::from_options(o, &DEAD_LETTER)?,
         })
     }
 }

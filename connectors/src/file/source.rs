@@ -20,7 +20,7 @@ use weir_engine::observe::telemetry::SourceTelemetry;
 use super::records::{BadRecord, Records, decode_isolating};
 use super::settings::{InputFormat, Pace, SourceSettings};
 use crate::conform::conform;
-use weir_engine::dead_letter::DeadLetters;
+use weir_engine::dead_letter::{DeadLetterFile, DeadLetters};
 
 /// A running file source.
 pub struct FileSource {
@@ -30,7 +30,7 @@ pub struct FileSource {
     pace: Pace,
     batch_rows: usize,
     max_bad_rows: Option<u64>,
-    dead_letter: Option<PathBuf>,
+    dead_letter: Option<DeadLetterFile>,
     schema: SchemaRef,
     event_time: Option<usize>,
 }
@@ -68,7 +68,14 @@ impl BadRows {
         self.seen += 1;
         self.telemetry.skip(bad.reason, &at, &bad.detail);
         if let Some(d) = &mut self.dead {
-            d.write(&self.source, &at, bad.reason, &bad.detail, &bad.bytes);
+            d.write(
+                &self.source,
+                &at,
+                bad.reason,
+                &bad.detail,
+                &bad.bytes,
+                bad.bytes.len(),
+            );
         }
         match self.max {
             Some(max) if self.seen > max => anyhow::bail!(
@@ -115,7 +122,9 @@ impl FileSource {
         pacer: &mut Pacer,
         out: &SourceOutput,
     ) -> anyhow::Result<bool> {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        crate::parquet_footer::check_file(&mut file)
+            .with_context(|| format!("reading Parquet {}", path.display()))?;
         let batches = ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("reading Parquet {}", path.display()))?
             .with_batch_size(self.batch_rows)
@@ -191,10 +200,11 @@ impl Source for FileSource {
         let mut bad_rows = BadRows {
             source: self.name.clone(),
             telemetry: Arc::clone(out.telemetry()),
-            dead: match &self.dead_letter {
-                Some(p) => Some(DeadLetters::open(p)?),
-                None => None,
-            },
+            dead: self
+                .dead_letter
+                .as_ref()
+                .map(DeadLetterFile::open)
+                .transpose()?,
             max: self.max_bad_rows,
             seen: 0,
         };

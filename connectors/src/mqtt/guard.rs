@@ -45,6 +45,8 @@ pub struct Oversized {
     pub topic: String,
     /// The size of the packet after its fixed header, in bytes.
     pub size: usize,
+    /// The size of its payload (the packet without its topic, packet id and properties).
+    pub payload_size: usize,
     /// The first bytes of its payload.
     pub prefix: Bytes,
 }
@@ -322,6 +324,7 @@ async fn take_out<R: AsyncRead + Unpin>(
         }
         left -= properties;
     }
+    let payload_size = left;
     let mut prefix = vec![0; PREFIX_BYTES.min(left)];
     from.read_exact(&mut prefix).await?;
     left -= prefix.len();
@@ -334,6 +337,7 @@ async fn take_out<R: AsyncRead + Unpin>(
         Oversized {
             topic: String::from_utf8_lossy(&topic).into_owned(),
             size: len,
+            payload_size,
             prefix: Bytes::from(prefix),
         },
         id,

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use weir_engine::dead_letter;
 
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
@@ -193,6 +194,8 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     BATCH_ROWS,
     BATCH_LATENCY,
     DEAD_LETTER,
+    dead_letter::MAX_BYTES,
+    dead_letter::PAYLOAD_BYTES,
 ];
 
 /// Sink `topic`.

@@ -1,7 +1,6 @@
 //! `connector = 'mqtt'` as a source: subscribes, decodes messages into micro-batches, and
 //! keeps reconnecting (with backoff) whatever the broker does.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use super::telemetry::{MESSAGES, SOURCE_CONNECTION_FAILURES};
 use super::topic::TopicPattern;
 use crate::columns::{EpochUnit, column_index, supported};
 use weir_engine::clock::now_nanos;
-use weir_engine::dead_letter::DeadLetters;
+use weir_engine::dead_letter::{DeadLetterFile, DeadLetters};
 
 /// Groups of messages waiting between the connection task and the decoder (a group is what
 /// one read from the network brought, at most [`GROUP`] messages).
@@ -50,7 +49,7 @@ pub struct MqttSource {
     required: Vec<bool>,
     batch_rows: usize,
     batch_latency: Duration,
-    dead_letter: Option<PathBuf>,
+    dead_letter: Option<DeadLetterFile>,
 }
 
 /// The topic patterns and, per pattern, the column each capture fills.
@@ -186,7 +185,7 @@ impl MqttSource {
             required,
             batch_rows,
             batch_latency,
-            dead_letter: o.text(&DEAD_LETTER).map(PathBuf::from),
+            dead_letter: DeadLetterFile::from_options(o, &DEAD_LETTER)?,
         })
     }
 }
@@ -195,9 +194,18 @@ impl MqttSource {
 struct Arrived {
     message: Message,
     at_ns: i64,
-    /// Set when the packet guard took the message out for its size (this many bytes); the
-    /// payload is then its first bytes only.
-    oversized: Option<usize>,
+    /// Set when the packet guard took the message out for its size; the payload is then
+    /// its first bytes only.
+    oversized: Option<TakenOut>,
+}
+
+/// The sizes of a message the packet guard took out.
+#[derive(Debug, Clone, Copy)]
+struct TakenOut {
+    /// The packet after its fixed header.
+    packet: usize,
+    /// Its payload.
+    payload: usize,
 }
 
 /// Keeps the connection up and forwards messages; returns when the decoder goes away, or
@@ -244,7 +252,10 @@ async fn connection_task(
             payload: o.prefix,
         },
         at_ns: now_nanos(),
-        oversized: Some(o.size),
+        oversized: Some(TakenOut {
+            packet: o.size,
+            payload: o.payload_size,
+        }),
     };
     loop {
         while let Ok(o) = oversized.try_recv() {
@@ -347,7 +358,7 @@ impl Intake<'_> {
         self.messages.increment(1);
         let max = self.source.settings.max_packet_size;
         let topic = message.topic.as_str();
-        let skipped = if let Some(n) = oversized {
+        let skipped = if let Some(TakenOut { packet: n, .. }) = oversized {
             Some((
                 "oversized",
                 format!(
@@ -373,7 +384,15 @@ impl Intake<'_> {
         if let Some((reason, detail)) = skipped {
             self.telemetry.skip(reason, topic, &detail);
             if let Some(d) = &mut self.dead {
-                d.write(&self.source.name, topic, reason, &detail, &message.payload);
+                let size = oversized.map_or(message.payload.len(), |o| o.payload);
+                d.write(
+                    &self.source.name,
+                    topic,
+                    reason,
+                    &detail,
+                    &message.payload,
+                    size,
+                );
             }
         }
     }
@@ -399,10 +418,11 @@ impl Source for MqttSource {
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
         let telemetry = Arc::clone(out.telemetry());
         telemetry.set_connection(Connection::Down);
-        let dead = match &self.dead_letter {
-            Some(p) => Some(DeadLetters::open(p)?),
-            None => None,
-        };
+        let dead = self
+            .dead_letter
+            .as_ref()
+            .map(DeadLetterFile::open)
+            .transpose()?;
         let (tx, mut rx) = mpsc::channel::<Vec<Arrived>>(QUEUE);
         let (stop_reading, reading_stopped) = watch::channel(false);
         let filters: Vec<String> = self

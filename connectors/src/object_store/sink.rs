@@ -78,7 +78,15 @@ impl ObjectStoreSink {
     /// from then on).
     fn uploader(&mut self) -> anyhow::Result<mpsc::Sender<Command>> {
         if self.uploader.is_none() {
-            let (spill, quarantined) = SpillDir::open(&self.spill_dir)?;
+            let (spill, quarantined) = match SpillDir::open(&self.spill_dir) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    error!(sink = %self.name, dir = %self.spill_dir.display(), error = %why,
+                        "spill directory unusable: uploading directly; a file the store does not take is lost (counted) until the directory can be created");
+                    (SpillDir::unusable(&self.spill_dir, &why), Vec::new())
+                }
+            };
             for q in quarantined {
                 self.telemetry.quarantined();
                 error!(sink = %self.name, file = %q.display(), "torn spill file (a write cut short) moved to quarantine");

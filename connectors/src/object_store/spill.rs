@@ -45,6 +45,8 @@ pub struct SpillDir {
     files: BTreeMap<String, Spilled>,
     bytes: u64,
     seq: u64,
+    /// Why the directory cannot be used (it is tried again at each write).
+    unusable: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -55,6 +57,7 @@ fn now_ms() -> i64 {
 
 /// Reads the object key and row count of a Parquet file; an error for a torn or corrupt one.
 pub fn inspect(data: &Bytes) -> anyhow::Result<(String, u64)> {
+    crate::parquet_footer::check(data)?;
     let meta = ParquetMetaDataReader::new()
         .parse_and_finish(data)
         .context("not a complete Parquet file")?;
@@ -84,12 +87,8 @@ impl SpillDir {
     pub fn open(dir: &Path) -> anyhow::Result<(SpillDir, Vec<PathBuf>)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create spill directory {}", dir.display()))?;
-        let mut s = SpillDir {
-            dir: dir.to_path_buf(),
-            files: BTreeMap::new(),
-            bytes: 0,
-            seq: 0,
-        };
+        let mut s = SpillDir::unusable(dir, "");
+        s.unusable = None;
         let mut quarantined = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -135,6 +134,18 @@ impl SpillDir {
         Ok((s, quarantined))
     }
 
+    /// A spill directory that cannot be used (`why`): empty, so that files are uploaded
+    /// directly; a write tries to create it again and fails while it cannot be.
+    pub fn unusable(dir: &Path, why: &str) -> SpillDir {
+        SpillDir {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+            bytes: 0,
+            seq: 0,
+            unusable: Some(why.to_string()),
+        }
+    }
+
     /// Files waiting.
     pub fn len(&self) -> usize {
         self.files.len()
@@ -156,21 +167,39 @@ impl SpillDir {
     }
 
     /// Writes `data` atomically as the newest file.
+    /// A failed write leaves nothing behind (its temporary file is removed at once).
     pub fn write(&mut self, data: &[u8]) -> anyhow::Result<Spilled> {
+        if let Some(why) = &self.unusable {
+            if std::fs::create_dir_all(&self.dir).is_err() {
+                anyhow::bail!(
+                    "the spill directory {} cannot be used: {why}",
+                    self.dir.display()
+                );
+            }
+            self.unusable = None;
+        }
         let newest = self.files.values().next_back().map_or(0, |s| s.spilled_ms);
         let ms = now_ms().max(newest);
         self.seq += 1;
         let name = format!("{ms:013}-{:06}-{}.parquet", self.seq, std::process::id());
         let tmp = self.dir.join(format!(".tmp-{name}"));
         let path = self.dir.join(&name);
-        let mut f = File::create(&tmp)
-            .with_context(|| format!("cannot create spill file {}", tmp.display()))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write spill file {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        let written = File::create(&tmp)
+            .with_context(|| format!("cannot create spill file {}", tmp.display()))
+            .and_then(|mut f| {
+                f.write_all(data)
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| format!("cannot write spill file {}", tmp.display()))
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, &path).with_context(|| {
+                    format!("cannot rename {} to {}", tmp.display(), path.display())
+                })
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         File::open(&self.dir).and_then(|d| d.sync_all()).ok();
         let s = Spilled {
             path,
@@ -231,6 +260,31 @@ impl SpillDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unusable_directory_refuses_writes_until_it_can_be_created() {
+        let base = std::env::temp_dir().join(format!("weir-spill-blocked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let blocker = base.join("blocked");
+        std::fs::write(&blocker, "a file").unwrap();
+        let dir = blocker.join("spill");
+        let e = SpillDir::open(&dir).unwrap_err();
+        let mut s = SpillDir::unusable(&dir, &format!("{e:#}"));
+        assert!(s.is_empty());
+        let e = s.write(b"data").unwrap_err();
+        assert!(format!("{e:#}").contains("cannot be used"), "{e:#}");
+        // nothing left behind, and once the way is clear the directory is used
+        std::fs::remove_file(&blocker).unwrap();
+        let written = s.write(b"data").unwrap();
+        assert_eq!(std::fs::read(&written.path).unwrap(), b"data");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn files_come_back_oldest_first_and_leftovers_are_quarantined() {

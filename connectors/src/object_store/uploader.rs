@@ -250,9 +250,13 @@ impl Uploader {
             };
             let rows = blocking(|| self.spill.read(&oldest)).map_or(0, |c| c.rows);
             let _ = blocking(|| self.spill.remove(&oldest));
-            self.telemetry.dropped_file(rows);
-            error!(sink = %self.name, file = %oldest.path.display(), rows,
-                "spill budget reached: dropped the oldest spilled file");
+            self.telemetry.dropped_file(
+                rows,
+                format_args!(
+                    "spill budget reached: dropped the oldest spilled file {}",
+                    oldest.path.display()
+                ),
+            );
         }
         true
     }
@@ -297,9 +301,14 @@ impl Uploader {
     }
 
     fn drop_file(&self, f: &Finished) {
-        self.telemetry.dropped_file(f.rows);
-        error!(sink = %self.name, key = %f.key, rows = f.rows, bytes = f.data.len(),
-            "file larger than the whole spill budget: dropped");
+        self.telemetry.dropped_file(
+            f.rows,
+            format_args!(
+                "file {} ({} bytes) larger than the whole spill budget: dropped",
+                f.key,
+                f.data.len()
+            ),
+        );
     }
 
     /// Writes `f` to the spill directory (under the drop-oldest policy, making room first).
@@ -308,9 +317,10 @@ impl Uploader {
             return self.drop_file(&f);
         }
         if let Err(e) = blocking(|| self.spill.write(&f.data)) {
-            error!(sink = %self.name, key = %f.key, rows = f.rows, error = %format!("{e:#}"),
-                "cannot spill a file: its rows are lost");
-            self.telemetry.lost_rows(f.rows);
+            self.telemetry.lost_rows(
+                f.rows,
+                format_args!("cannot spill file {}: its rows are lost: {e:#}", f.key),
+            );
         }
         self.gauges();
     }

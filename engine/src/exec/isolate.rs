@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetterLimits, DeadLetters};
 use crate::sync::lock;
 
 /// A row that could not be evaluated.
@@ -34,7 +34,10 @@ pub struct RowDeadLetters(Mutex<DeadLetters>);
 impl RowDeadLetters {
     /// Rows go to `file` (appended to; created with its directory).
     pub fn open(file: &std::path::Path) -> anyhow::Result<Self> {
-        Ok(Self(Mutex::new(DeadLetters::open(file)?)))
+        Ok(Self(Mutex::new(DeadLetters::open(
+            file,
+            DeadLetterLimits::default(),
+        )?)))
     }
 
     /// Writes a row pipeline `pipeline` could not evaluate: the row as a JSON object.
@@ -49,7 +52,7 @@ impl RowDeadLetters {
             json.pop();
         }
         let mut d = lock(&self.0);
-        d.write(pipeline, "row", f.reason, &f.message, &json);
+        d.write(pipeline, "row", f.reason, &f.message, &json, json.len());
         d.flush();
     }
 }

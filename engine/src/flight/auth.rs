@@ -78,7 +78,13 @@ impl Auth {
                 .split_once(':')
                 .map(|(_, pass)| pass.to_string())
                 .unwrap_or_default()
+        } else if value.is_empty() {
+            // a bare value is most likely the token itself: never echo it
+            return Err(Status::unauthenticated(format!(
+                "authorization header without a scheme: {HOW}"
+            )));
         } else {
+            let scheme: String = scheme.chars().take(16).collect();
             return Err(Status::unauthenticated(format!(
                 "unsupported authorization scheme '{scheme}': {HOW}"
             )));
@@ -122,6 +128,13 @@ mod tests {
         assert!(e.message().starts_with("missing credentials"));
         let e = a.check(&with("Digest x")).unwrap_err();
         assert!(e.message().contains("'Digest'"));
+        // the token sent without a scheme is not quoted back
+        let e = a.check(&with("s3cret")).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("authorization header without a scheme")
+        );
+        assert!(!e.message().contains("s3cret"));
         assert!(Auth::new(None).check(&MetadataMap::new()).is_ok());
         assert!(!format!("{a:?}").contains("s3cret"));
     }

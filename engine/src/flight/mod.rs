@@ -4,6 +4,7 @@
 mod auth;
 mod plain;
 mod sql;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +18,11 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{debug, error, info, warn};
 
 use auth::Auth;
+use throttle::AuthThrottle;
 
 use crate::live::LiveHub;
 use crate::observe::telemetry::FlightTelemetry;
+use crate::sync::lock;
 
 /// The port Flight SQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -97,7 +100,16 @@ pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<Flig
                 .with_context(|| format!("reading the TLS certificate {}", files.cert.display()))?;
             let key = std::fs::read(&files.key)
                 .with_context(|| format!("reading the TLS key {}", files.key.display()))?;
-            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            // a certificate or key that does not parse is an error now, not once serving
+            Server::builder().tls_config(tls.clone()).with_context(|| {
+                format!(
+                    "Flight SQL TLS: the certificate {} or the key {} is not usable",
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?;
+            Some(tls)
         }
         None => None,
     };
@@ -149,11 +161,36 @@ async fn serve(
     let telemetry = Arc::new(FlightTelemetry::default());
     let service =
         plain::LiveFlight::new(sql::LiveSql::new(hub, auth.clone(), Arc::clone(&telemetry)));
+    let throttle = Arc::new(std::sync::Mutex::new(AuthThrottle::default()));
     let service = FlightServiceServer::with_interceptor(service, move |req: tonic::Request<()>| {
-        auth.check(req.metadata()).map(|()| req).inspect_err(|e| {
-            telemetry.auth_failed();
-            debug!(error = %e.message(), "Flight SQL call refused");
-        })
+        if !auth.required() {
+            return Ok(req);
+        }
+        let peer = req.remote_addr().map(|a| a.ip());
+        let now = std::time::Instant::now();
+        if let Some(wait) = peer.and_then(|p| lock(&throttle).refusing(p, now)) {
+            telemetry.auth_throttled();
+            return Err(tonic::Status::resource_exhausted(format!(
+                "too many failed authentications from this address: calls are refused for {} ms more",
+                wait.as_millis().max(1)
+            )));
+        }
+        match auth.check(req.metadata()) {
+            Ok(()) => {
+                if let Some(p) = peer {
+                    lock(&throttle).succeeded(p);
+                }
+                Ok(req)
+            }
+            Err(e) => {
+                if let Some(p) = peer {
+                    lock(&throttle).failed(p, now);
+                }
+                telemetry.auth_failed();
+                debug!(error = %e.message(), peer = ?peer, "Flight SQL call refused");
+                Err(e)
+            }
+        }
     });
     let mut builder = Server::builder();
     if let Some(tls) = tls {

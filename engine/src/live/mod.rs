@@ -3,17 +3,20 @@
 //! snapshots that queries read without holding up the dataflow.
 
 mod latest;
+mod latest_thread;
 pub(crate) mod query;
 mod ring;
 pub mod snapshot;
 mod system;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-
-use arrow::record_batch::RecordBatch;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
+
+pub use latest::LatestBounds;
 pub(crate) use query::{QueryError, run_sql};
 pub use snapshot::{Snapshot, TableEntry};
 pub(crate) use writer::LiveWriter;
@@ -79,6 +82,8 @@ pub struct LiveSettings {
     pub history_age: Duration,
     /// Raw rows kept per source.
     pub source_rows: usize,
+    /// Group keys kept per latest table, and for how long without an update.
+    pub latest: LatestBounds,
 }
 
 impl Default for LiveSettings {
@@ -87,8 +92,22 @@ impl Default for LiveSettings {
             history_rows: 10_000,
             history_age: Duration::from_secs(3600),
             source_rows: 1_000,
+            latest: LatestBounds {
+                max_keys: 10_000,
+                max_age: Some(Duration::from_secs(24 * 3600)),
+            },
         }
     }
+}
+
+/// Data tables of one schema, by (schema, name).
+type Tables = BTreeMap<(&'static str, String), snapshot::LiveTable>;
+
+/// The latest tables as their thread last published them, and which run they belong to.
+#[derive(Debug, Default)]
+struct LatestTables {
+    generation: u64,
+    tables: Arc<Tables>,
 }
 
 /// Where the running project publishes its live state and queries pick it up. Outlives a
@@ -97,6 +116,7 @@ impl Default for LiveSettings {
 pub struct LiveHub {
     settings: LiveSettings,
     current: Mutex<Arc<Snapshot>>,
+    latest: Mutex<LatestTables>,
 }
 
 impl LiveHub {
@@ -105,6 +125,7 @@ impl LiveHub {
         Arc::new(Self {
             settings,
             current: Mutex::new(Arc::new(Snapshot::default())),
+            latest: Mutex::default(),
         })
     }
 
@@ -113,12 +134,39 @@ impl LiveHub {
         self.settings
     }
 
-    /// The state as last published.
+    /// The state as last published: the run's tables with the latest tables as their
+    /// thread last published them.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&lock(&self.current))
+        let current = Arc::clone(&lock(&self.current));
+        let latest = Arc::clone(&lock(&self.latest).tables);
+        if latest.is_empty() {
+            return current;
+        }
+        let mut merged = (*current).clone();
+        merged
+            .tables
+            .extend(latest.iter().map(|(k, t)| (k.clone(), t.clone())));
+        Arc::new(merged)
     }
 
     fn publish(&self, snapshot: Snapshot) {
         *lock(&self.current) = Arc::new(snapshot);
+    }
+
+    /// A new run's latest tables replace the last run's; returns the run's generation, which
+    /// its later publications carry.
+    fn begin_latest(&self, tables: Tables) -> u64 {
+        let mut l = lock(&self.latest);
+        l.generation += 1;
+        l.tables = Arc::new(tables);
+        l.generation
+    }
+
+    /// The latest tables of run `generation` (ignored once a newer run began).
+    fn publish_latest(&self, generation: u64, tables: Tables) {
+        let mut l = lock(&self.latest);
+        if l.generation == generation {
+            l.tables = Arc::new(tables);
+        }
     }
 }

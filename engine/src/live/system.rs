@@ -62,6 +62,14 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
             "row_errors",
             counts(p.iter().map(|p| p.counts.row_errors_total())),
         ),
+        (
+            "latest_keys",
+            counts(p.iter().map(|p| p.counts.latest_keys)),
+        ),
+        (
+            "latest_evicted",
+            counts(p.iter().map(|p| p.counts.latest_evicted)),
+        ),
         ("last_emit", times(p.iter().map(|p| p.last_emit))),
         ("watermark", times(p.iter().map(|p| p.watermark))),
     ])

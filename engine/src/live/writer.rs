@@ -8,9 +8,10 @@ use arrow::record_batch::RecordBatch;
 use tracing::warn;
 
 use super::latest::LatestByKey;
+use super::latest_thread::{LatestFeed, LatestTable};
 use super::ring::RowRing;
 use super::snapshot::{LiveTable, PipelineStatus, SinkStatus, Snapshot, SourceStatus};
-use super::{HISTORY, LATEST, LiveHub, SOURCES};
+use super::{HISTORY, LiveHub, SOURCES};
 use crate::clock::now_nanos;
 use crate::compile::{CompiledSink, CompiledSource};
 use crate::exec::dataflow::Dataflow;
@@ -18,8 +19,8 @@ use crate::exec::ids::{PipelineId, StreamId};
 use crate::exec::pipeline::Target;
 use crate::observe::telemetry::{SinkTelemetry, SourceTelemetry};
 
-/// How often at most a snapshot is published when only source rows changed (new windows
-/// are published at once).
+/// How often at most a snapshot is published when only source rows changed (new output is
+/// published at once; the latest tables by their own thread).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 struct SourceFeed {
@@ -34,7 +35,6 @@ struct SourceFeed {
 struct PipelineFeed {
     /// Table name (the pipeline's name, made unique).
     table: String,
-    latest: Option<LatestByKey>,
     history: RowRing,
     last_emit: Option<i64>,
 }
@@ -44,6 +44,7 @@ pub struct LiveWriter {
     hub: Arc<LiveHub>,
     sources: Vec<SourceFeed>,
     pipelines: Vec<PipelineFeed>,
+    latest: LatestFeed,
     sinks: Vec<(String, String, Arc<SinkTelemetry>)>,
     last_publish: Option<Instant>,
     changed: bool,
@@ -61,6 +62,7 @@ impl LiveWriter {
         dataflow.keep_outputs();
         let settings = hub.settings();
         let mut taken = HashSet::new();
+        let mut latest = Vec::new();
         let pipelines = dataflow
             .pipelines
             .iter()
@@ -71,19 +73,25 @@ impl LiveWriter {
                     n += 1;
                     table = format!("{}_{n}", p.name);
                 }
-                let latest = p.window.as_ref().and_then(|w| {
-                    LatestByKey::new(&p.schema, w.out_keys.clone(), w.out_end)
+                latest.push(p.window.as_ref().and_then(|w| {
+                    LatestByKey::new(&p.schema, w.out_keys.clone(), w.out_end, settings.latest)
                         .map_err(|e| warn!(pipeline = %p.name, error = %e, "no latest table: its keys cannot be compared"))
                         .ok()
-                });
+                        .map(|rows| LatestTable {
+                            table: table.clone(),
+                            schema: p.schema.clone(),
+                            rows,
+                            telemetry: Arc::clone(&p.telemetry),
+                        })
+                }));
                 PipelineFeed {
                     table,
-                    latest,
                     history: RowRing::new(settings.history_rows, Some(settings.history_age)),
                     last_emit: None,
                 }
             })
             .collect();
+        let latest = LatestFeed::start(Arc::clone(&hub), latest);
         let mut writer = Self {
             hub,
             sources: sources
@@ -98,6 +106,7 @@ impl LiveWriter {
                 })
                 .collect(),
             pipelines,
+            latest,
             sinks: sinks
                 .iter()
                 .map(|s| {
@@ -142,11 +151,7 @@ impl LiveWriter {
                 let feed = &mut self.pipelines[p.index()];
                 feed.history.push(&b, now);
                 feed.last_emit = Some(t);
-                if let Some(l) = &mut feed.latest
-                    && let Err(e) = l.update(&b)
-                {
-                    warn!(pipeline = %feed.table, error = %e, "latest table not updated");
-                }
+                self.latest.rows(p.index(), &b);
             }
         }
         for feed in &mut self.pipelines {
@@ -175,15 +180,6 @@ impl LiveWriter {
         }
         for (p, feed) in self.pipelines.iter().enumerate() {
             let schema = dataflow.pipelines[p].schema.clone();
-            if let Some(l) = &feed.latest {
-                tables.insert(
-                    (LATEST, feed.table.clone()),
-                    LiveTable {
-                        schema: schema.clone(),
-                        batches: l.batch().cloned().into_iter().collect(),
-                    },
-                );
-            }
             tables.insert(
                 (HISTORY, feed.table.clone()),
                 LiveTable {

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -11,14 +12,15 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use super::process;
 use super::status::RunStatus;
-use super::telemetry::MetricDef;
+use super::telemetry::{HTTP_CONNECTIONS_REFUSED, LogLimit, MetricDef};
 
 /// Histogram buckets (seconds) for delays such as a window's emission after its end, and
 /// query latencies.
@@ -99,6 +101,17 @@ fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
+/// Connections served at once; one more is closed as soon as it is accepted, so that held
+/// connections can never take the descriptors the pipelines need.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers (also the idle time allowed between
+/// requests of a kept-alive connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this long a connection is closed once its current request is answered.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (such as running out of descriptors) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Binds `addr` and serves the endpoints on a background task; returns the bound address
 /// (useful with port 0).
 pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<SocketAddr> {
@@ -107,29 +120,52 @@ pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Soc
         .with_context(|| format!("cannot listen on {addr} for the HTTP endpoints"))?;
     let bound = listener.local_addr()?;
     info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(error = %e, "accepting an HTTP connection failed");
-                    continue;
+    tokio::spawn(accept(listener, endpoints));
+    Ok(bound)
+}
+
+async fn accept(listener: TcpListener, endpoints: Endpoints) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accept_log = LogLimit::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(unlogged) = accept_log.admit() {
+                    warn!(error = %e, not_logged_since_last = unlogged, "accepting an HTTP connection failed");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            HTTP_CONNECTIONS_REFUSED.counter_with(&[]).increment(1);
+            drop(stream);
+            continue;
+        };
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let r = endpoints.respond(&req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(HEADER_TIMEOUT, conn).await.unwrap_or(Ok(()))
                 }
             };
-            let endpoints = endpoints.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let r = endpoints.respond(&req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "HTTP connection ended with an error");
-                }
-            });
-        }
-    });
-    Ok(bound)
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
 }

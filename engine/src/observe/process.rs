@@ -1,4 +1,5 @@
-//! Process figures (memory) read from `/proc/self`, set as gauges at each scrape.
+//! Process figures (memory) read from `/proc/self`, set as gauges at each scrape, and the
+//! open-files limit raised at start.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +21,31 @@ pub fn record() {
     if let Some((rss, vm)) = memory() {
         PROCESS_RESIDENT_MEMORY.gauge_with(&[]).set(rss as f64);
         PROCESS_VIRTUAL_MEMORY.gauge_with(&[]).set(vm as f64);
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit (Unix), so that the pipelines'
+/// files and connections do not run out at the usual soft limit of 1024; returns the soft
+/// limit before and after when it was raised (`None` for no limit).
+pub fn raise_open_files_limit() -> std::io::Result<Option<(Option<u64>, Option<u64>)>> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current == limit.maximum {
+            return Ok(None);
+        }
+        let before = limit.current;
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+        Ok(Some((before, limit.maximum)))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(None)
     }
 }
 

@@ -60,6 +60,16 @@ impl Summary {
     pub fn sink_errors(&self) -> u64 {
         self.sinks.iter().map(|s| s.counts.failures).sum()
     }
+
+    /// Rows sinks counted as lost (dropped or unspillable files).
+    pub fn sink_rows_lost(&self) -> u64 {
+        self.sinks.iter().map(|s| s.counts.dropped_rows).sum()
+    }
+
+    /// True when a sink lost output: a write failed, or rows were dropped.
+    pub fn sinks_lost_output(&self) -> bool {
+        self.sink_errors() > 0 || self.sink_rows_lost() > 0
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -113,6 +123,13 @@ impl std::fmt::Display for Summary {
             if c.errors > 0 {
                 write!(f, ", {} failed batches", c.errors)?;
             }
+            if c.latest_evicted > 0 || c.latest_dropped_rows > 0 {
+                write!(
+                    f,
+                    ", latest table: {} keys evicted, {} rows not taken",
+                    c.latest_evicted, c.latest_dropped_rows
+                )?;
+            }
             writeln!(f)?;
         }
         for (name, e) in &self.failed_sources {
@@ -120,6 +137,9 @@ impl std::fmt::Display for Summary {
         }
         if self.sink_errors() > 0 {
             writeln!(f, "  sink write failures: {}", self.sink_errors())?;
+        }
+        if self.sink_rows_lost() > 0 {
+            writeln!(f, "  sink rows lost: {}", self.sink_rows_lost())?;
         }
         Ok(())
     }

@@ -119,6 +119,11 @@ impl WeirProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (e.g. `STOP`, `CONT`, `TERM`).
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{FLIGHT_AUTH_FAILURES, FLIGHT_QUERIES, FLIGHT_QUERY_SECONDS, Lazy};
+use super::{
+    FLIGHT_AUTH_FAILURES, FLIGHT_AUTH_THROTTLED, FLIGHT_QUERIES, FLIGHT_QUERY_SECONDS, Lazy,
+};
 
 /// How a query ended, as the `result` label says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,7 @@ impl QueryResult {
 pub struct FlightTelemetry {
     seconds: Lazy<metrics::Histogram>,
     auth_failures: Lazy<metrics::Counter>,
+    auth_throttled: Lazy<metrics::Counter>,
 }
 
 impl FlightTelemetry {
@@ -50,6 +53,13 @@ impl FlightTelemetry {
     pub fn auth_failed(&self) {
         self.auth_failures
             .get(|| FLIGHT_AUTH_FAILURES.counter_with(&[]))
+            .increment(1);
+    }
+
+    /// A call was refused without checking its credentials: its address failed too often.
+    pub fn auth_throttled(&self) {
+        self.auth_throttled
+            .get(|| FLIGHT_AUTH_THROTTLED.counter_with(&[]))
             .increment(1);
     }
 }

@@ -260,6 +260,24 @@ pub const PIPELINE_ROW_ERRORS: MetricDef = MetricDef::counter(
     &["pipeline", "reason"],
     "Rows a pipeline dropped because evaluating them failed (division_by_zero, cast, overflow, regex, value_too_large, evaluation); the other rows of their batch went on",
 );
+/// Keys in a latest table.
+pub const LIVE_LATEST_KEYS: MetricDef = MetricDef::gauge(
+    "weir_live_latest_keys",
+    &["pipeline"],
+    "Group keys kept in a windowed pipeline's latest.NAME table (bounded by --live-latest-keys)",
+);
+/// Keys evicted from a latest table.
+pub const LIVE_LATEST_EVICTED: MetricDef = MetricDef::counter(
+    "weir_live_latest_evicted_total",
+    &["pipeline", "reason"],
+    "Group keys evicted from a latest.NAME table, by reason (keys: --live-latest-keys reached, the key updated longest ago goes; age: not updated for --live-latest-age)",
+);
+/// Rows a latest table did not take.
+pub const LIVE_LATEST_DROPPED: MetricDef = MetricDef::counter(
+    "weir_live_latest_dropped_rows_total",
+    &["pipeline"],
+    "Rows of emitted windows a latest.NAME table did not take because its thread was behind (the dataflow never waits for live tables)",
+);
 /// Emission delay of windows.
 pub const WINDOW_EMIT_DELAY: MetricDef = MetricDef::histogram(
     "weir_window_emit_delay_seconds",
@@ -374,6 +392,18 @@ pub const FLIGHT_AUTH_FAILURES: MetricDef = MetricDef::counter(
     &[],
     "Flight SQL calls refused for missing or wrong credentials",
 );
+/// Flight SQL calls refused by the per-address backoff.
+pub const FLIGHT_AUTH_THROTTLED: MetricDef = MetricDef::counter(
+    "weir_flight_auth_throttled_total",
+    &[],
+    "Flight SQL calls refused without checking their credentials because their address failed authentication too often (per-address backoff)",
+);
+/// HTTP connections closed at once for the connection limit.
+pub const HTTP_CONNECTIONS_REFUSED: MetricDef = MetricDef::counter(
+    "weir_http_connections_refused_total",
+    &[],
+    "HTTP connections closed as soon as they were accepted because 64 were already open (the endpoints never hold more descriptors)",
+);
 /// Resident memory.
 pub const PROCESS_RESIDENT_MEMORY: MetricDef = MetricDef::gauge(
     "process_resident_memory_bytes",
@@ -408,6 +438,9 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     LATE_ROWS,
     PIPELINE_ERRORS,
     PIPELINE_ROW_ERRORS,
+    LIVE_LATEST_KEYS,
+    LIVE_LATEST_EVICTED,
+    LIVE_LATEST_DROPPED,
     WINDOW_EMIT_DELAY,
     WATERMARK_LAG,
     SINK_ERRORS,
@@ -426,6 +459,8 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     FLIGHT_QUERIES,
     FLIGHT_QUERY_SECONDS,
     FLIGHT_AUTH_FAILURES,
+    FLIGHT_AUTH_THROTTLED,
+    HTTP_CONNECTIONS_REFUSED,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_START_TIME,

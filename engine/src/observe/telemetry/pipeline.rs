@@ -1,17 +1,19 @@
 //! A pipeline's telemetry: rows in and out, windows emitted, late rows, failed batches, how
-//! late windows leave and how far the watermark lags. Updated by the dataflow and the window
+//! late windows leave, how far the watermark lags and how its latest table is bounded. Updated by the dataflow and the window
 //! operators, read by the run summary and the live system tables.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::warn;
 
 use crate::sync::lock;
 
 use super::{
-    Count, LATE_ROWS, Lazy, LogLimit, PIPELINE_ERRORS, PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN,
-    PIPELINE_ROWS_OUT, PIPELINE_WINDOWS, WATERMARK_LAG, WINDOW_EMIT_DELAY,
+    Count, LATE_ROWS, LIVE_LATEST_DROPPED, LIVE_LATEST_EVICTED, LIVE_LATEST_KEYS, Lazy, LogLimit,
+    PIPELINE_ERRORS, PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_WINDOWS,
+    WATERMARK_LAG, WINDOW_EMIT_DELAY,
 };
 
 /// A pipeline's counters at one moment.
@@ -30,6 +32,12 @@ pub struct PipelineCounts {
     pub errors: u64,
     /// Rows dropped because evaluating them failed, by reason.
     pub row_errors: BTreeMap<&'static str, u64>,
+    /// Group keys in its latest table.
+    pub latest_keys: u64,
+    /// Group keys evicted from its latest table (count or age bound).
+    pub latest_evicted: u64,
+    /// Rows its latest table did not take because it was behind.
+    pub latest_dropped_rows: u64,
 }
 
 impl PipelineCounts {
@@ -57,6 +65,12 @@ pub struct PipelineTelemetry {
     row_log: LogLimit,
     emit_delay: Lazy<metrics::Histogram>,
     watermark_lag: Lazy<metrics::Gauge>,
+    latest_keys: AtomicU64,
+    latest_keys_gauge: Lazy<metrics::Gauge>,
+    latest_evicted_keys: Count,
+    latest_evicted_age: Count,
+    latest_dropped: Count,
+    latest_log: LogLimit,
 }
 
 impl std::fmt::Debug for PipelineTelemetry {
@@ -83,6 +97,12 @@ impl PipelineTelemetry {
             row_log: LogLimit::default(),
             emit_delay: Lazy::default(),
             watermark_lag: Lazy::default(),
+            latest_keys: AtomicU64::new(0),
+            latest_keys_gauge: Lazy::default(),
+            latest_evicted_keys: Count::default(),
+            latest_evicted_age: Count::default(),
+            latest_dropped: Count::default(),
+            latest_log: LogLimit::default(),
         }
     }
 
@@ -161,6 +181,35 @@ impl PipelineTelemetry {
         }
     }
 
+    /// Its latest table holds `keys` keys after evicting `by_count` for the key bound and
+    /// `by_age` for the age bound.
+    pub fn latest_kept(&self, keys: usize, by_count: u64, by_age: u64) {
+        self.latest_keys.store(keys as u64, Ordering::Relaxed);
+        self.latest_keys_gauge
+            .get(|| LIVE_LATEST_KEYS.gauge_with(&[&self.name]))
+            .set(keys as f64);
+        if by_count > 0 {
+            self.latest_evicted_keys.add(by_count, || {
+                LIVE_LATEST_EVICTED.counter_with(&[&self.name, "keys"])
+            });
+        }
+        if by_age > 0 {
+            self.latest_evicted_age.add(by_age, || {
+                LIVE_LATEST_EVICTED.counter_with(&[&self.name, "age"])
+            });
+        }
+    }
+
+    /// Its latest table was behind and did not take `rows` rows of emitted windows.
+    pub fn latest_dropped(&self, rows: u64) {
+        self.latest_dropped
+            .add(rows, || LIVE_LATEST_DROPPED.counter_with(&[&self.name]));
+        if let Some(unlogged) = self.latest_log.admit() {
+            warn!(pipeline = %self.name, rows, not_logged_since_last = unlogged,
+                "latest table behind: rows of emitted windows not taken into it (the pipeline's output is not affected)");
+        }
+    }
+
     /// The counters now.
     pub fn counts(&self) -> PipelineCounts {
         PipelineCounts {
@@ -173,6 +222,9 @@ impl PipelineTelemetry {
                 .iter()
                 .map(|(k, v)| (*k, v.count))
                 .collect(),
+            latest_keys: self.latest_keys.load(Ordering::Relaxed),
+            latest_evicted: self.latest_evicted_keys.get() + self.latest_evicted_age.get(),
+            latest_dropped_rows: self.latest_dropped.get(),
         }
     }
 }
@@ -194,6 +246,9 @@ mod tests {
         t.row_failed("division_by_zero", "`a / b`: Divide by zero error");
         t.row_failed("division_by_zero", "`a / b`: Divide by zero error");
         t.row_failed("cast", "`CAST(s AS INT)`: cannot parse");
+        t.latest_kept(7, 2, 0);
+        t.latest_kept(5, 1, 3);
+        t.latest_dropped(4);
         let c = t.counts();
         assert_eq!(
             (
@@ -207,5 +262,9 @@ mod tests {
         );
         assert_eq!(c.row_errors["division_by_zero"], 2);
         assert_eq!(c.row_errors_total(), 3);
+        assert_eq!(
+            (c.latest_keys, c.latest_evicted, c.latest_dropped_rows),
+            (5, 6, 4)
+        );
     }
 }

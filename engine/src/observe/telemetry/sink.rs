@@ -56,6 +56,7 @@ pub struct SinkTelemetry {
     spill_gauges: Lazy<[metrics::Gauge; 3]>,
     dropped_files: Count,
     dropped_rows: Count,
+    loss_log: LogLimit,
     quarantined: Count,
     published: Count,
     connected: Lazy<metrics::Gauge>,
@@ -87,6 +88,7 @@ impl SinkTelemetry {
             spill_gauges: Lazy::default(),
             dropped_files: Count::default(),
             dropped_rows: Count::default(),
+            loss_log: LogLimit::default(),
             quarantined: Count::default(),
             published: Count::default(),
             connected: Lazy::default(),
@@ -143,17 +145,22 @@ impl SinkTelemetry {
         age.set(oldest_age_seconds);
     }
 
-    /// A file of `rows` rows was dropped.
-    pub fn dropped_file(&self, rows: u64) {
+    /// A file of `rows` rows was dropped (`why`, e.g. the spill budget): counted and
+    /// logged (rate-limited, as every loss).
+    pub fn dropped_file(&self, rows: u64, why: impl Display) {
         self.dropped_files
             .add(1, || SINK_DROPPED_FILES.counter_with(&[&self.name]));
-        self.lost_rows(rows);
+        self.lost_rows(rows, why);
     }
 
-    /// `rows` rows were lost (outside of a dropped file, e.g. a failed spill write).
-    pub fn lost_rows(&self, rows: u64) {
+    /// `rows` rows were lost (`why`: outside of a dropped file, e.g. a failed spill write):
+    /// counted and logged, at most one line per 5 s with the number not logged since.
+    pub fn lost_rows(&self, rows: u64, why: impl Display) {
         self.dropped_rows
             .add(rows, || SINK_DROPPED_ROWS.counter_with(&[&self.name]));
+        if let Some(unlogged) = self.loss_log.admit() {
+            error!(sink = %self.name, rows, not_logged_since_last = unlogged, "{why}");
+        }
     }
 
     /// A torn or corrupt spill file was moved to quarantine.
@@ -205,8 +212,8 @@ mod tests {
         t.uploaded(true, 100);
         t.uploaded(false, 50);
         t.spill(2, 300, 1.5);
-        t.dropped_file(7);
-        t.lost_rows(3);
+        t.dropped_file(7, "budget");
+        t.lost_rows(3, "disk full");
         t.failed("write", "disk full");
         t.published(4);
         let c = t.counts();
