@@ -605,7 +605,7 @@ fn versioned(version: &str) -> String {
 #[test]
 fn signals_are_handled_from_the_start_sighup_reloads_sigquit_stops() {
     // a SIGTERM in the first milliseconds stops the process; it does not kill it
-    for delay in [10, 25] {
+    for delay in [20, 50] {
         let mut w = WeirProcess::start(&versioned("v1"), &[]);
         std::thread::sleep(Duration::from_millis(delay));
         w.signal("TERM");
