@@ -5,6 +5,9 @@
 //!    computing the same result as a batch query over the same batches (our "limit").
 //! 2. State memory: a 1-hour tumbling window at 100k rows/s over 4,000 groups for 10
 //!    simulated minutes; resident memory is sampled every simulated minute.
+//! 3. State budget accounting: the throughput pipeline with a process-wide state budget it
+//!    never reaches (the state measured after every batch) against the same pipeline with
+//!    none, alternated in one process (issue: bounded resources).
 //!
 //! Run: `cargo bench --bench engine` (medians of several runs; the machine is shared).
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
@@ -90,6 +93,62 @@ async fn throughput() {
     println!("  result rows: {stream_rows} (both)");
 }
 
+/// Feeds `batches` to a fresh project of `sql` (with `limits`); returns rows per second.
+async fn run_once(
+    sql: &str,
+    batches: &[RecordBatch],
+    limits: Option<weir_engine::exec::budget::StateLimits>,
+) -> f64 {
+    let mut p = project(sql).await;
+    if let Some(l) = limits {
+        p.dataflow.set_state_limits(l);
+    }
+    let start = Instant::now();
+    let now = Instant::now();
+    let mut out = 0;
+    for b in batches {
+        out += p.dataflow.on_batch(StreamId::new(0), b.clone(), now).len();
+    }
+    out += p.dataflow.on_source_end(StreamId::new(0)).len();
+    assert!(out > 0);
+    let c = p.dataflow.pipeline_counts(PipelineId::new(0));
+    assert_eq!(c.windows_emitted_early, 0, "the budget is never reached");
+    (batches.len() * BATCH) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn budget_accounting() {
+    use weir_engine::exec::budget::{StateLimits, StatePolicy};
+    let sql = format!(
+        "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
+         FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
+    );
+    let probe = project(&sql).await;
+    let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
+    let keys = key_columns(&schema);
+    let batches: Vec<RecordBatch> = (0..1220)
+        .map(|n| make_batch(&schema, &keys, n, 100_000))
+        .collect();
+    let limits = StateLimits {
+        max_bytes: Some(1 << 40),
+        policy: StatePolicy::EmitEarly,
+    };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        off.push(run_once(&sql, &batches, None).await);
+        on.push(run_once(&sql, &batches, Some(limits)).await);
+    }
+    let (off, on) = (median(off), median(on));
+    println!(
+        "state budget accounting: the throughput pipeline with --max-state-bytes 1TiB (never reached) vs none, alternated"
+    );
+    println!(
+        "  accounting off: {:>6.2} M rows/s (median of 7)",
+        off / 1e6
+    );
+    println!("  accounting on:  {:>6.2} M rows/s (median of 7)", on / 1e6);
+    println!("  ratio on/off:   {:>6.1} %", 100.0 * on / off);
+}
+
 async fn state_memory() {
     let sql = format!(
         "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
@@ -138,5 +197,8 @@ async fn main() {
     }
     if which.as_deref().is_none_or(|w| w == "throughput") {
         throughput().await;
+    }
+    if which.as_deref().is_none_or(|w| w == "budget") {
+        budget_accounting().await;
     }
 }

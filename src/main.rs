@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use weir_engine::exec::budget::{self, MaxStateBytes, StateLimits, StatePolicy};
 use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::flight;
 use weir_engine::live::LiveHub;
@@ -81,6 +82,15 @@ enum Command {
         /// and logged either way).
         #[arg(long, env = "WEIR_DEAD_LETTER_ROWS", value_name = "FILE")]
         dead_letter_rows: Option<PathBuf>,
+        /// Window state all pipelines together may hold, such as 64MiB; past it the
+        /// pipelines holding the most apply their state policy. Default: half the
+        /// container's (cgroup) memory limit when there is one; "none": no budget.
+        #[arg(long, env = "WEIR_MAX_STATE_BYTES", value_name = "SIZE", value_parser = MaxStateBytes::parse)]
+        max_state_bytes: Option<MaxStateBytes>,
+        /// What a pipeline does when its window state reaches a budget (unless its view
+        /// declares state_policy): emit_early, drop_new_keys or fail.
+        #[arg(long, env = "WEIR_STATE_POLICY", default_value = "emit_early", value_parser = StatePolicy::parse)]
+        state_policy: StatePolicy,
         #[command(flatten)]
         serve: serve_options::ServeOptions,
     },
@@ -111,6 +121,27 @@ enum Command {
     Metrics,
 }
 
+/// The run's state budget, logged once.
+fn state_limits(given: Option<MaxStateBytes>, policy: StatePolicy) -> StateLimits {
+    let limits = StateLimits::resolve(given, policy);
+    match (limits.max_bytes, given) {
+        (Some(b), Some(_)) => tracing::info!(
+            max_state_bytes = b,
+            policy = policy.label(),
+            "window state budget"
+        ),
+        (Some(b), None) => tracing::info!(
+            max_state_bytes = b,
+            policy = policy.label(),
+            "window state budget: half the container's memory limit"
+        ),
+        (None, _) => tracing::info!(
+            "no window state budget for the process (--max-state-bytes); views may have their own"
+        ),
+    }
+    limits
+}
+
 fn init_logs(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -129,26 +160,28 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Check { paths, explain } => match supervise::load(&paths, true).await {
-            Ok(project) => {
-                if explain {
-                    for e in &project.explain {
-                        println!("{e}\n");
+        Command::Check { paths, explain } => {
+            match supervise::load(&paths, true, StateLimits::default()).await {
+                Ok(project) => {
+                    if explain {
+                        for e in &project.explain {
+                            println!("{e}\n");
+                        }
                     }
+                    println!(
+                        "ok: {} source(s), {} sink(s), {} pipeline(s)",
+                        project.sources.len(),
+                        project.sinks.len(),
+                        project.dataflow.pipeline_count()
+                    );
+                    ExitCode::SUCCESS
                 }
-                println!(
-                    "ok: {} source(s), {} sink(s), {} pipeline(s)",
-                    project.sources.len(),
-                    project.sinks.len(),
-                    project.dataflow.pipeline_count()
-                );
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Run {
             paths,
             open_windows,
@@ -157,6 +190,8 @@ async fn main() -> ExitCode {
             watch,
             watch_interval,
             dead_letter_rows,
+            max_state_bytes,
+            state_policy,
             serve,
         } => {
             let (stop, reload) = match signals::install() {
@@ -220,6 +255,7 @@ async fn main() -> ExitCode {
                     status,
                     live,
                     dead_letter_rows,
+                    state: state_limits(max_state_bytes, state_policy),
                 },
                 stop,
                 reload,
@@ -231,6 +267,8 @@ async fn main() -> ExitCode {
             for f in weir_udf::functions() {
                 println!("{:<24} {}", f.name, f.description);
             }
+            let (name, description) = budget::WINDOW_PARTIAL_DOC;
+            println!("{name:<24} {description}");
             ExitCode::SUCCESS
         }
         Command::Connectors { options, markdown } => match options {

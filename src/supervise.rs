@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use weir_engine::exec::budget::StateLimits;
 use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::live::LiveHub;
 use weir_engine::observe::{RunStatus, telemetry};
@@ -35,19 +36,27 @@ pub struct RunOptions {
     pub live: Option<Arc<LiveHub>>,
     /// Where rows pipelines cannot evaluate are written.
     pub dead_letter_rows: Option<Arc<RowDeadLetters>>,
+    /// The process-wide window state budget and default state policy.
+    pub state: StateLimits,
 }
 
 /// Parses and compiles the files (on the planning thread); errors come back as the
 /// diagnostics' text.
-pub async fn load(paths: &[PathBuf], emit: bool) -> Result<weir_engine::Project, String> {
+pub async fn load(
+    paths: &[PathBuf],
+    emit: bool,
+    state: StateLimits,
+) -> Result<weir_engine::Project, String> {
     let paths = paths.to_vec();
     weir_engine::compile::on_planning_thread(move || async move {
         let env = |name: &str| std::env::var(name).ok();
         let files = weir_engine::load_files(&paths, &env).map_err(|d| d.to_string())?;
         let connectors = weir_connectors::all();
-        weir_engine::compile(files, &connectors, emit)
+        let mut project = weir_engine::compile(files, &connectors, emit)
             .await
-            .map_err(|d| format!("{d}\nweir: {} error(s)", d.0.len()))
+            .map_err(|d| format!("{d}\nweir: {} error(s)", d.0.len()))?;
+        project.dataflow.set_state_limits(state);
+        Ok(project)
     })
     .await
     .map_err(|e| format!("weir: {e:#}"))?
@@ -59,7 +68,7 @@ pub async fn run_files(opts: RunOptions, stop: StopSignals, mut reload: ReloadSi
     let (signal_tx, mut signalled) = watch::channel(false);
     tokio::spawn(stop_signal(stop, signal_tx, opts.grace));
     let mut project = tokio::select! {
-        loaded = load(&opts.paths, opts.emit) => match loaded {
+        loaded = load(&opts.paths, opts.emit, opts.state) => match loaded {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("{e}");
@@ -103,7 +112,7 @@ pub async fn run_files(opts: RunOptions, stop: StopSignals, mut reload: ReloadSi
                 info!("SIGHUP received: reloading the pipeline files");
             }
             seen = now;
-            match load(&opts.paths, opts.emit).await {
+            match load(&opts.paths, opts.emit, opts.state).await {
                 Ok(p) => break p,
                 Err(e) => {
                     telemetry::reloaded(false);

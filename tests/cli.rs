@@ -402,6 +402,9 @@ fn readme_documents_every_metric_and_every_option_as_declared() {
         endpoints.contains(metrics.trim_end()),
         "the README's metric table differs from the declared metrics (`weir metrics` prints them):\n{metrics}"
     );
+    let budget = readme_section(&readme, "### State budget");
+    let view_options = markdown_table(weir_engine::exec::budget::VIEW_OPTIONS);
+    assert!(budget.contains(view_options.trim_end()), "{view_options}");
     let engine = readme_section(&readme, "## Connectors");
     let common = markdown_table(SOURCE_OPTIONS);
     assert!(engine.contains(common.trim_end()), "{common}");
@@ -639,5 +642,84 @@ fn deep_and_broken_pipeline_files_are_errors_not_aborts() {
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid` in KiB, if it is still running.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn key_flood_under_max_state_bytes_stays_bounded_and_loses_no_row() {
+    // a new key every row (GROUP BY seq) in one hour-long window: 2 M keys without a budget
+    // (about 440 MB of peak RSS for this debug build)
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 2_000_000;
+    std::fs::write(
+        dir.path().join("flood.sql"),
+        format!(
+            "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE, seq BIGINT) WITH (connector = 'generator', machines = '1', sensors = 'temp', rate = 'max', interval = '1ms', limit = '{rows}', start = '2026-01-01T00:00:00Z', event_time = 'ts', watermark = '1s');\n\
+             CREATE SINK out WITH (connector = 'file', path = 'out', format = 'parquet');\n\
+             INSERT INTO out SELECT seq, window_start, count(*) AS n, window_partial() AS partial \
+             FROM TUMBLE(g, ts, INTERVAL '1' HOUR) GROUP BY seq, window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["run", "--max-state-bytes", "16MiB", "flood.sql"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak = peak.max(kib);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("windows emitted early (state budget reached)"),
+        "{stderr}"
+    );
+    eprintln!("peak RSS of a 2 M key flood under --max-state-bytes 16MiB: {peak} KiB");
+    assert!(
+        peak < 200 * 1024,
+        "peak RSS {peak} KiB: the state is not bounded"
+    );
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "out",
+        dir.path().join("out").to_str().unwrap(),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let got = query(
+        &ctx,
+        "SELECT sum(n) AS rows, count(DISTINCT seq) AS keys, count(*) AS out_rows, bool_and(partial) AS all_partial FROM out",
+    )
+    .await;
+    assert_eq!(got.column(0).as_primitive::<Int64Type>().value(0), rows);
+    assert_eq!(got.column(1).as_primitive::<Int64Type>().value(0), rows);
+    assert_eq!(got.column(2).as_primitive::<Int64Type>().value(0), rows);
+    assert!(
+        got.column(3).as_boolean().value(0),
+        "every row of the flushed window is partial"
     );
 }

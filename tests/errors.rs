@@ -73,6 +73,28 @@ async fn unknown_option() {
 }
 
 #[tokio::test]
+async fn view_options_are_checked_where_written() {
+    let view = |opts: &str| {
+        format!(
+            "{SRC}CREATE VIEW v WITH ({opts}) AS\n  SELECT k, window_start, count(*) AS n FROM TUMBLE(s, ts, '1s') GROUP BY k, window_start, window_end;\nINSERT INTO out SELECT * FROM v;"
+        )
+    };
+    let sql = view("max_state_bytes = '64MiB', state_policy = 'spill'");
+    assert_at(&one_error(&sql).await, &sql, "'spill'", "state_policy");
+    let sql = view("max_state_bytes = 'lots'");
+    assert_at(&one_error(&sql).await, &sql, "'lots'", "expected a size");
+    let sql = view("max_state = '1MiB'");
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "max_state",
+        "unknown option 'max_state' for a view (known options: max_state_bytes, state_policy)",
+    );
+    let sql = view("max_state_bytes = '1MiB', state_policy = 'drop_new_keys'");
+    assert!(try_compile(&sql, &[], true).await.is_ok());
+}
+
+#[tokio::test]
 async fn missing_required_option() {
     let sql = format!(
         "{SRC}CREATE SINK files WITH (connector = 'file');\nINSERT INTO out SELECT * FROM s;"

@@ -801,3 +801,375 @@ async fn a_value_over_the_size_limit_fails_its_row_only() {
         "{c:?}"
     );
 }
+
+// ---- State budget: key floods under max_state_bytes / --max-state-bytes ----
+
+const MIB: usize = 1 << 20;
+
+/// Engine output rows summed per (window_start, k): count, sum of v, and window_partial().
+fn merged_partials(b: &RecordBatch) -> BTreeMap<(i64, String), (i64, f64, Vec<bool>)> {
+    let ws = ts_col(b, "window_start");
+    let k =
+        arrow::compute::cast(b.column(b.schema().index_of("k").unwrap()), &DataType::Utf8).unwrap();
+    let k = k.as_string::<i32>();
+    let n = b
+        .column(b.schema().index_of("n").unwrap())
+        .as_primitive::<Int64Type>();
+    let total = b
+        .column(b.schema().index_of("total").unwrap())
+        .as_primitive::<Float64Type>();
+    let partial = b
+        .column(b.schema().index_of("partial").unwrap())
+        .as_boolean();
+    let mut out: BTreeMap<(i64, String), (i64, f64, Vec<bool>)> = BTreeMap::new();
+    for (r, w) in ws.iter().enumerate() {
+        let e = out.entry((*w, k.value(r).to_string())).or_default();
+        e.0 += n.value(r);
+        e.1 += total.value(r);
+        e.2.push(partial.value(r));
+    }
+    out
+}
+
+/// Batch SQL's (window_start, k) → (count, sum) over `rows` with window starts `ws`.
+async fn batch_counts(rows: &[Row], ws: &[i64]) -> BTreeMap<(i64, String), (i64, f64)> {
+    let b = batch_sql(
+        rows,
+        Some(ws),
+        "SELECT ws, k, count(*) AS n, sum(v) AS total FROM t GROUP BY ws, k",
+    )
+    .await;
+    let w = b.column(0).as_primitive::<TimestampNanosecondType>();
+    let k = b.column(1).as_string::<i32>();
+    let n = b.column(2).as_primitive::<Int64Type>();
+    let total = b.column(3).as_primitive::<Float64Type>();
+    (0..b.num_rows())
+        .map(|r| {
+            (
+                (w.value(r), k.value(r).to_string()),
+                (n.value(r), total.value(r)),
+            )
+        })
+        .collect()
+}
+
+/// Rows with 40k keys drawn at random, 10 k rows per second of event time.
+fn flood_rows(n: usize, rng: &mut Lcg) -> Vec<Row> {
+    (0..n)
+        .map(|i| Row {
+            k: format!("key{}", rng.below(40_000)),
+            ts: i as i64 * MS / 10,
+            v: (rng.unit() * 1000.0).round() / 10.0,
+        })
+        .collect()
+}
+
+/// Feeds `rows` in batches of 1000; returns the most state pipeline 0 held after a batch.
+fn feed_watching_state(h: &mut Harness, rows: &[Row], pipelines: &[usize]) -> usize {
+    let schema = source_schema(h);
+    let mut most = 0;
+    for part in rows.chunks(1000) {
+        h.feed(0, batch(&schema, part));
+        let held: usize = pipelines
+            .iter()
+            .map(|p| h.project.dataflow.state_bytes(PipelineId::new(*p)))
+            .sum();
+        most = most.max(held);
+    }
+    most
+}
+
+/// Checks emit_early's effect: the partial rows of each window and key add up to what batch
+/// SQL computes, a window's rows are all partial or none, and some windows were partial.
+#[track_caller]
+fn assert_partials_add_up(
+    got: &BTreeMap<(i64, String), (i64, f64, Vec<bool>)>,
+    want: &BTreeMap<(i64, String), (i64, f64)>,
+) {
+    assert_eq!(got.len(), want.len(), "windows × keys differ");
+    let mut window_partial: BTreeMap<i64, bool> = BTreeMap::new();
+    for ((ws, k), (n, total, partial)) in got {
+        let (wn, wtotal) = want[&(*ws, k.clone())];
+        assert_eq!(*n, wn, "count of {k} in window {ws}");
+        assert!(
+            (total - wtotal).abs() <= 1e-6 * wtotal.abs().max(1.0),
+            "sum of {k} in window {ws}: {total} vs {wtotal}"
+        );
+        if partial.len() > 1 {
+            assert!(partial.iter().all(|p| *p), "{k} in {ws}: rows {partial:?}");
+        }
+        let w = *window_partial.entry(*ws).or_insert(partial[0]);
+        assert!(
+            partial.iter().all(|p| *p == w),
+            "window {ws} has partial and complete rows"
+        );
+    }
+    assert!(window_partial.values().any(|p| *p), "no window was partial");
+}
+
+async fn emit_early_flood(window: &str, starts: impl Fn(i64) -> Vec<i64>) {
+    let sql = format!(
+        "{SRC}CREATE VIEW flood WITH (max_state_bytes = '2MiB', state_policy = 'emit_early') AS \
+         SELECT k, window_start, count(*) AS n, sum(v) AS total, window_partial() AS partial \
+         FROM {window} GROUP BY k, window_start, window_end;\n\
+         INSERT INTO out SELECT * FROM flood;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let mut rng = Lcg(41);
+    let rows = flood_rows(300_000, &mut rng);
+    let most = feed_watching_state(&mut h, &rows, &[0]);
+    h.end_all();
+    let counts = h.project.dataflow.pipeline_counts(PipelineId::new(0));
+    assert!(
+        most <= 3 * MIB,
+        "{window}: state reached {most} bytes under a 2 MiB budget"
+    );
+    assert!(counts.windows_emitted_early > 0, "{counts:?}");
+    let (mut expanded, mut ws) = (Vec::new(), Vec::new());
+    for r in &rows {
+        for s in starts(r.ts) {
+            expanded.push(r.clone());
+            ws.push(s);
+        }
+    }
+    let want = batch_counts(&expanded, &ws).await;
+    assert_partials_add_up(&merged_partials(&h.sink(0).unwrap()), &want);
+}
+
+#[tokio::test]
+async fn key_flood_in_tumbling_windows_is_emitted_early_and_adds_up() {
+    emit_early_flood("TUMBLE(s, ts, INTERVAL '10' SECOND)", |t| {
+        vec![t.div_euclid(10 * SEC) * 10 * SEC]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn key_flood_in_hopping_windows_is_emitted_early_and_adds_up() {
+    emit_early_flood(
+        "HOP(s, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)",
+        |t| {
+            let last = t.div_euclid(5 * SEC) * 5 * SEC;
+            vec![last, last - 5 * SEC]
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn key_flood_under_drop_new_keys_keeps_known_keys_exact() {
+    let sql = format!(
+        "{SRC}CREATE VIEW flood WITH (max_state_bytes = '1MiB', state_policy = 'drop_new_keys') AS \
+         SELECT k, window_start, count(*) AS n, sum(v) AS total \
+         FROM TUMBLE(s, ts, INTERVAL '1' HOUR) GROUP BY k, window_start, window_end;\n\
+         INSERT INTO out SELECT * FROM flood;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let mut rng = Lcg(5);
+    // 100 hot keys first, then every tenth row a hot key and the others new keys
+    let mut rows: Vec<Row> = (0..100)
+        .map(|i| Row {
+            k: format!("hot{i}"),
+            ts: i * MS,
+            v: 1.0,
+        })
+        .collect();
+    for i in 0..200_000i64 {
+        let k = if i % 10 == 0 {
+            format!("hot{}", rng.below(100))
+        } else {
+            format!("new{i}")
+        };
+        rows.push(Row {
+            k,
+            ts: SEC + i * MS / 100,
+            v: 1.0,
+        });
+    }
+    // the next hour: after the first window closes its state is gone, new keys are taken
+    let next: Vec<Row> = (0..5000i64)
+        .map(|i| Row {
+            k: format!("later{}", i % 2000),
+            ts: 3600 * SEC + 10 * SEC + i * MS,
+            v: 2.0,
+        })
+        .collect();
+    let most = feed_watching_state(&mut h, &rows, &[0]);
+    let schema = source_schema(&h);
+    // closes the first hour (watermark 2 s): this row is refused, its window has no state
+    h.feed(
+        0,
+        batch(
+            &schema,
+            &[Row {
+                k: "closer".into(),
+                ts: 3600 * SEC + 5 * SEC,
+                v: 0.0,
+            }],
+        ),
+    );
+    feed_watching_state(&mut h, &next, &[0]);
+    h.end_all();
+    let counts = h.project.dataflow.pipeline_counts(PipelineId::new(0));
+    // the group table grows by doubling: the batch that crosses the budget can take it up to
+    // one doubling over, plus 8 bytes a key for the hashes of the keys it holds
+    assert!(
+        most <= MIB * 16 / 10,
+        "state reached {most} bytes under 1 MiB"
+    );
+    assert!(counts.refused_rows > 100_000, "{counts:?}");
+    let got = h.sink(0).unwrap();
+    let k = arrow::compute::cast(got.column(0), &DataType::Utf8).unwrap();
+    let k = k.as_string::<i32>();
+    let n = got.column(2).as_primitive::<Int64Type>();
+    let mut per_key: BTreeMap<String, i64> = BTreeMap::new();
+    for r in 0..got.num_rows() {
+        *per_key.entry(k.value(r).to_string()).or_default() += n.value(r);
+    }
+    let mut truth: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows.iter().chain(&next) {
+        *truth.entry(r.k.clone()).or_default() += 1;
+    }
+    // known keys never lose a row; new keys are either whole (one row) or refused
+    for i in 0..100 {
+        let key = format!("hot{i}");
+        assert_eq!(per_key.get(&key), truth.get(&key), "{key}");
+    }
+    for i in 0..2000 {
+        let key = format!("later{i}");
+        assert_eq!(per_key.get(&key), truth.get(&key), "{key}: taken again");
+    }
+    let taken: i64 = per_key.values().sum();
+    assert_eq!(
+        taken as u64 + counts.refused_rows,
+        rows.len() as u64 + 1 + next.len() as u64,
+        "every row is either counted or refused"
+    );
+    assert_eq!(counts.late_rows, 0);
+}
+
+#[tokio::test]
+async fn state_policy_fail_stops_only_its_pipeline() {
+    let sql = "CREATE SOURCE s (k VARCHAR, ts TIMESTAMP, v DOUBLE) WITH (connector = 'test', event_time = 'ts', watermark = '2s');\n\
+         CREATE SINK out WITH (connector = 'stdout');\nCREATE SINK calm_out WITH (connector = 'stdout');\n\
+         CREATE VIEW flood WITH (max_state_bytes = '1MiB', state_policy = 'fail') AS \
+         SELECT k, window_start, count(*) AS n FROM TUMBLE(s, ts, INTERVAL '1' HOUR) GROUP BY k, window_start, window_end;\n\
+         CREATE VIEW calm AS SELECT window_start, count(*) AS n FROM TUMBLE(s, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;\n\
+         INSERT INTO out SELECT * FROM flood;\nINSERT INTO calm_out SELECT * FROM calm;";
+    let mut h = Harness::new(sql).await;
+    let rows: Vec<Row> = (0..100_000i64)
+        .map(|i| Row {
+            k: format!("k{i}"),
+            ts: i * MS,
+            v: 0.0,
+        })
+        .collect();
+    let most = feed_watching_state(&mut h, &rows, &[0]);
+    h.end_all();
+    let flood = h.project.dataflow.pipeline_counts(PipelineId::new(0));
+    assert!(flood.state_failed && flood.errors == 1, "{flood:?}");
+    assert!(most <= MIB * 3 / 2, "state reached {most} bytes");
+    assert_eq!(h.project.dataflow.state_bytes(PipelineId::new(0)), 0);
+    assert!(h.sink(0).is_none(), "the failed view emitted nothing");
+    let calm = h.sink(1).unwrap();
+    let n = calm.column(1).as_primitive::<Int64Type>();
+    assert_eq!(n.values().to_vec(), vec![10_000; 10], "calm view complete");
+}
+
+#[tokio::test]
+async fn process_budget_sheds_the_largest_pipelines_first() {
+    let sql = format!(
+        "{SRC}CREATE VIEW big AS SELECT k, window_start, count(*) AS n, sum(v) AS total, window_partial() AS partial \
+         FROM TUMBLE(s, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;\n\
+         CREATE VIEW small AS SELECT window_start, count(*) AS n, window_partial() AS partial \
+         FROM TUMBLE(s, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;\n\
+         CREATE SINK small_out WITH (connector = 'stdout');\n\
+         INSERT INTO out SELECT * FROM big;\nINSERT INTO small_out SELECT * FROM small;"
+    );
+    let mut h = Harness::new(&sql).await;
+    h.project
+        .dataflow
+        .set_state_limits(weir_engine::exec::budget::StateLimits {
+            max_bytes: Some(2 * MIB),
+            policy: weir_engine::exec::budget::StatePolicy::EmitEarly,
+        });
+    let mut rng = Lcg(8);
+    let rows = flood_rows(300_000, &mut rng);
+    let most = feed_watching_state(&mut h, &rows, &[0, 1]);
+    h.end_all();
+    assert!(
+        most <= 3 * MIB,
+        "total state reached {most} bytes under 2 MiB"
+    );
+    let big = h.project.dataflow.pipeline_counts(PipelineId::new(0));
+    let small = h.project.dataflow.pipeline_counts(PipelineId::new(1));
+    assert!(big.windows_emitted_early > 0, "{big:?}");
+    assert_eq!(small.windows_emitted_early, 0, "{small:?}");
+    let ws: Vec<i64> = rows
+        .iter()
+        .map(|r| r.ts.div_euclid(10 * SEC) * 10 * SEC)
+        .collect();
+    let want = batch_counts(&rows, &ws).await;
+    assert_partials_add_up(&merged_partials(&h.sink(0).unwrap()), &want);
+    let small_out = h.sink(1).unwrap();
+    assert!(
+        small_out.column(2).as_boolean().true_count() == 0,
+        "the small view was never cut short"
+    );
+}
+
+#[tokio::test]
+async fn session_flood_and_spectral_buffers_stay_within_budget() {
+    // sessions of keys that never close during the flood, and one key's spectral samples
+    // over an hour: both are bounded by the budget, and no row is lost
+    let sql = format!(
+        "{SRC}CREATE VIEW sessions WITH (max_state_bytes = '1MiB') AS \
+         SELECT k, window_start, count(*) AS n, window_partial() AS partial \
+         FROM SESSION(s, ts, INTERVAL '1' HOUR) GROUP BY k, window_start, window_end;\n\
+         CREATE VIEW spectrum WITH (max_state_bytes = '1MiB') AS \
+         SELECT window_start, count(*) AS n, dominant_frequency(v, 1000.0 ORDER BY ts) AS f, window_partial() AS partial \
+         FROM TUMBLE(s, ts, INTERVAL '1' HOUR) GROUP BY window_start, window_end;\n\
+         CREATE SINK spectrum_out WITH (connector = 'stdout');\n\
+         INSERT INTO out SELECT * FROM sessions;\nINSERT INTO spectrum_out SELECT * FROM spectrum;"
+    );
+    let mut h = Harness::new(&sql).await;
+    let rows: Vec<Row> = (0..300_000i64)
+        .map(|i| Row {
+            k: format!("k{}", i % 50_000),
+            ts: i * MS,
+            v: (i as f64 * 0.1).sin(),
+        })
+        .collect();
+    let schema = source_schema(&h);
+    let (mut most_sessions, mut most_spectrum) = (0, 0);
+    for part in rows.chunks(1000) {
+        h.feed(0, batch(&schema, part));
+        most_sessions = most_sessions.max(h.project.dataflow.state_bytes(PipelineId::new(0)));
+        most_spectrum = most_spectrum.max(h.project.dataflow.state_bytes(PipelineId::new(1)));
+    }
+    h.end_all();
+    assert!(most_sessions <= MIB * 3 / 2, "sessions: {most_sessions}");
+    assert!(most_spectrum <= MIB * 3 / 2, "spectrum: {most_spectrum}");
+    for (p, sink) in [(0, 0), (1, 1)] {
+        let c = h.project.dataflow.pipeline_counts(PipelineId::new(p));
+        assert!(c.windows_emitted_early > 0, "{c:?}");
+        let out = h.sink(sink).unwrap();
+        let n = out
+            .column(out.schema().index_of("n").unwrap())
+            .as_primitive::<Int64Type>();
+        assert_eq!(arrow::compute::sum(n), Some(300_000), "pipeline {p}");
+        let partial = out
+            .column(out.schema().index_of("partial").unwrap())
+            .as_boolean();
+        assert!(partial.true_count() > 0, "pipeline {p}");
+    }
+    // each partial spectrum covers 1 MiB of samples at most: well over a second of them
+    let spec = h.sink(1).unwrap();
+    let f = spec.column(2).as_primitive::<Float64Type>();
+    let tone = 1000.0 * 0.1 / (2.0 * std::f64::consts::PI);
+    for i in 0..f.len() {
+        if spec.column(1).as_primitive::<Int64Type>().value(i) > 2000 {
+            assert!((f.value(i) - tone).abs() < 1.0, "f = {}", f.value(i));
+        }
+    }
+}

@@ -20,6 +20,7 @@ use crate::exec::chain::{Chain, Step};
 use crate::exec::ids::StreamId;
 use crate::exec::pipeline::{Branch, Windowed};
 use crate::exec::window::assign::WindowAssign;
+use crate::exec::window::partial;
 use crate::exec::window::session::SessionAggregate;
 use crate::exec::window::state::{AggSpec, GroupSlot, OutputLayout};
 use crate::exec::window::tumble_hop::{Assignment, PaneAggregate};
@@ -512,8 +513,9 @@ fn aggregates(state: &SessionState, agg: &Aggregate) -> LResult<Vec<AggSpec>> {
         .iter()
         .map(|e| {
             let planning = PhysicalPlanningContext::default();
+            let e = partial::with_marker_argument(e);
             let lowered = df(LoweredAggregateBuilder::new(
-                e,
+                &e,
                 input_schema,
                 input_schema.as_arrow(),
                 state.execution_props(),
@@ -634,6 +636,9 @@ fn lower_aggregate(
     let layout = OutputLayout {
         slots: slots.clone(),
         schema: Arc::new(agg.schema.as_arrow().clone()),
+        partial: aggs
+            .iter()
+            .position(|a| a.expr.fun().name() == partial::WINDOW_PARTIAL),
     };
     let (op, window) = window_operator(kind, window_cols, keys, aggs, layout)?;
     let (out_start, out_end, time_col) = match kind {

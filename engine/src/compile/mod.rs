@@ -26,6 +26,7 @@ use crate::connector::{
     Source, SourceSpec, WATERMARK, each_option,
 };
 use crate::diagnostic::{Diagnostics, Location, PipelineError};
+use crate::exec::budget::{MAX_STATE_BYTES, STATE_POLICY, StateBudget, StatePolicy, VIEW_OPTIONS};
 use crate::exec::dataflow::{Dataflow, SourceClock, StreamState};
 use crate::exec::ids::{SinkId, StreamId};
 use crate::exec::pipeline::{PipelineExec, Target};
@@ -121,6 +122,7 @@ pub fn planning_context(catalog: &StreamCatalog) -> SessionContext {
         .build();
     let ctx = SessionContext::new_with_state(state);
     weir_udf::register(&ctx);
+    ctx.register_udaf(crate::exec::window::partial::window_partial());
     for (name, kind) in [
         ("tumble", WindowFn::Tumble),
         ("hop", WindowFn::Hop),
@@ -545,7 +547,33 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    async fn query(&mut self, file: &str, q: QueryStatement, is_view: bool) {
+    /// A view's `max_state_bytes` and `state_policy`; errors are recorded.
+    fn view_budget(&mut self, q: &mut QueryStatement) -> Result<StateBudget, ()> {
+        let Some(opts) = q.options.as_mut() else {
+            return Ok(StateBudget::default());
+        };
+        opts.declare(VIEW_OPTIONS);
+        let unknown = opts.unknown_for("a view");
+        let max = opts.optional::<u64>(&MAX_STATE_BYTES);
+        let policy = opts.optional::<String>(&STATE_POLICY);
+        let before = self.errors.len();
+        self.errors.extend(unknown);
+        let max = max.map_err(|e| self.errors.push(e));
+        let policy = policy.map_err(|e| self.errors.push(e));
+        if self.errors.len() > before {
+            return Err(());
+        }
+        let max = max?.map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+        let policy = policy?.map(|p| StatePolicy::parse(&p).expect("a declared choice"));
+        Ok(StateBudget::declared(max, policy))
+    }
+
+    async fn query(&mut self, file: &str, mut q: QueryStatement, is_view: bool) {
+        let Ok(budget) = self.view_budget(&mut q) else {
+            // statements reading the view are not reported as reading an unknown one
+            self.broken.insert(q.name);
+            return;
+        };
         let target = if is_view {
             None
         } else {
@@ -657,6 +685,7 @@ impl<'a> Compiler<'a> {
             target,
             out_time: lowered.out_time,
             dead_letters: None,
+            budget,
         });
     }
 }

@@ -11,6 +11,7 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use tracing::info;
 
+use super::budget::{StateLimits, resume_below};
 use super::ids::{PipelineId, SinkId, StreamId};
 use super::isolate::RowDeadLetters;
 use super::pipeline::{PipelineExec, Target};
@@ -130,6 +131,10 @@ pub struct Dataflow {
     sink_out: Vec<SinkBatch>,
     /// Every pipeline's output since the last [`Dataflow::take_outputs`], when kept.
     outputs: Option<Vec<(PipelineId, RecordBatch)>>,
+    /// The process-wide state budget and default policy.
+    state_limits: StateLimits,
+    /// Over the process budget: pipelines were asked to shed state.
+    over_process_budget: bool,
 }
 
 /// How one input contributes to a pipeline's watermark.
@@ -164,6 +169,64 @@ impl Dataflow {
             last_watermark: vec![None; n],
             sink_out: Vec::new(),
             outputs: None,
+            state_limits: StateLimits::default(),
+            over_process_budget: false,
+        }
+    }
+
+    /// Sets the process-wide state budget, and the policy of pipelines that declare none.
+    pub fn set_state_limits(&mut self, limits: StateLimits) {
+        self.state_limits = limits;
+        for p in &mut self.pipelines {
+            p.budget.apply(&limits);
+        }
+        if let Some(l) = limits.max_bytes {
+            crate::observe::telemetry::STATE_LIMIT
+                .gauge_with(&[])
+                .set(l as f64);
+        }
+    }
+
+    /// Bytes of window state all pipelines hold.
+    pub fn total_state_bytes(&self) -> usize {
+        self.pipelines.iter().map(PipelineExec::state_bytes).sum()
+    }
+
+    /// Over the process budget: the pipelines holding the most state apply their policies,
+    /// largest first, until what they free brings the total under 90% of the budget.
+    fn keep_process_budget(&mut self) {
+        let Some(limit) = self.state_limits.max_bytes else {
+            return;
+        };
+        let total = self.total_state_bytes();
+        if total <= limit {
+            if self.over_process_budget && total < resume_below(limit) {
+                self.over_process_budget = false;
+                for p in &mut self.pipelines {
+                    p.process_budget_cleared();
+                }
+            }
+            return;
+        }
+        self.over_process_budget = true;
+        let mut by_size: Vec<(usize, usize)> = self
+            .pipelines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.finished[*i])
+            .map(|(i, p)| (p.state_bytes(), i))
+            .filter(|(b, _)| *b > 0)
+            .collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        let mut remaining = total;
+        for (bytes, i) in by_size {
+            if remaining < resume_below(limit) {
+                break;
+            }
+            let result = self.pipelines[i].shed(limit);
+            let after = self.pipelines[i].state_bytes();
+            remaining = remaining.saturating_sub(bytes.saturating_sub(after));
+            self.route(PipelineId::new(i), result);
         }
     }
 
@@ -232,6 +295,7 @@ impl Dataflow {
             self.deliver(stream, batch);
         }
         self.propagate();
+        self.keep_process_budget();
         std::mem::take(&mut self.sink_out)
     }
 
@@ -260,6 +324,9 @@ impl Dataflow {
             self.propagate();
         }
         self.record_watermark_lag();
+        for p in &self.pipelines {
+            p.record_state_bytes();
+        }
         std::mem::take(&mut self.sink_out)
     }
 
@@ -325,7 +392,13 @@ impl Dataflow {
         let pipe = &self.pipelines[p.index()];
         let out = match result {
             Ok(out) => out,
-            Err(e) => return pipe.telemetry.failed(e),
+            Err(e) => {
+                pipe.telemetry.failed(e);
+                if pipe.budget.failed {
+                    self.stop_failed(p);
+                }
+                return;
+            }
         };
         let target = pipe.target;
         for b in out {
@@ -401,6 +474,15 @@ impl Dataflow {
             .branches
             .iter()
             .all(|b| self.streams[b.stream.index()].status == StreamStatus::Finished)
+    }
+
+    /// Pipeline `p` stopped (its state policy is `fail`): it takes no more rows and its
+    /// stream, if it is a view, ends.
+    fn stop_failed(&mut self, p: PipelineId) {
+        self.finished[p.index()] = true;
+        if let Target::Stream(s) = self.pipelines[p.index()].target {
+            self.streams[s.index()].status = StreamStatus::Finished;
+        }
     }
 
     /// Every input of `p` has ended: its open windows are emitted (or dropped) and its

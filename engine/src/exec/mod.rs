@@ -1,6 +1,7 @@
 //! Streaming execution: stateless steps, window assignment, windowed aggregation, and the
 //! dataflow that connects sources, views and sinks.
 
+pub mod budget;
 pub(crate) mod chain;
 pub mod dataflow;
 pub mod ids;

@@ -8,6 +8,7 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
+use super::budget::{StateBudget, StatePolicy, resume_below};
 use super::chain::Chain;
 use super::ids::{SinkId, StreamId};
 use super::isolate::{RowDeadLetters, RowFailure};
@@ -88,11 +89,40 @@ pub struct PipelineExec {
     pub telemetry: Arc<PipelineTelemetry>,
     /// Where rows that cannot be evaluated are written, if anywhere.
     pub dead_letters: Option<Arc<RowDeadLetters>>,
+    /// Its window state budget and policy.
+    pub budget: StateBudget,
+}
+
+/// Which budget a pipeline's state reached.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// Its own `max_state_bytes`.
+    Own(usize),
+    /// The process's `--max-state-bytes`.
+    Process(usize),
+}
+
+impl Budget {
+    fn name(self) -> &'static str {
+        match self {
+            Budget::Own(_) => "max_state_bytes",
+            Budget::Process(_) => "--max-state-bytes",
+        }
+    }
+
+    fn limit(self) -> usize {
+        match self {
+            Budget::Own(l) | Budget::Process(l) => l,
+        }
+    }
 }
 
 impl PipelineExec {
     /// Feeds `batch` from input branch `branch`; returns rows ready for the target.
     pub fn process(&mut self, branch: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if self.budget.failed {
+            return Ok(vec![]);
+        }
         self.telemetry.rows_in(batch.num_rows() as u64);
         let mut failed = Vec::new();
         let pre = self.branches[branch].apply(batch, &mut failed);
@@ -100,13 +130,130 @@ impl PipelineExec {
             (Err(e), _) => Err(e),
             (Ok(pre), Some(w)) => w.op.process(&pre).map(|p| {
                 self.telemetry.late(p.late);
+                self.telemetry.refused(p.refused);
                 failed.extend(p.failed);
                 vec![]
             }),
             (Ok(pre), None) => self.post_process(vec![pre], &mut failed),
         };
         self.report(failed);
-        out
+        let out = out?;
+        if self.window.is_some() {
+            return self.keep_own_budget();
+        }
+        Ok(out)
+    }
+
+    /// Bytes of window state held now.
+    pub fn state_bytes(&self) -> usize {
+        self.window.as_ref().map_or(0, |w| w.op.state_bytes())
+    }
+
+    /// Sets the state metric (on the dataflow's tick, for pipelines no budget applies to).
+    pub fn record_state_bytes(&self) {
+        if self.window.is_some() && !self.budget.measured {
+            self.telemetry.state_bytes(self.state_bytes());
+        }
+    }
+
+    /// Measures the state after a batch (when a budget applies) and applies the policy if it
+    /// is over the pipeline's own budget; returns rows of windows emitted early.
+    fn keep_own_budget(&mut self) -> Result<Vec<RecordBatch>> {
+        if !self.budget.measured {
+            return Ok(vec![]);
+        }
+        let bytes = self.state_bytes();
+        self.telemetry.state_bytes(bytes);
+        let Some(limit) = self.budget.max_bytes else {
+            return Ok(vec![]);
+        };
+        if bytes > limit {
+            return self.over_budget(bytes, Budget::Own(limit));
+        }
+        self.resume_if_under(bytes);
+        Ok(vec![])
+    }
+
+    /// Takes new keys again once the state is under 90% of the pipeline's own budget.
+    fn resume_if_under(&mut self, bytes: usize) {
+        if let Some(limit) = self.budget.max_bytes
+            && self.budget.refusing_own
+            && bytes < resume_below(limit)
+        {
+            self.budget.refusing_own = false;
+            self.sync_refusing();
+        }
+    }
+
+    /// The process is over its budget and this pipeline is asked to free state (or to stop
+    /// growing); returns rows of windows emitted early.
+    pub fn shed(&mut self, limit: usize) -> Result<Vec<RecordBatch>> {
+        if self.budget.failed || self.window.is_none() {
+            return Ok(vec![]);
+        }
+        let bytes = self.state_bytes();
+        self.over_budget(bytes, Budget::Process(limit))
+    }
+
+    /// The process is back under its budget: rows of new keys are taken again (unless the
+    /// pipeline's own budget still refuses them).
+    pub fn process_budget_cleared(&mut self) {
+        if self.budget.refusing_process {
+            self.budget.refusing_process = false;
+            self.sync_refusing();
+        }
+    }
+
+    fn sync_refusing(&mut self) {
+        let refuse = self.budget.refusing();
+        if let Some(w) = &mut self.window {
+            w.op.refuse_new_keys(refuse);
+        }
+    }
+
+    /// Applies the state policy: state of `bytes` reached `budget`.
+    fn over_budget(&mut self, bytes: usize, budget: Budget) -> Result<Vec<RecordBatch>> {
+        let limit = budget.limit();
+        match self.budget.policy {
+            StatePolicy::EmitEarly => {
+                let Some(w) = &mut self.window else {
+                    return Ok(vec![]);
+                };
+                let emitted = w.op.flush_oldest(bytes - resume_below(limit).min(bytes))?;
+                let after = w.op.state_bytes();
+                self.telemetry
+                    .emitted_early(emitted.early, bytes, budget.name(), limit);
+                self.telemetry.state_bytes(after);
+                self.emit(emitted)
+            }
+            StatePolicy::DropNewKeys => {
+                let already = self.budget.refusing();
+                match budget {
+                    Budget::Own(_) => self.budget.refusing_own = true,
+                    Budget::Process(_) => self.budget.refusing_process = true,
+                }
+                if !already {
+                    self.telemetry
+                        .refusing_new_keys(bytes, budget.name(), limit);
+                    self.sync_refusing();
+                }
+                Ok(vec![])
+            }
+            StatePolicy::Fail => {
+                self.budget.failed = true;
+                if let Some(w) = &mut self.window {
+                    w.op.finish(false)?;
+                }
+                self.telemetry.state_bytes(0);
+                self.telemetry.state_failed();
+                Err(datafusion::common::DataFusionError::ResourcesExhausted(
+                    format!(
+                        "window state of {bytes} bytes reached {} ({limit} bytes): state_policy 'fail' stops this pipeline; its open windows are dropped, the other pipelines go on",
+                        budget.name()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Counts (and logs, and dead-letters) rows that could not be evaluated.
@@ -145,6 +292,11 @@ impl PipelineExec {
     /// timed against the wall clock.
     fn emit(&mut self, emitted: Emitted) -> Result<Vec<RecordBatch>> {
         self.telemetry.windows_emitted(emitted.windows);
+        if self.budget.measured && emitted.windows > 0 {
+            let bytes = self.state_bytes();
+            self.telemetry.state_bytes(bytes);
+            self.resume_if_under(bytes);
+        }
         let mut failed = Vec::new();
         let out = self.post_process(emitted.batches, &mut failed);
         self.report(failed);

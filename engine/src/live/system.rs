@@ -63,6 +63,18 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
             counts(p.iter().map(|p| p.counts.row_errors_total())),
         ),
         (
+            "state_bytes",
+            counts(p.iter().map(|p| p.counts.state_bytes)),
+        ),
+        (
+            "windows_emitted_early",
+            counts(p.iter().map(|p| p.counts.windows_emitted_early)),
+        ),
+        (
+            "refused_rows",
+            counts(p.iter().map(|p| p.counts.refused_rows)),
+        ),
+        (
             "latest_keys",
             counts(p.iter().map(|p| p.counts.latest_keys)),
         ),

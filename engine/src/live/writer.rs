@@ -220,7 +220,9 @@ impl LiveWriter {
                         Target::Stream(_) => "view",
                         Target::Sink(_) => "sink",
                     },
-                    state: if dataflow.is_pipeline_finished(id) {
+                    state: if p.budget.failed {
+                        "failed"
+                    } else if dataflow.is_pipeline_finished(id) {
                         "finished"
                     } else {
                         "running"

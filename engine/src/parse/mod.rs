@@ -48,6 +48,8 @@ pub struct QueryStatement {
     pub query: Box<ast::Query>,
     /// The query text as written (for messages and `--explain`).
     pub text: String,
+    /// `WITH (...)` options of a view (none for an insert).
+    pub options: Option<Options>,
 }
 
 /// One statement of a pipeline file.
@@ -306,12 +308,14 @@ fn parse_query_statement(
                 return Err(unsupported("CREATE MATERIALIZED VIEW"));
             }
             let (name, location) = object_name(&v.name);
+            let options = view_options(path, location, &v.options)?;
             let query = v.query;
             Ok(Statement::View(QueryStatement {
                 name,
                 location,
                 text: span_text(text, query.span()),
                 query,
+                options: Some(options),
             }))
         }
         ast::Statement::Insert(ins) => {
@@ -334,6 +338,7 @@ fn parse_query_statement(
                 location,
                 text: span_text(text, query.span()),
                 query,
+                options: None,
             }))
         }
         ast::Statement::CreateTable(_) => Err(unsupported(
@@ -349,6 +354,60 @@ fn parse_query_statement(
             Err(unsupported(&kind))
         }
     }
+}
+
+/// The `WITH (key = 'value', ...)` of `CREATE VIEW name WITH (...) AS SELECT ...`.
+fn view_options(
+    path: &str,
+    at: Location,
+    options: &ast::CreateTableOptions,
+) -> Result<Options, PipelineError> {
+    let list: &[ast::SqlOption] = match options {
+        ast::CreateTableOptions::None => &[],
+        ast::CreateTableOptions::With(l) => l,
+        _ => {
+            return Err(PipelineError::new(
+                path,
+                at,
+                "a view takes its options as WITH (key = 'value', ...) before AS",
+            ));
+        }
+    };
+    let mut entries: Vec<OptionEntry> = Vec::new();
+    for o in list {
+        let ast::SqlOption::KeyValue { key, value } = o else {
+            return Err(PipelineError::new(
+                path,
+                at,
+                format!("expected key = 'value' in the view's WITH (...), found {o}"),
+            ));
+        };
+        let value_location = Location::from_sql(value.span().start);
+        let value_text = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => s.clone(),
+                ast::Value::Number(n, _) => n.clone(),
+                other => other.to_string(),
+            },
+            ast::Expr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        };
+        let name = key.value.to_ascii_lowercase();
+        if entries.iter().any(|e| e.key == name) {
+            return Err(PipelineError::new(
+                path,
+                Location::from_sql(key.span.start),
+                format!("option '{name}' given twice"),
+            ));
+        }
+        entries.push(OptionEntry {
+            key: name,
+            value: value_text,
+            key_location: Location::from_sql(key.span.start),
+            value_location,
+        });
+    }
+    Ok(Options::new(path, at, entries))
 }
 
 /// The last part of a (possibly qualified) name, and its location.

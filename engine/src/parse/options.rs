@@ -418,6 +418,11 @@ impl Options {
 
     /// Errors for every key no declaration names.
     pub fn unknown(&self, connector: &str) -> Vec<PipelineError> {
+        self.unknown_for(&format!("connector '{connector}'"))
+    }
+
+    /// Errors for keys no declaration names, for options of `what` (e.g. "a view").
+    pub fn unknown_for(&self, what: &str) -> Vec<PipelineError> {
         let known: Vec<&str> = self.declared.iter().map(|d| d.name).collect();
         self.entries
             .iter()
@@ -427,7 +432,7 @@ impl Options {
                     &self.file,
                     e.key_location,
                     format!(
-                        "unknown option '{}' for connector '{connector}' (known options: {})",
+                        "unknown option '{}' for {what} (known options: {})",
                         e.key,
                         known.join(", ")
                     ),

@@ -123,6 +123,23 @@ impl std::fmt::Display for Summary {
             if c.errors > 0 {
                 write!(f, ", {} failed batches", c.errors)?;
             }
+            if c.windows_emitted_early > 0 {
+                write!(
+                    f,
+                    ", {} windows emitted early (state budget reached)",
+                    c.windows_emitted_early
+                )?;
+            }
+            if c.refused_rows > 0 {
+                write!(
+                    f,
+                    ", {} rows of new keys dropped (state budget reached)",
+                    c.refused_rows
+                )?;
+            }
+            if c.state_failed {
+                write!(f, ", FAILED: state budget reached (state_policy fail)")?;
+            }
             if c.latest_evicted > 0 || c.latest_dropped_rows > 0 {
                 write!(
                     f,

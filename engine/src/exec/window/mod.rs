@@ -4,6 +4,7 @@
 //! times are nanoseconds since the Unix epoch; windows are aligned to the epoch.
 
 pub mod assign;
+pub mod partial;
 pub mod session;
 pub mod state;
 pub mod tumble_hop;
@@ -20,6 +21,8 @@ pub struct Emitted {
     pub batches: Vec<RecordBatch>,
     /// Windows emitted (one per window, not per group).
     pub windows: u64,
+    /// Windows emitted early, before they closed, to free state.
+    pub early: u64,
 }
 
 /// What adding a batch did besides adding rows.
@@ -27,6 +30,8 @@ pub struct Emitted {
 pub struct Processed {
     /// Rows dropped because their window had been emitted.
     pub late: u64,
+    /// Rows dropped because their key had no state and new keys were refused.
+    pub refused: u64,
     /// Rows dropped because their keys or aggregate inputs could not be evaluated.
     pub failed: Vec<RowFailure>,
 }
@@ -42,8 +47,15 @@ pub trait WindowOperator: Send {
     fn finish(&mut self, emit: bool) -> Result<Emitted>;
     /// Lowest `window_start` a future result can have (for views read by other views).
     fn start_lower_bound(&self) -> Option<i64>;
-    /// Approximate bytes of state held.
+    /// Approximate bytes of state held (the accumulators' and group tables' own accounting).
     fn state_bytes(&self) -> usize;
+    /// Emits the oldest open windows now, as partial results, until at least `bytes` of
+    /// state are freed (at least one window while any is open). Rows that arrive for them
+    /// later start new state and are emitted, also partial, when the window closes.
+    fn flush_oldest(&mut self, bytes: usize) -> Result<Emitted>;
+    /// While `refuse` is true, rows whose group key has no state in their window yet are not
+    /// taken (and reported as refused).
+    fn refuse_new_keys(&mut self, refuse: bool);
 }
 
 /// A window as written in `TUMBLE`, `HOP` or `SESSION`.

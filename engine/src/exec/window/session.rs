@@ -13,7 +13,7 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::state::{Absorb, AggSpec, OutputLayout, Prepared, process, time_values};
+use super::state::{Absorb, AggSpec, Declined, OutputLayout, Prepared, process, time_values};
 use super::{Emitted, Processed, WindowOperator};
 
 /// One open session of one key.
@@ -23,6 +23,18 @@ struct Session {
     /// Last row's time plus the gap.
     end: i64,
     accs: Vec<Box<dyn Accumulator>>,
+}
+
+impl Session {
+    /// Bytes held: the accumulators, the key (twice: here and in the per-key index) and the
+    /// entries of both maps.
+    fn size(&self) -> usize {
+        self.accs.iter().map(|a| a.size()).sum::<usize>()
+            + 2 * self.key.as_ref().len()
+            + std::mem::size_of::<Self>()
+            + std::mem::size_of::<(OwnedRow, Vec<u64>)>()
+            + 2 * std::mem::size_of::<u64>()
+    }
 }
 
 /// Aggregation over session windows.
@@ -40,6 +52,10 @@ pub struct SessionAggregate {
     by_key: HashMap<OwnedRow, Vec<u64>>,
     next_id: u64,
     watermark: i64,
+    /// Bytes of all open sessions, kept up to date as they change.
+    bytes: usize,
+    /// Rows of keys without an open session are refused (the `drop_new_keys` policy).
+    refuse_new: bool,
 }
 
 impl SessionAggregate {
@@ -70,6 +86,8 @@ impl SessionAggregate {
             by_key: HashMap::new(),
             next_id: 0,
             watermark: i64::MIN,
+            bytes: 0,
+            refuse_new: false,
         })
     }
 
@@ -99,21 +117,21 @@ impl SessionAggregate {
                 self.next_id += 1;
                 ids.push(id);
                 let accs = self.new_accumulators()?;
-                self.sessions.insert(
-                    id,
-                    Session {
-                        key: key.clone(),
-                        start: t,
-                        end: t.saturating_add(gap),
-                        accs,
-                    },
-                );
+                let session = Session {
+                    key: key.clone(),
+                    start: t,
+                    end: t.saturating_add(gap),
+                    accs,
+                };
+                self.bytes += session.size();
+                self.sessions.insert(id, session);
                 Ok((id, vec![]))
             }
             [first, rest @ ..] => {
                 for other in rest {
                     let mut gone = self.sessions.remove(other).expect("open session");
                     let keep = self.sessions.get_mut(first).expect("open session");
+                    self.bytes = self.bytes.saturating_sub(gone.size() + keep.size());
                     keep.start = keep.start.min(gone.start);
                     keep.end = keep.end.max(gone.end);
                     for (k, g) in keep.accs.iter_mut().zip(gone.accs.iter_mut()) {
@@ -124,6 +142,7 @@ impl SessionAggregate {
                             .collect::<Result<_>>()?;
                         k.merge_batch(&state)?;
                     }
+                    self.bytes += keep.size();
                 }
                 if let Some(ids) = self.by_key.get_mut(key) {
                     ids.retain(|id| !rest.contains(id));
@@ -142,8 +161,8 @@ impl Absorb for SessionAggregate {
         (&self.key_exprs, &self.aggs)
     }
 
-    /// Adds evaluated rows to their sessions; returns how many were late.
-    fn absorb(&mut self, part: Prepared) -> Result<u64> {
+    /// Adds evaluated rows to their sessions; returns those it did not take.
+    fn absorb(&mut self, part: Prepared) -> Result<Declined> {
         let (batch, keys, inputs) = (&part.batch, &part.keys[..], &part.inputs[..]);
         let rows = batch.num_rows();
         let key_rows = self.converter.convert_columns(keys)?;
@@ -151,14 +170,18 @@ impl Absorb for SessionAggregate {
         let mut order: Vec<u32> = (0..rows as u32).collect();
         order.sort_by_key(|&i| times[i as usize]);
         let mut per_session: HashMap<u64, Vec<u32>> = HashMap::new();
-        let mut late = 0;
+        let mut declined = Declined::default();
         for i in order {
             let t = times[i as usize];
             if t.saturating_add(self.gap) <= self.watermark {
-                late += 1;
+                declined.late += 1;
                 continue;
             }
             let key = key_rows.row(i as usize).owned();
+            if self.refuse_new && !self.by_key.contains_key(&key) {
+                declined.refused += 1;
+                continue;
+            }
             let (id, merged) = self.assign(&key, t)?;
             // Rows already collected for a session that was merged away move to the survivor.
             for m in merged {
@@ -170,6 +193,7 @@ impl Absorb for SessionAggregate {
         for (id, idx) in per_session {
             let idx = UInt32Array::from(idx);
             let session = self.sessions.get_mut(&id).expect("open session");
+            self.bytes = self.bytes.saturating_sub(session.size());
             for (acc, input) in session.accs.iter_mut().zip(inputs) {
                 let part = input.take(&idx)?;
                 let args = match &part.filter {
@@ -182,8 +206,44 @@ impl Absorb for SessionAggregate {
                 };
                 acc.update_batch(&args)?;
             }
+            self.bytes += session.size();
         }
-        Ok(late)
+        Ok(declined)
+    }
+}
+
+impl SessionAggregate {
+    /// Takes the sessions `ids` out as one batch of result rows.
+    fn emit_sessions(&mut self, ids: &[u64], partial: bool) -> Result<RecordBatch> {
+        let mut starts = Vec::with_capacity(ids.len());
+        let mut ends = Vec::with_capacity(ids.len());
+        let mut keys = Vec::with_capacity(ids.len());
+        let mut values: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(ids.len()); self.aggs.len()];
+        for id in ids {
+            let mut s = self.sessions.remove(id).expect("open session");
+            self.bytes = self.bytes.saturating_sub(s.size());
+            if let Some(ids) = self.by_key.get_mut(&s.key) {
+                ids.retain(|x| x != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&s.key);
+                }
+            }
+            starts.push(s.start);
+            ends.push(s.end);
+            for (v, acc) in values.iter_mut().zip(s.accs.iter_mut()) {
+                v.push(acc.evaluate()?);
+            }
+            keys.push(s.key);
+        }
+        let rows = ids.len();
+        let key_cols = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+        let value_cols = values
+            .into_iter()
+            .map(ScalarValue::iter_to_array)
+            .collect::<Result<Vec<_>>>()?;
+        self.layout
+            .build(rows, starts, ends, key_cols, value_cols, partial)
     }
 }
 
@@ -207,38 +267,12 @@ impl WindowOperator for SessionAggregate {
             return Ok(Emitted::default());
         }
         closed.sort_by_key(|id| (self.sessions[id].end, self.sessions[id].start, *id));
-        let mut starts = Vec::with_capacity(closed.len());
-        let mut ends = Vec::with_capacity(closed.len());
-        let mut keys = Vec::with_capacity(closed.len());
-        let mut values: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(closed.len()); self.aggs.len()];
-        for id in &closed {
-            let mut s = self.sessions.remove(id).expect("open session");
-            if let Some(ids) = self.by_key.get_mut(&s.key) {
-                ids.retain(|x| x != id);
-                if ids.is_empty() {
-                    self.by_key.remove(&s.key);
-                }
-            }
-            starts.push(s.start);
-            ends.push(s.end);
-            for (v, acc) in values.iter_mut().zip(s.accs.iter_mut()) {
-                v.push(acc.evaluate()?);
-            }
-            keys.push(s.key);
-        }
-        let rows = closed.len();
-        let key_cols = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
-        let value_cols = values
-            .into_iter()
-            .map(ScalarValue::iter_to_array)
-            .collect::<Result<Vec<_>>>()?;
+        let rows = closed.len() as u64;
+        let batch = self.emit_sessions(&closed, false)?;
         Ok(Emitted {
-            batches: vec![
-                self.layout
-                    .build(rows, starts, ends, key_cols, value_cols)?,
-            ],
-            windows: rows as u64,
+            batches: vec![batch],
+            windows: rows,
+            early: 0,
         })
     }
 
@@ -248,6 +282,7 @@ impl WindowOperator for SessionAggregate {
         } else {
             self.sessions.clear();
             self.by_key.clear();
+            self.bytes = 0;
             Ok(Emitted::default())
         }
     }
@@ -267,9 +302,38 @@ impl WindowOperator for SessionAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.sessions
-            .values()
-            .map(|s| s.accs.iter().map(|a| a.size()).sum::<usize>() + s.key.as_ref().len())
-            .sum()
+        self.bytes
+    }
+
+    /// Emits the sessions that would close first (earliest end) until `bytes` are freed.
+    fn flush_oldest(&mut self, bytes: usize) -> Result<Emitted> {
+        let mut by_end: Vec<(i64, i64, u64, usize)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (s.end, s.start, *id, s.size()))
+            .collect();
+        by_end.sort_unstable();
+        let mut freed = 0;
+        let mut ids = Vec::new();
+        for (_, _, id, size) in by_end {
+            ids.push(id);
+            freed += size;
+            if freed >= bytes {
+                break;
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Emitted::default());
+        }
+        let early = ids.len() as u64;
+        Ok(Emitted {
+            batches: vec![self.emit_sessions(&ids, true)?],
+            windows: 0,
+            early,
+        })
+    }
+
+    fn refuse_new_keys(&mut self, refuse: bool) {
+        self.refuse_new = refuse;
     }
 }

@@ -213,6 +213,16 @@ impl LiveGroups {
         Ok(StateChunk { keys, states, rows })
     }
 
+    /// Every group's key values, in group id order; the groups keep their ids.
+    pub fn keys_snapshot(&mut self) -> Result<(Vec<ArrayRef>, usize)> {
+        let rows = self.keys.len();
+        let keys = self.keys.emit()?;
+        let mut ids = Vec::with_capacity(rows);
+        self.keys.intern(&keys, rows, &mut ids)?;
+        debug_assert!(ids.iter().enumerate().all(|(i, g)| i == *g));
+        Ok((keys, rows))
+    }
+
     /// Final values: key columns and one column per aggregate.
     pub fn evaluate(mut self) -> Result<(usize, Vec<ArrayRef>, Vec<ArrayRef>)> {
         let rows = self.keys.len();
@@ -236,6 +246,16 @@ impl LiveGroups {
 }
 
 impl StateChunk {
+    /// Its group keys.
+    pub fn keys(&self) -> &[ArrayRef] {
+        &self.keys
+    }
+
+    /// Number of groups.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Approximate bytes held.
     pub fn size(&self) -> usize {
         self.keys
@@ -270,6 +290,8 @@ pub struct OutputLayout {
     pub slots: Vec<GroupSlot>,
     /// The aggregate's output schema.
     pub schema: SchemaRef,
+    /// Which aggregate is `window_partial()`, if the query selects it.
+    pub partial: Option<usize>,
 }
 
 impl OutputLayout {
@@ -284,15 +306,20 @@ impl OutputLayout {
             })
     }
 
-    /// A batch of `rows` rows with the given window bounds, keys and aggregate values.
+    /// A batch of `rows` rows with the given window bounds, keys and aggregate values;
+    /// `partial` is what `window_partial()` says for them.
     pub fn build(
         &self,
         rows: usize,
         starts: Vec<i64>,
         ends: Vec<i64>,
         keys: Vec<ArrayRef>,
-        values: Vec<ArrayRef>,
+        mut values: Vec<ArrayRef>,
+        partial: bool,
     ) -> Result<RecordBatch> {
+        if let Some(v) = self.partial.and_then(|i| values.get_mut(i)) {
+            *v = Arc::new(BooleanArray::from(vec![partial; rows]));
+        }
         let tz = self.window_tz();
         let ts = |v: Vec<i64>| -> ArrayRef {
             Arc::new(TimestampNanosecondArray::from(v).with_timezone_opt(tz.clone()))
@@ -384,12 +411,28 @@ fn prepare(
     (parts, failed)
 }
 
+/// Rows an operator did not take into its state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Declined {
+    /// Their window had been emitted.
+    pub late: u64,
+    /// Their key had no state and new keys were refused (the `drop_new_keys` policy).
+    pub refused: u64,
+}
+
+impl std::ops::AddAssign for Declined {
+    fn add_assign(&mut self, o: Self) {
+        self.late += o.late;
+        self.refused += o.refused;
+    }
+}
+
 /// A window operator's way in: what it evaluates per row, and how it takes the evaluated rows.
 pub trait Absorb {
     /// The group key expressions and the aggregates.
     fn expressions(&self) -> (&[Arc<dyn PhysicalExpr>], &[AggSpec]);
-    /// Adds evaluated rows to the state; returns how many were late.
-    fn absorb(&mut self, part: Prepared) -> Result<u64>;
+    /// Adds evaluated rows to the state; returns those it did not take.
+    fn absorb(&mut self, part: Prepared) -> Result<Declined>;
 }
 
 /// [`WindowOperator::process`](super::WindowOperator::process) for every operator: the rows
@@ -402,11 +445,15 @@ pub fn process(op: &mut impl Absorb, batch: &RecordBatch) -> Result<Processed> {
         let (key_exprs, aggs) = op.expressions();
         prepare(batch, key_exprs, aggs)
     };
-    let mut late = 0;
+    let mut declined = Declined::default();
     for part in parts {
-        late += op.absorb(part)?;
+        declined += op.absorb(part)?;
     }
-    Ok(Processed { late, failed })
+    Ok(Processed {
+        late: declined.late,
+        refused: declined.refused,
+        failed,
+    })
 }
 
 /// Evaluates the non-window group key expressions over `batch`.

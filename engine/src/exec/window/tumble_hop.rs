@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::state::{
-    Absorb, AggInputs, AggSpec, LiveGroups, OutputLayout, Prepared, StateChunk, process,
+    Absorb, AggInputs, AggSpec, Declined, LiveGroups, OutputLayout, Prepared, StateChunk, process,
     time_values,
 };
 use super::{Emitted, Panes, Processed, WindowOperator};
@@ -32,10 +33,24 @@ pub enum Assignment {
 }
 
 /// State of one pane: sealed chunks (partial state already taken out for an emitted
-/// window) and live accumulators for rows that arrived since.
+/// window) and live accumulators for rows that arrived since; while new keys are refused,
+/// the hashes of the keys it holds, sorted (8 bytes a key: a hash set would take twice that).
+#[derive(Default)]
 struct Pane {
     chunks: Vec<StateChunk>,
     live: Option<LiveGroups>,
+    key_hashes: Option<Vec<u64>>,
+}
+
+impl Pane {
+    fn size(&self) -> usize {
+        self.chunks.iter().map(StateChunk::size).sum::<usize>()
+            + self.live.as_ref().map_or(0, LiveGroups::size)
+            + self
+                .key_hashes
+                .as_ref()
+                .map_or(0, |h| h.capacity() * std::mem::size_of::<u64>())
+    }
 }
 
 /// Aggregation over tumbling or hopping windows.
@@ -48,6 +63,11 @@ pub struct PaneAggregate {
     panes: BTreeMap<i64, Pane>,
     watermark: i64,
     groups: Vec<usize>,
+    /// Starts of open windows emitted early: what they emit later is partial too.
+    flushed: BTreeSet<i64>,
+    /// Rows of keys without state are refused (the `drop_new_keys` policy).
+    refuse_new: bool,
+    hasher: RandomState,
 }
 
 impl PaneAggregate {
@@ -68,6 +88,9 @@ impl PaneAggregate {
             panes: BTreeMap::new(),
             watermark: i64::MIN,
             groups: Vec::new(),
+            flushed: BTreeSet::new(),
+            refuse_new: false,
+            hasher: RandomState::with_seed(0x5745_4952),
         }
     }
 
@@ -78,27 +101,91 @@ impl PaneAggregate {
         }
     }
 
-    /// Adds rows of one pane; returns how many were late.
+    /// Adds rows of one pane; returns those it did not take.
     fn add(
         &mut self,
         pane: i64,
         keys: &[ArrayRef],
         rows: usize,
         inputs: &[AggInputs],
-    ) -> Result<u64> {
+    ) -> Result<Declined> {
         if self.is_late(pane) {
-            return Ok(rows as u64);
+            return Ok(Declined {
+                late: rows as u64,
+                refused: 0,
+            });
         }
-        let entry = self.panes.entry(pane).or_insert(Pane {
-            chunks: Vec::new(),
-            live: None,
-        });
-        if entry.live.is_none() {
-            entry.live = Some(LiveGroups::new(&self.key_schema, &self.aggs)?);
+        if !self.refuse_new {
+            let entry = self.panes.entry(pane).or_default();
+            let live = match &mut entry.live {
+                Some(live) => live,
+                None => entry
+                    .live
+                    .insert(LiveGroups::new(&self.key_schema, &self.aggs)?),
+            };
+            live.update(keys, rows, inputs, &mut self.groups)?;
+            return Ok(Declined::default());
         }
-        let live = entry.live.as_mut().expect("just set");
-        live.update(keys, rows, inputs, &mut self.groups)?;
-        Ok(0)
+        // Refusing new keys: take only the rows whose key this pane already holds.
+        let hashes = self.hash_keys(keys, rows)?;
+        let Some(entry) = self.panes.get_mut(&pane) else {
+            return Ok(Declined {
+                late: 0,
+                refused: rows as u64,
+            });
+        };
+        let known = match &entry.key_hashes {
+            Some(k) => k,
+            None => {
+                let k = pane_key_hashes(entry, &self.hasher)?;
+                entry.key_hashes.insert(k)
+            }
+        };
+        let keep: BooleanArray = hashes
+            .iter()
+            .map(|h| Some(known.binary_search(h).is_ok()))
+            .collect();
+        let kept = keep.true_count();
+        let refused = (rows - kept) as u64;
+        if kept == 0 {
+            return Ok(Declined { late: 0, refused });
+        }
+        let (keys, inputs) = if kept == rows {
+            (keys.to_vec(), inputs.to_vec())
+        } else {
+            let idx: UInt32Array = (0..rows as u32)
+                .filter(|&i| keep.value(i as usize))
+                .collect();
+            take_rows(keys, inputs, &idx)?
+        };
+        let live = match &mut entry.live {
+            Some(live) => live,
+            None => entry
+                .live
+                .insert(LiveGroups::new(&self.key_schema, &self.aggs)?),
+        };
+        live.update(&keys, kept, &inputs, &mut self.groups)?;
+        Ok(Declined { late: 0, refused })
+    }
+
+    fn hash_keys(&self, keys: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
+        hash_keys(keys, rows, &self.hasher)
+    }
+
+    /// A pane's merged state (sealed chunks and live accumulators), if it has any.
+    fn pane_state(&self, pane: Pane) -> Result<Option<LiveGroups>> {
+        if pane.chunks.is_empty() {
+            return Ok(pane.live);
+        }
+        let mut merged = LiveGroups::new(&self.key_schema, &self.aggs)?;
+        let mut groups = Vec::new();
+        for chunk in &pane.chunks {
+            merged.merge(chunk, &mut groups)?;
+        }
+        if let Some(live) = pane.live {
+            merged.merge(&live.seal()?, &mut groups)?;
+        }
+        Ok(Some(merged))
     }
 
     /// Emits the window starting at `start` (ns) from the panes it covers.
@@ -128,24 +215,79 @@ impl PaneAggregate {
             }
             merged
         };
+        let partial = self.flushed.remove(&start);
         if state.is_empty() {
             return Ok(None);
         }
         let (rows, keys, values) = state.evaluate()?;
         self.layout
-            .build(rows, vec![start; rows], vec![end; rows], keys, values)
+            .build(
+                rows,
+                vec![start; rows],
+                vec![end; rows],
+                keys,
+                values,
+                partial,
+            )
             .map(Some)
     }
 
     fn emit_whole(&mut self) -> Result<Emitted> {
+        let partial = self.flushed.remove(&0);
         let Some(live) = self.panes.remove(&0).and_then(|p| p.live) else {
             return Ok(Emitted::default());
         };
         let (rows, keys, values) = live.evaluate()?;
         Ok(Emitted {
-            batches: vec![self.layout.build(rows, vec![], vec![], keys, values)?],
+            batches: vec![
+                self.layout
+                    .build(rows, vec![], vec![], keys, values, partial)?,
+            ],
             windows: 1,
+            early: 0,
         })
+    }
+
+    /// Emits the state of pane `p` now, as partial rows of every open window it is in.
+    fn flush_pane(&mut self, p: i64, out: &mut Emitted) -> Result<()> {
+        let pane = self.panes.remove(&p).expect("flushed pane");
+        let Some(state) = self.pane_state(pane)? else {
+            return Ok(());
+        };
+        if state.is_empty() {
+            return Ok(());
+        }
+        let (rows, keys, values) = state.evaluate()?;
+        let panes = match self.assignment {
+            Assignment::Whole => {
+                self.flushed.insert(0);
+                out.batches.push(
+                    self.layout
+                        .build(rows, vec![], vec![], keys, values, true)?,
+                );
+                out.early += 1;
+                return Ok(());
+            }
+            Assignment::Panes { panes, .. } => panes,
+        };
+        let open: Vec<i64> = panes
+            .window_starts(p)
+            .filter(|s| s.saturating_add(panes.size) > self.watermark)
+            .collect();
+        for s in open.into_iter().rev() {
+            let end = s.saturating_add(panes.size);
+            self.flushed.insert(s);
+            out.batches.push(self.layout.build(
+                rows,
+                vec![s; rows],
+                vec![end; rows],
+                keys.clone(),
+                values.clone(),
+                true,
+            )?);
+            out.early += 1;
+        }
+        Ok(())
     }
 }
 
@@ -154,8 +296,8 @@ impl Absorb for PaneAggregate {
         (&self.key_exprs, &self.aggs)
     }
 
-    /// Adds evaluated rows to their panes; returns how many were late.
-    fn absorb(&mut self, part: Prepared) -> Result<u64> {
+    /// Adds evaluated rows to their panes; returns those it did not take.
+    fn absorb(&mut self, part: Prepared) -> Result<Declined> {
         let Prepared {
             batch,
             keys,
@@ -173,24 +315,17 @@ impl Absorb for PaneAggregate {
             return self.add(first, &keys, rows, &inputs);
         }
         // Rows of several panes: split by pane, in time order.
-        let mut late = 0;
+        let mut declined = Declined::default();
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for (i, &t) in times.iter().enumerate() {
             by_pane.entry(t).or_default().push(i as u32);
         }
         for (pane, idx) in by_pane {
             let idx = UInt32Array::from(idx);
-            let part_keys = keys
-                .iter()
-                .map(|k| arrow::compute::take(k.as_ref(), &idx, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let part_inputs = inputs
-                .iter()
-                .map(|i| i.take(&idx))
-                .collect::<Result<Vec<_>>>()?;
-            late += self.add(pane, &part_keys, idx.len(), &part_inputs)?;
+            let (part_keys, part_inputs) = take_rows(&keys, &inputs, &idx)?;
+            declined += self.add(pane, &part_keys, idx.len(), &part_inputs)?;
         }
-        Ok(late)
+        Ok(declined)
     }
 }
 
@@ -227,12 +362,14 @@ impl WindowOperator for PaneAggregate {
         }
         // Panes whose last window has been emitted are done.
         self.panes.retain(|&p, _| panes.last_window_end(p) > w);
+        self.flushed = self.flushed.split_off(&panes.first_open_start(w));
         Ok(out)
     }
 
     fn finish(&mut self, emit: bool) -> Result<Emitted> {
         if !emit {
             self.panes.clear();
+            self.flushed.clear();
             return Ok(Emitted::default());
         }
         match self.assignment {
@@ -251,12 +388,72 @@ impl WindowOperator for PaneAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.panes
-            .values()
-            .map(|p| {
-                p.chunks.iter().map(StateChunk::size).sum::<usize>()
-                    + p.live.as_ref().map_or(0, LiveGroups::size)
-            })
-            .sum()
+        self.panes.values().map(Pane::size).sum()
     }
+
+    fn flush_oldest(&mut self, bytes: usize) -> Result<Emitted> {
+        let mut out = Emitted::default();
+        let mut freed = 0;
+        while let Some((&p, pane)) = self.panes.iter().next() {
+            freed += pane.size();
+            self.flush_pane(p, &mut out)?;
+            if freed >= bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn refuse_new_keys(&mut self, refuse: bool) {
+        self.refuse_new = refuse;
+        if !refuse {
+            for pane in self.panes.values_mut() {
+                pane.key_hashes = None;
+            }
+        }
+    }
+}
+
+/// The rows at `idx` of evaluated keys and aggregate inputs.
+fn take_rows(
+    keys: &[ArrayRef],
+    inputs: &[AggInputs],
+    idx: &UInt32Array,
+) -> Result<(Vec<ArrayRef>, Vec<AggInputs>)> {
+    let keys = keys
+        .iter()
+        .map(|k| arrow::compute::take(k.as_ref(), idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let inputs = inputs
+        .iter()
+        .map(|i| i.take(idx))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((keys, inputs))
+}
+
+/// One hash per row of the key columns (all equal when there are none).
+fn hash_keys(keys: &[ArrayRef], rows: usize, hasher: &RandomState) -> Result<Vec<u64>> {
+    let mut hashes = vec![0; rows];
+    if !keys.is_empty() {
+        create_hashes(keys, hasher, &mut hashes)?;
+    }
+    Ok(hashes)
+}
+
+/// The hashes of every key a pane holds state for: its live keys are taken out and put back
+/// (the group table hands out ids in the order keys first appear, so they come back with
+/// the same ids).
+fn pane_key_hashes(pane: &mut Pane, hasher: &RandomState) -> Result<Vec<u64>> {
+    let mut known = Vec::new();
+    for chunk in &pane.chunks {
+        known.extend(hash_keys(chunk.keys(), chunk.rows(), hasher)?);
+    }
+    if let Some(live) = &mut pane.live {
+        let (keys, rows) = live.keys_snapshot()?;
+        known.extend(hash_keys(&keys, rows, hasher)?);
+    }
+    known.sort_unstable();
+    known.dedup();
+    known.shrink_to_fit();
+    Ok(known)
 }

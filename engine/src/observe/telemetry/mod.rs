@@ -260,6 +260,32 @@ pub const PIPELINE_ROW_ERRORS: MetricDef = MetricDef::counter(
     &["pipeline", "reason"],
     "Rows a pipeline dropped because evaluating them failed (division_by_zero, cast, overflow, regex, value_too_large, evaluation); the other rows of their batch went on",
 );
+/// Window state a pipeline holds.
+pub const PIPELINE_STATE_BYTES: MetricDef = MetricDef::gauge(
+    "weir_pipeline_state_bytes",
+    &["pipeline"],
+    "Bytes of window state (open windows' partial aggregates and group keys) a windowed pipeline holds, by the accumulators' own accounting",
+)
+.in_unit(metrics::Unit::Bytes);
+/// The process-wide state budget.
+pub const STATE_LIMIT: MetricDef = MetricDef::gauge(
+    "weir_state_limit_bytes",
+    &[],
+    "The window state all pipelines together may hold (--max-state-bytes; absent when there is no budget)",
+)
+.in_unit(metrics::Unit::Bytes);
+/// Windows emitted early by the `emit_early` state policy.
+pub const PIPELINE_EARLY_WINDOWS: MetricDef = MetricDef::counter(
+    "weir_pipeline_windows_emitted_early_total",
+    &["pipeline"],
+    "Open windows a pipeline emitted before they closed, as partial results, because its state reached its budget (state_policy emit_early)",
+);
+/// Rows refused by the `drop_new_keys` state policy.
+pub const PIPELINE_REFUSED_ROWS: MetricDef = MetricDef::counter(
+    "weir_pipeline_refused_rows_total",
+    &["pipeline"],
+    "Rows a pipeline dropped because its state was at its budget and their group key had no state yet (state_policy drop_new_keys)",
+);
 /// Keys in a latest table.
 pub const LIVE_LATEST_KEYS: MetricDef = MetricDef::gauge(
     "weir_live_latest_keys",
@@ -438,6 +464,10 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     LATE_ROWS,
     PIPELINE_ERRORS,
     PIPELINE_ROW_ERRORS,
+    PIPELINE_STATE_BYTES,
+    STATE_LIMIT,
+    PIPELINE_EARLY_WINDOWS,
+    PIPELINE_REFUSED_ROWS,
     LIVE_LATEST_KEYS,
     LIVE_LATEST_EVICTED,
     LIVE_LATEST_DROPPED,

@@ -12,8 +12,9 @@ use crate::sync::lock;
 
 use super::{
     Count, LATE_ROWS, LIVE_LATEST_DROPPED, LIVE_LATEST_EVICTED, LIVE_LATEST_KEYS, Lazy, LogLimit,
-    PIPELINE_ERRORS, PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_WINDOWS,
-    WATERMARK_LAG, WINDOW_EMIT_DELAY,
+    PIPELINE_EARLY_WINDOWS, PIPELINE_ERRORS, PIPELINE_REFUSED_ROWS, PIPELINE_ROW_ERRORS,
+    PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_STATE_BYTES, PIPELINE_WINDOWS, WATERMARK_LAG,
+    WINDOW_EMIT_DELAY,
 };
 
 /// A pipeline's counters at one moment.
@@ -38,6 +39,14 @@ pub struct PipelineCounts {
     pub latest_evicted: u64,
     /// Rows its latest table did not take because it was behind.
     pub latest_dropped_rows: u64,
+    /// Bytes of window state held, as of the last batch.
+    pub state_bytes: u64,
+    /// Windows emitted early because the state reached its budget (`emit_early`).
+    pub windows_emitted_early: u64,
+    /// Rows of new keys refused because the state was at its budget (`drop_new_keys`).
+    pub refused_rows: u64,
+    /// Stopped because its state reached its budget (`fail`).
+    pub state_failed: bool,
 }
 
 impl PipelineCounts {
@@ -71,6 +80,12 @@ pub struct PipelineTelemetry {
     latest_evicted_age: Count,
     latest_dropped: Count,
     latest_log: LogLimit,
+    state_bytes: AtomicU64,
+    state_gauge: Lazy<metrics::Gauge>,
+    early_windows: Count,
+    refused_rows: Count,
+    budget_log: LogLimit,
+    state_failed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PipelineTelemetry {
@@ -103,6 +118,12 @@ impl PipelineTelemetry {
             latest_evicted_age: Count::default(),
             latest_dropped: Count::default(),
             latest_log: LogLimit::default(),
+            state_bytes: AtomicU64::new(0),
+            state_gauge: Lazy::default(),
+            early_windows: Count::default(),
+            refused_rows: Count::default(),
+            budget_log: LogLimit::default(),
+            state_failed: Default::default(),
         }
     }
 
@@ -210,6 +231,51 @@ impl PipelineTelemetry {
         }
     }
 
+    /// It holds `bytes` of window state.
+    pub fn state_bytes(&self, bytes: usize) {
+        self.state_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.state_gauge
+            .get(|| PIPELINE_STATE_BYTES.gauge_with(&[&self.name]))
+            .set(bytes as f64);
+    }
+
+    /// Its state of `bytes` reached `budget` (`limit` bytes): `windows` open windows were
+    /// emitted early.
+    pub fn emitted_early(&self, windows: u64, bytes: usize, budget: &str, limit: usize) {
+        if windows == 0 {
+            return;
+        }
+        self.early_windows.add(windows, || {
+            PIPELINE_EARLY_WINDOWS.counter_with(&[&self.name])
+        });
+        if let Some(unlogged) = self.budget_log.admit() {
+            warn!(pipeline = %self.name, state_bytes = bytes, budget, limit, windows, not_logged_since_last = unlogged,
+                "window state reached its budget: the oldest open windows were emitted early, as partial results (state_policy emit_early)");
+        }
+    }
+
+    /// Its state of `bytes` reached `budget` (`limit` bytes): rows of new keys are refused
+    /// from now on (`drop_new_keys`).
+    pub fn refusing_new_keys(&self, bytes: usize, budget: &str, limit: usize) {
+        if let Some(unlogged) = self.budget_log.admit() {
+            warn!(pipeline = %self.name, state_bytes = bytes, budget, limit, not_logged_since_last = unlogged,
+                "window state reached its budget: rows of keys without state are dropped until it is under 90% again (state_policy drop_new_keys)");
+        }
+    }
+
+    /// `rows` rows of new keys were refused.
+    pub fn refused(&self, rows: u64) {
+        if rows > 0 {
+            self.refused_rows
+                .add(rows, || PIPELINE_REFUSED_ROWS.counter_with(&[&self.name]));
+        }
+    }
+
+    /// It stopped because its state reached its budget (`fail`).
+    pub fn state_failed(&self) {
+        self.state_failed.store(true, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn counts(&self) -> PipelineCounts {
         PipelineCounts {
@@ -225,6 +291,10 @@ impl PipelineTelemetry {
             latest_keys: self.latest_keys.load(Ordering::Relaxed),
             latest_evicted: self.latest_evicted_keys.get() + self.latest_evicted_age.get(),
             latest_dropped_rows: self.latest_dropped.get(),
+            state_bytes: self.state_bytes.load(Ordering::Relaxed),
+            windows_emitted_early: self.early_windows.get(),
+            refused_rows: self.refused_rows.get(),
+            state_failed: self.state_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -249,7 +319,21 @@ mod tests {
         t.latest_kept(7, 2, 0);
         t.latest_kept(5, 1, 3);
         t.latest_dropped(4);
+        t.state_bytes(100);
+        t.emitted_early(2, 100, "max_state_bytes", 90);
+        t.emitted_early(0, 100, "max_state_bytes", 90);
+        t.refused(3);
+        t.refused(0);
         let c = t.counts();
+        assert_eq!(
+            (
+                c.state_bytes,
+                c.windows_emitted_early,
+                c.refused_rows,
+                c.state_failed
+            ),
+            (100, 2, 3, false)
+        );
         assert_eq!(
             (
                 c.rows_in,
