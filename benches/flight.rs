@@ -118,6 +118,7 @@ async fn phase(rate: &str, querying: bool) -> Phase {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: Some(TOKEN.into()),
             tls: None,
+            queries: Default::default(),
         },
         Arc::clone(&hub),
     )

@@ -51,6 +51,7 @@ enum OpenWindows {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once, at start
 enum Command {
     /// Run pipeline files (a directory means every .sql file in it) until their sources end
     /// or the process gets SIGINT/SIGTERM.

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 use weir_engine::flight::{self, FlightSettings, TlsFiles};
-use weir_engine::live::{LatestBounds, LiveSettings};
+use weir_engine::live::{LatestBounds, LiveSettings, QueryLimits};
+use weir_engine::parse::options::parse_size;
 
 /// Flight SQL and the live tables it serves.
 #[derive(Args, Debug)]
@@ -44,6 +45,16 @@ pub struct ServeOptions {
     /// A key of latest.<name> not updated for this long is evicted ("0s": never).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub live_latest_age: Duration,
+    /// Memory all running Flight SQL queries together may take (operators and results;
+    /// nothing spills); a query that needs more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub flight_query_memory: u64,
+    /// Longest a Flight SQL query may run before DEADLINE_EXCEEDED ("0s": no limit).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub flight_query_timeout: Duration,
+    /// Flight SQL queries that may run at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flight_query_concurrency: u32,
 }
 
 impl ServeOptions {
@@ -60,6 +71,11 @@ impl ServeOptions {
                 .clone()
                 .zip(self.flight_tls_key.clone())
                 .map(|(cert, key)| TlsFiles { cert, key }),
+            queries: QueryLimits {
+                memory: usize::try_from(self.flight_query_memory).unwrap_or(usize::MAX),
+                timeout: self.flight_query_timeout,
+                concurrency: self.flight_query_concurrency as usize,
+            },
         })
     }
 

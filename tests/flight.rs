@@ -845,3 +845,151 @@ async fn pyarrow_and_adbc_clients_get_the_expected_rows() {
         serde_json::json!(["SYSTEM TABLE", "TABLE"])
     );
 }
+
+/// A source at a fixed 20k rows/s, and a one-second window over it.
+const STEADY: &str = r#"
+CREATE SOURCE gen (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+    connector = 'generator', machines = '20', sensors = 'temp', rate = '20000', batch_rows = '200',
+    event_time = 'ts', watermark = '50ms'
+);
+CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+INSERT INTO out SELECT machine, window_start, count(*) AS n FROM TUMBLE(gen, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;
+"#;
+
+/// `weir_source_rows_total` of source `gen`, from /metrics.
+fn rows_read(http_port: u16) -> f64 {
+    let (_, body) = http::request(http_port, "GET", "/metrics").unwrap();
+    body.lines()
+        .find(|l| l.starts_with("weir_source_rows_total{source=\"gen\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Rows per second the source delivered over `over`.
+async fn ingestion_rate(http_port: u16, over: Duration) -> f64 {
+    let before = rows_read(http_port);
+    tokio::time::sleep(over).await;
+    (rows_read(http_port) - before) / over.as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_are_refused_and_do_not_slow_ingestion() {
+    use arrow::array::AsArray;
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let (w, addr) = start_pipeline(
+        STEADY,
+        &[
+            "--flight-no-auth",
+            "--http-addr",
+            &http_addr,
+            "--flight-query-memory",
+            "32MiB",
+            "--flight-query-timeout",
+            "4s",
+            "--flight-query-concurrency",
+            "1",
+        ],
+        &[],
+    );
+    // the timeout is advertised (milliseconds)
+    let mut c = FlightSqlServiceClient::new(channel(&addr, None).await.unwrap());
+    let info = c
+        .get_sql_info(vec![SqlInfo::FlightSqlServerStatementTimeout])
+        .await
+        .unwrap();
+    let b = &fetch(&mut c, info).await[0];
+    let value = b.column(1).as_union();
+    assert_eq!(
+        b.column(0)
+            .as_primitive::<arrow::datatypes::UInt32Type>()
+            .value(0),
+        100
+    );
+    let timeout_ms = value
+        .child(value.type_id(0))
+        .as_primitive::<arrow::datatypes::Int32Type>()
+        .value(value.value_offset(0));
+    assert_eq!(timeout_ms, 4000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet_rss = rss_kib(w.pid());
+    let quiet = ingestion_rate(http_port, Duration::from_secs(3)).await;
+    assert!(quiet > 15_000.0, "quiet ingestion {quiet} rows/s");
+    // a query that only burns CPU: it runs until the timeout, while ingestion goes on
+    let burn = "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3";
+    let a = addr.clone();
+    let burning =
+        tokio::spawn(async move { sql(channel(&a, None).await.unwrap(), None, burn).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // only one query at a time: a second is refused while it runs
+    let e = sql(channel(&addr, None).await.unwrap(), None, "SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("--flight-query-concurrency"), "{e:?}");
+    let busy = ingestion_rate(http_port, Duration::from_secs(3)).await;
+    let e = burning.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(e.message().contains("--flight-query-timeout (4s)"), "{e:?}");
+    eprintln!("ingestion: quiet {quiet:.0} rows/s, during a CPU-bound query {busy:.0} rows/s");
+    assert!(
+        busy >= 0.95 * quiet,
+        "ingestion fell from {quiet:.0} to {busy:.0} rows/s while a query ran"
+    );
+    // a query whose result would take gigabytes is refused at the memory limit
+    let e = sql(
+        channel(&addr, None).await.unwrap(),
+        None,
+        "SELECT * FROM generate_series(1, 400000000)",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("--flight-query-memory"), "{e:?}");
+    // so is one whose operators would (a sort of the same rows; nothing spills)
+    let e = sql(
+        channel(&addr, None).await.unwrap(),
+        None,
+        "SELECT value FROM generate_series(1, 50000000) AS t(value) ORDER BY value DESC LIMIT 3 OFFSET 40000000",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // the memory goes back: RSS returns to under 1.2× the quiet level within seconds
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut rss = rss_kib(w.pid());
+    while rss as f64 > 1.2 * quiet_rss as f64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss = rss_kib(w.pid());
+    }
+    eprintln!("RSS: quiet {quiet_rss} KiB, after the refused queries {rss} KiB");
+    assert!(
+        rss as f64 <= 1.2 * quiet_rss as f64,
+        "RSS {rss} KiB after the queries, {quiet_rss} KiB before"
+    );
+    // and the server answers again
+    let ok = sql(channel(&addr, None).await.unwrap(), None, "SELECT 1 AS one")
+        .await
+        .unwrap();
+    assert_eq!(ok[0].num_rows(), 1);
+    let metrics = http::request(http_port, "GET", "/metrics").unwrap().1;
+    for result in ["busy", "timed_out", "too_large"] {
+        assert!(
+            metrics.contains(&format!("weir_flight_queries_total{{result=\"{result}\"}}")),
+            "{result}"
+        );
+    }
+}

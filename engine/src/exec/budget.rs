@@ -11,7 +11,7 @@
 //!   counted, until the state is back under 90% of the budget;
 //! - `fail`: the pipeline stops (its state is dropped, its output ends); the others go on.
 
-use crate::parse::options::{OptionSpec, OptionType};
+use crate::parse::options::{OptionSpec, OptionType, parse_size};
 
 /// What a pipeline does when its window state reaches its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,12 +113,9 @@ impl MaxStateBytes {
         if v.trim().eq_ignore_ascii_case("none") {
             return Ok(MaxStateBytes::Unlimited);
         }
-        let b = v
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .map_err(|_| "expected a size such as '64MiB' or '1GiB', or 'none'".to_string())?;
+        let b = parse_size(v).map_err(|e| format!("{e}, or 'none'"))?;
         Ok(MaxStateBytes::Bytes(
-            usize::try_from(b.as_u64()).unwrap_or(usize::MAX),
+            usize::try_from(b).unwrap_or(usize::MAX),
         ))
     }
 }

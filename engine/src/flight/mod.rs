@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use auth::Auth;
 use throttle::AuthThrottle;
 
-use crate::live::LiveHub;
+use crate::live::{LiveHub, QueryLimits};
 use crate::observe::telemetry::FlightTelemetry;
 use crate::sync::lock;
 
@@ -48,6 +48,8 @@ pub struct FlightSettings {
     pub token: Option<String>,
     /// TLS, if any.
     pub tls: Option<TlsFiles>,
+    /// Bounds on ad-hoc queries.
+    pub queries: QueryLimits,
 }
 
 impl FlightSettings {
@@ -127,13 +129,15 @@ pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<Flig
         .thread_name("weir-flight")
         .build()?;
     let secure = tls.is_some();
+    let queries = settings.queries;
     // queries are planned here: a deep plan must not overflow the thread's stack
     let thread = std::thread::Builder::new()
         .name("weir-flight".into())
         .stack_size(crate::parse::limits::PLANNING_STACK)
         .spawn(move || {
+            lower_priority();
             runtime.block_on(async move {
-                if let Err(e) = serve(listener, tls, auth, hub, stop_rx).await {
+                if let Err(e) = serve(listener, tls, auth, hub, queries, stop_rx).await {
                     error!(%addr, error = %format!("{e:#}"), "Flight SQL server failed");
                 }
             })
@@ -146,11 +150,26 @@ pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<Flig
     })
 }
 
+/// Gives the calling thread (the Flight server's) a lower CPU priority than the dataflow's,
+/// so that a costly query takes the CPU the pipelines leave (Linux: the nice value is per
+/// thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, QUERY_NICE) {
+        debug!(error = %e, "cannot lower the Flight SQL thread's priority");
+    }
+}
+
+/// The nice value of the Flight SQL thread.
+#[cfg(target_os = "linux")]
+const QUERY_NICE: i32 = 10;
+
 async fn serve(
     listener: std::net::TcpListener,
     tls: Option<ServerTlsConfig>,
     auth: Auth,
     hub: Arc<LiveHub>,
+    queries: QueryLimits,
     stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -159,8 +178,12 @@ async fn serve(
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     let telemetry = Arc::new(FlightTelemetry::default());
-    let service =
-        plain::LiveFlight::new(sql::LiveSql::new(hub, auth.clone(), Arc::clone(&telemetry)));
+    let service = plain::LiveFlight::new(sql::LiveSql::new(
+        hub,
+        auth.clone(),
+        queries,
+        Arc::clone(&telemetry),
+    ));
     let throttle = Arc::new(std::sync::Mutex::new(AuthThrottle::default()));
     let service = FlightServiceServer::with_interceptor(service, move |req: tonic::Request<()>| {
         if !auth.required() {

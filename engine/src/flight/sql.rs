@@ -22,14 +22,17 @@ use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
     IpcMessage, SchemaAsIpc, Ticket,
 };
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::auth::Auth;
+use datafusion::execution::memory_pool::MemoryPool;
+use tokio::sync::Semaphore;
+
 use crate::live::query::plan_sql;
-use crate::live::{CATALOG, LiveHub, QueryError, SCHEMAS, run_sql};
+use crate::live::{CATALOG, LiveHub, QueryError, QueryLimits, SCHEMAS, run_sql};
 use crate::observe::telemetry::{FlightTelemetry, QueryResult};
 
 /// A stream of Flight data for DoGet.
@@ -44,12 +47,22 @@ pub struct LiveSql {
     auth: Auth,
     info: SqlInfoData,
     telemetry: Arc<FlightTelemetry>,
+    limits: QueryLimits,
+    /// The memory all queries share.
+    pool: Arc<dyn MemoryPool>,
+    /// A permit per query that may run.
+    running: Arc<Semaphore>,
 }
 
 impl LiveSql {
-    /// A service over `hub`, handing `auth`'s token out on handshakes, counting queries in
-    /// `telemetry`.
-    pub fn new(hub: Arc<LiveHub>, auth: Auth, telemetry: Arc<FlightTelemetry>) -> Self {
+    /// A service over `hub`, handing `auth`'s token out on handshakes, running queries within
+    /// `limits`, counting them in `telemetry`.
+    pub fn new(
+        hub: Arc<LiveHub>,
+        auth: Auth,
+        limits: QueryLimits,
+        telemetry: Arc<FlightTelemetry>,
+    ) -> Self {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "weir");
         b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -62,7 +75,10 @@ impl LiveSql {
             SqlSupportedTransaction::None as i32,
         );
         b.append(SqlInfo::FlightSqlServerCancel, false);
-        b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
+        b.append(
+            SqlInfo::FlightSqlServerStatementTimeout,
+            i32::try_from(limits.timeout.as_millis()).unwrap_or(i32::MAX),
+        );
         b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
         b.append(SqlInfo::SqlDdlCatalog, false);
         b.append(SqlInfo::SqlDdlSchema, false);
@@ -77,6 +93,9 @@ impl LiveSql {
             auth,
             info,
             telemetry,
+            pool: limits.pool(),
+            running: Arc::new(Semaphore::new(limits.concurrency)),
+            limits,
         }
     }
 
@@ -87,17 +106,51 @@ impl LiveSql {
 
     async fn query(&self, sql: &str) -> Result<DataStream, Status> {
         let started = Instant::now();
+        let Ok(permit) = Arc::clone(&self.running).try_acquire_owned() else {
+            let e = QueryError::Busy(format!(
+                "{} queries are running already (--flight-query-concurrency): try again when one has finished",
+                self.limits.concurrency
+            ));
+            return Err(self.failed(sql, e));
+        };
         let snap = self.hub.snapshot();
-        let (schema, batches) = run_sql(&snap, sql).await.map_err(|e| self.failed(sql, e))?;
+        let run = run_sql(&snap, sql, &self.pool);
+        let out = if self.limits.timeout.is_zero() {
+            run.await
+        } else {
+            match tokio::time::timeout(self.limits.timeout, run).await {
+                Ok(r) => r,
+                Err(_) => Err(QueryError::TimedOut(format!(
+                    "the query ran longer than --flight-query-timeout ({}) and was stopped",
+                    humantime::format_duration(self.limits.timeout)
+                ))),
+            }
+        };
+        drop(permit);
+        let out = out.map_err(|e| {
+            release_memory();
+            self.failed(sql, e)
+        })?;
         let elapsed = started.elapsed();
         self.telemetry.query(QueryResult::Ok, Some(elapsed));
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
         debug!(sql, rows, elapsed = ?elapsed, "query answered");
-        Ok(stream(schema, batches))
+        let held = out.held;
+        let batches = stream(out.schema, out.batches);
+        // the result's memory goes back to the pool, and to the system, once it is sent
+        let release = futures::stream::once(async move {
+            let big = held.size() >= RELEASE_ABOVE;
+            drop(held);
+            if big {
+                release_memory();
+            }
+        })
+        .filter_map(|()| async { None });
+        Ok(Box::pin(batches.chain(release)))
     }
 
     async fn plan(&self, sql: &str) -> Result<SchemaRef, Status> {
-        plan_sql(&self.hub.snapshot(), sql)
+        plan_sql(&self.hub.snapshot(), sql, &self.pool)
             .await
             .map_err(|e| self.failed(sql, e))
     }
@@ -108,6 +161,9 @@ impl LiveSql {
             QueryError::Invalid(_) => QueryResult::Invalid,
             QueryError::NotFound(_) => QueryResult::NotFound,
             QueryError::Failed(_) => QueryResult::Failed,
+            QueryError::TooLarge(_) => QueryResult::TooLarge,
+            QueryError::TimedOut(_) => QueryResult::TimedOut,
+            QueryError::Busy(_) => QueryResult::Busy,
         };
         self.telemetry.query(result, None);
         debug!(sql, error = %e, "query rejected");
@@ -121,6 +177,21 @@ pub fn to_status(e: QueryError) -> Status {
         QueryError::Invalid(m) => Status::invalid_argument(m),
         QueryError::NotFound(m) => Status::not_found(m),
         QueryError::Failed(m) => Status::internal(m),
+        QueryError::TooLarge(m) | QueryError::Busy(m) => Status::resource_exhausted(m),
+        QueryError::TimedOut(m) => Status::deadline_exceeded(m),
+    }
+}
+
+/// Results at least this large hand their memory back to the system once sent.
+const RELEASE_ABOVE: usize = 1 << 20;
+
+/// Hands memory freed by a large query back to the system (glibc keeps freed memory in its
+/// arenas otherwise; other allocators return it themselves).
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 
 pub use latest::LatestBounds;
+pub use query::QueryLimits;
 pub(crate) use query::{QueryError, run_sql};
 pub use snapshot::{Snapshot, TableEntry};
 pub(crate) use writer::LiveWriter;
@@ -67,9 +68,9 @@ pub async fn fuzz_query(sql: &str) -> Result<usize, String> {
             },
         );
     }
-    run_sql(&snap, sql)
+    run_sql(&snap, sql, &QueryLimits::default().pool())
         .await
-        .map(|(_, b)| b.iter().map(|b| b.num_rows()).sum())
+        .map(|out| out.batches.iter().map(|b| b.num_rows()).sum())
         .map_err(|e| e.to_string())
 }
 

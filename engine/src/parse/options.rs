@@ -208,11 +208,7 @@ impl OptionValue for Duration {
 impl OptionValue for u64 {
     fn from_option(value: &str, spec: &OptionSpec) -> Result<Self, String> {
         match spec.ty {
-            OptionType::Bytes => value
-                .trim()
-                .parse::<bytesize::ByteSize>()
-                .map(|b| b.as_u64())
-                .map_err(|_| "expected a size such as '65536', '256KiB' or '1MiB'".to_string()),
+            OptionType::Bytes => parse_size(value),
             _ => value
                 .trim()
                 .replace('_', "")
@@ -440,6 +436,15 @@ impl Options {
             })
             .collect()
     }
+}
+
+/// Parses a size such as `65536`, `256KiB` or `1MiB` (bytes).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| "expected a size such as '65536', '256KiB' or '1MiB'".to_string())
 }
 
 /// Parses a duration such as `2s`, `500ms`, `1m`, `1 minute` or `1h30m`.

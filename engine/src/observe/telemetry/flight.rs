@@ -17,6 +17,12 @@ pub enum QueryResult {
     NotFound,
     /// Failed while running.
     Failed,
+    /// Needed more than `--flight-query-memory`.
+    TooLarge,
+    /// Ran longer than `--flight-query-timeout`.
+    TimedOut,
+    /// Refused: `--flight-query-concurrency` queries were running.
+    Busy,
 }
 
 impl QueryResult {
@@ -26,6 +32,9 @@ impl QueryResult {
             QueryResult::Invalid => "invalid",
             QueryResult::NotFound => "not_found",
             QueryResult::Failed => "failed",
+            QueryResult::TooLarge => "too_large",
+            QueryResult::TimedOut => "timed_out",
+            QueryResult::Busy => "busy",
         }
     }
 }

@@ -403,7 +403,7 @@ pub const RELOADS: MetricDef = MetricDef::counter(
 pub const FLIGHT_QUERIES: MetricDef = MetricDef::counter(
     "weir_flight_queries_total",
     &["result"],
-    "Flight SQL queries by result (ok, invalid, not_found, failed)",
+    "Flight SQL queries by result (ok, invalid, not_found, failed; too_large, timed_out, busy: refused by --flight-query-memory, --flight-query-timeout, --flight-query-concurrency)",
 );
 /// Flight SQL query time.
 pub const FLIGHT_QUERY_SECONDS: MetricDef = MetricDef::histogram(
