@@ -121,6 +121,7 @@ async fn phase(rate: &str, querying: bool) -> Phase {
             queries: Default::default(),
         },
         Arc::clone(&hub),
+        RunStatus::new(),
     )
     .unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);

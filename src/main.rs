@@ -92,6 +92,10 @@ enum Command {
         /// declares state_policy): emit_early, drop_new_keys or fail.
         #[arg(long, env = "WEIR_STATE_POLICY", default_value = "emit_early", value_parser = StatePolicy::parse)]
         state_policy: StatePolicy,
+        /// /readyz answers 503 once every source has failed to connect for this long without
+        /// delivering a row (a wrong address or password retried forever).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        unready_after: Duration,
         #[command(flatten)]
         serve: serve_options::ServeOptions,
     },
@@ -193,6 +197,7 @@ async fn main() -> ExitCode {
             dead_letter_rows,
             max_state_bytes,
             state_policy,
+            unready_after,
             serve,
         } => {
             let (stop, reload) = match signals::install() {
@@ -218,10 +223,11 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let status = RunStatus::new();
+            let status = RunStatus::with_unready_after(unready_after);
             let live = serve.flight().map(|settings| {
                 let hub = LiveHub::new(serve.live());
-                flight::start(settings, Arc::clone(&hub)).map(|server| (hub, server))
+                flight::start(settings, Arc::clone(&hub), Arc::clone(&status))
+                    .map(|server| (hub, server))
             });
             let (live, _flight) = match live.transpose() {
                 Ok(Some((hub, server))) => (Some(hub), Some(server)),

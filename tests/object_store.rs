@@ -445,3 +445,42 @@ fn a_missing_bucket_is_reported_at_start_and_loses_nothing() {
     all.sort();
     assert_eq!(all, local_rows(&weir));
 }
+
+#[test]
+fn the_quarantine_is_capped_and_counts_in_the_spill_budget() {
+    let spill = tempfile::tempdir().unwrap();
+    let q = spill.path().join("cloud").join("quarantine");
+    std::fs::create_dir_all(&q).unwrap();
+    std::fs::write(q.join("old.parquet"), vec![0u8; 600]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(q.join("newer.parquet"), vec![0u8; 600]).unwrap();
+    // the quarantine keeps a tenth of 8 KiB (819 bytes): the older file goes at start; the
+    // newer one goes when the backlog needs the room
+    let (_server, mut weir) = with_store_down(
+        "16s",
+        &format!(
+            ", spill_dir = '{}', spill_max_bytes = '8KiB', spill_policy = 'drop_oldest'",
+            spill.path().display()
+        ),
+    );
+    weir.wait_log("quarantined spill file deleted", 1);
+    assert!(!q.join("old.parquet").exists());
+    assert!(q.join("newer.parquet").exists());
+    let status = weir.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{}", weir.stderr());
+    let log = weir.stderr();
+    assert!(
+        log.contains("the quarantine keeps at most a tenth"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the spill budget (which counts the quarantine) needed the room"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_dir(&q).unwrap().count(), 0);
+    let backlog: u64 = spilled(&spill.path().join("cloud"))
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert!(backlog <= 8 * 1024, "{backlog}");
+}

@@ -284,6 +284,40 @@ fn readiness_drops_when_a_source_fails_for_good() {
     );
 }
 
+#[test]
+fn readiness_drops_when_no_source_ever_connects() {
+    // an MQTT broker address nothing listens on: the source retries forever
+    let port = free_port();
+    let broker = free_port();
+    let pipeline = format!(
+        "CREATE SOURCE plant (machine VARCHAR, value DOUBLE) WITH (connector = 'mqtt',
+            url = 'mqtt://127.0.0.1:{broker}', topic = 'plant/{{machine}}', format = 'json');
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+         INSERT INTO out SELECT * FROM plant;"
+    );
+    let mut w = WeirProcess::start_with(
+        &pipeline,
+        &[
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--unready-after",
+            "2s",
+        ],
+        &[],
+    );
+    wait_status(&mut w, port, "/readyz", 200);
+    let why = wait_status(&mut w, port, "/readyz", 503);
+    assert!(
+        why.contains("no source has delivered a row") && why.contains("plant"),
+        "{why}"
+    );
+    assert_eq!(http(port, "GET", "/healthz").unwrap().0, 200, "alive");
+    let metrics = http(port, "GET", "/metrics").unwrap().1;
+    assert_eq!(samples(&metrics).get("weir_ready"), Some(&0.0));
+    let (status, w) = w.stop();
+    assert!(status.success(), "{}", w.stderr());
+}
+
 /// Parquet rows in the files under `dir`.
 fn parquet_rows(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {

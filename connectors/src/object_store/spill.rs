@@ -16,6 +16,9 @@ use parquet::file::metadata::ParquetMetaDataReader;
 /// Parquet metadata key holding the object key of a file.
 pub const KEY_METADATA: &str = "weir.object_key";
 
+/// The subdirectory torn and corrupt files are moved to.
+const QUARANTINE: &str = "quarantine";
+
 /// A spilled file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spilled {
@@ -47,6 +50,8 @@ pub struct SpillDir {
     seq: u64,
     /// Why the directory cannot be used (it is tried again at each write).
     unusable: Option<String>,
+    /// Files in `quarantine/`, oldest first, with their sizes.
+    quarantined: Vec<(PathBuf, u64)>,
 }
 
 fn now_ms() -> i64 {
@@ -131,7 +136,42 @@ impl SpillDir {
                 },
             );
         }
+        s.scan_quarantine();
         Ok((s, quarantined))
+    }
+
+    /// Finds the files already in `quarantine/`, oldest first.
+    fn scan_quarantine(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(QUARANTINE)) else {
+            return;
+        };
+        let mut found: Vec<(SystemTime, PathBuf, u64)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok().filter(|m| m.is_file())?;
+                Some((m.modified().unwrap_or(UNIX_EPOCH), e.path(), m.len()))
+            })
+            .filter(|(_, p, _)| !self.quarantined.iter().any(|(q, _)| q == p))
+            .collect();
+        found.sort();
+        let mut all: Vec<(PathBuf, u64)> = found.into_iter().map(|(_, p, b)| (p, b)).collect();
+        all.append(&mut self.quarantined);
+        self.quarantined = all;
+    }
+
+    /// Bytes in `quarantine/`.
+    pub fn quarantine_bytes(&self) -> u64 {
+        self.quarantined.iter().map(|(_, b)| b).sum()
+    }
+
+    /// Deletes the oldest quarantined file; its path and size, or None when there is none.
+    pub fn delete_oldest_quarantined(&mut self) -> Option<(PathBuf, u64)> {
+        if self.quarantined.is_empty() {
+            return None;
+        }
+        let (path, bytes) = self.quarantined.remove(0);
+        let _ = std::fs::remove_file(&path);
+        Some((path, bytes))
     }
 
     /// A spill directory that cannot be used (`why`): empty, so that files are uploaded
@@ -143,6 +183,7 @@ impl SpillDir {
             bytes: 0,
             seq: 0,
             unusable: Some(why.to_string()),
+            quarantined: Vec::new(),
         }
     }
 
@@ -245,11 +286,14 @@ impl SpillDir {
 
     /// Moves a file that cannot be read to `quarantine/`; returns its new path.
     pub fn quarantine(&mut self, path: &Path) -> anyhow::Result<PathBuf> {
-        let q = self.dir.join("quarantine");
+        let q = self.dir.join(QUARANTINE);
         std::fs::create_dir_all(&q)?;
         let to = q.join(path.file_name().unwrap_or_default());
         std::fs::rename(path, &to)
             .with_context(|| format!("cannot move {} to {}", path.display(), to.display()))?;
+        let bytes = std::fs::metadata(&to).map_or(0, |m| m.len());
+        self.quarantined.retain(|(p, _)| *p != to);
+        self.quarantined.push((to.clone(), bytes));
         if let Some(s) = self.files.values().find(|s| s.path == path).cloned() {
             self.forget(&s);
         }
@@ -258,7 +302,7 @@ impl SpillDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -309,7 +353,16 @@ mod tests {
     }
 
     /// A Parquet file of `rows` rows carrying object key `key`, as the sink writes them.
-    fn parquet(rows: i64, key: &str) -> Vec<u8> {
+    /// An empty scratch directory for test `name` of this process.
+    pub(in crate::object_store) fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A spill file of `rows` rows for object `key`.
+    pub(in crate::object_store) fn parquet(rows: i64, key: &str) -> Vec<u8> {
         use arrow::array::Int64Array;
         use arrow::record_batch::RecordBatch;
         use parquet::arrow::ArrowWriter;
@@ -323,6 +376,32 @@ mod tests {
         w.write(&batch).unwrap();
         w.append_key_value_metadata(KeyValue::new(KEY_METADATA.to_string(), key.to_string()));
         w.into_inner().unwrap()
+    }
+
+    #[test]
+    fn quarantined_files_are_counted_and_deleted_oldest_first() {
+        let dir = scratch("quarantine-cap").join("spill");
+        std::fs::create_dir_all(dir.join("quarantine")).unwrap();
+        std::fs::write(dir.join("quarantine").join("old.parquet"), [0u8; 100]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.join(".tmp-torn.parquet"), [0u8; 30]).unwrap();
+        let (mut s, q) = SpillDir::open(&dir).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            s.quarantine_bytes(),
+            130,
+            "found at start and newly quarantined"
+        );
+        let (gone, bytes) = s.delete_oldest_quarantined().unwrap();
+        assert_eq!(
+            (gone.file_name().unwrap().to_str(), bytes),
+            (Some("old.parquet"), 100)
+        );
+        assert!(!gone.exists());
+        assert_eq!(s.quarantine_bytes(), 30);
+        s.delete_oldest_quarantined().unwrap();
+        assert!(s.delete_oldest_quarantined().is_none());
+        assert_eq!(s.quarantine_bytes(), 0);
     }
 
     #[test]

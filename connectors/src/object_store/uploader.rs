@@ -16,6 +16,12 @@ use weir_engine::observe::telemetry::SinkTelemetry;
 
 use super::spill::{SpillDir, Spilled};
 
+/// The quarantine keeps at most this fraction (1/N) of the spill budget.
+const QUARANTINE_SHARE: u64 = 10;
+
+/// A new file is spilled without trying the store when an upload failed less than this ago.
+const DIRECT_RETRY: Duration = Duration::from_secs(1);
+
 /// How long closing keeps trying to upload what is spilled.
 const CLOSE_REPLAY: Duration = Duration::from_secs(5);
 
@@ -60,6 +66,8 @@ pub struct Uploader {
     policy: Policy,
     /// When the link went down (None: up).
     down_since: Option<Instant>,
+    /// When an upload last failed (None: since the last success).
+    last_failure: Option<Instant>,
     /// Delays between replay attempts.
     reconnect: Reconnect,
     /// A `Close` that arrived during a replay, answered once it is done.
@@ -104,6 +112,7 @@ impl Uploader {
             max_bytes: to.max_bytes,
             policy: to.policy,
             down_since: None,
+            last_failure: None,
             reconnect: Reconnect::default(),
             closing: None,
             deadline,
@@ -179,6 +188,7 @@ impl Uploader {
     }
 
     fn link_down(&mut self, e: &anyhow::Error) {
+        self.last_failure = Some(Instant::now());
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
@@ -187,6 +197,7 @@ impl Uploader {
     }
 
     fn link_up(&mut self, r: Replayed) {
+        self.last_failure = None;
         if let Some(since) = self.down_since.take() {
             info!(sink = %self.name, store = %self.display, down_for = ?since.elapsed(),
                 replayed_files = r.files, replayed_rows = r.rows, replayed_bytes = r.bytes,
@@ -239,12 +250,52 @@ impl Uploader {
                 let _ = self.spill.remove(s);
             }
         }
+        self.cap_quarantine();
+    }
+
+    /// Keeps the quarantine within a tenth of the spill budget, deleting its oldest files.
+    fn cap_quarantine(&mut self) {
+        let cap = self.max_bytes / QUARANTINE_SHARE;
+        while self.spill.quarantine_bytes() > cap {
+            let Some((path, bytes)) = self.spill.delete_oldest_quarantined() else {
+                break;
+            };
+            self.telemetry.quarantine_deleted(
+                &path,
+                bytes,
+                "the quarantine keeps at most a tenth of spill_max_bytes",
+            );
+        }
+    }
+
+    /// Bytes the spill budget counts: the backlog and the quarantine.
+    fn budget_used(&self) -> u64 {
+        self.spill.bytes() + self.spill.quarantine_bytes()
+    }
+
+    /// Makes room for `incoming` bytes by deleting quarantined files first (they are only
+    /// kept for inspection); true when it fits now.
+    fn room_from_quarantine(&mut self, incoming: u64) -> bool {
+        while self.budget_used() + incoming > self.max_bytes {
+            let Some((path, bytes)) = self.spill.delete_oldest_quarantined() else {
+                return false;
+            };
+            self.telemetry.quarantine_deleted(
+                &path,
+                bytes,
+                "the spill budget (which counts the quarantine) needed the room",
+            );
+        }
+        true
     }
 
     /// Drop-oldest policy: deletes the oldest spilled files until `incoming` bytes fit;
     /// false when the file does not fit even into an empty directory.
     fn drop_oldest_for(&mut self, incoming: u64) -> bool {
-        while self.spill.bytes() + incoming > self.max_bytes {
+        if self.room_from_quarantine(incoming) {
+            return true;
+        }
+        while self.budget_used() + incoming > self.max_bytes {
             let Some(oldest) = self.spill.oldest().cloned() else {
                 return false;
             };
@@ -264,7 +315,10 @@ impl Uploader {
     /// Block policy: replays (waiting between attempts) until `incoming` bytes fit; the
     /// pipeline waits meanwhile. False when the file does not fit into an empty directory.
     async fn wait_for_room(&mut self, incoming: u64) -> bool {
-        while self.spill.bytes() + incoming > self.max_bytes {
+        if self.room_from_quarantine(incoming) {
+            return true;
+        }
+        while self.budget_used() + incoming > self.max_bytes {
             if self.spill.is_empty() {
                 return false;
             }
@@ -287,17 +341,31 @@ impl Uploader {
         }
     }
 
-    async fn accept(&mut self, f: Finished) {
-        if self.spill.is_empty() {
+    /// Uploads a new file, or spills it when the store does not take it. The store is tried
+    /// at once even while a backlog waits for its next replay (object keys, not upload order,
+    /// say where a file belongs): a store that is back takes new files straight away instead
+    /// of their going to a spill directory that may be full. Returns true when the store
+    /// took the file while a backlog waits: the backlog is replayed now.
+    async fn accept(&mut self, f: Finished) -> bool {
+        let failed_just_now = self
+            .last_failure
+            .is_some_and(|t| t.elapsed() < DIRECT_RETRY);
+        if !failed_just_now {
             match self.put(&f.key, f.data.clone()).await {
-                Ok(()) => return self.link_up(Replayed::default()),
+                Ok(()) if self.spill.is_empty() => {
+                    self.link_up(Replayed::default());
+                    return false;
+                }
+                Ok(()) => return true,
                 Err(e) => self.link_down(&e),
             }
         }
         if self.policy == Policy::Block && !self.wait_for_room(f.data.len() as u64).await {
-            return self.drop_file(&f);
+            self.drop_file(&f);
+            return false;
         }
         self.spill_file(f);
+        false
     }
 
     fn drop_file(&self, f: &Finished) {
@@ -362,6 +430,7 @@ impl Uploader {
     /// Runs until `Close` (or until the sink goes away).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.check().await;
+        self.cap_quarantine();
         self.gauges();
         let mut next_try = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -371,7 +440,11 @@ impl Uploader {
             }
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command::File(f)) => self.accept(f).await,
+                    Some(Command::File(f)) => {
+                        if self.accept(f).await {
+                            next_try = tokio::time::Instant::now();
+                        }
+                    }
                     Some(Command::Close(done)) => return self.close(done).await,
                     None => return,
                 },
@@ -383,5 +456,60 @@ impl Uploader {
                 _ = tick.tick() => self.gauges(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spill::tests::{parquet, scratch};
+    use super::*;
+    use object_store::local::LocalFileSystem;
+
+    fn file(key: &str, rows: i64) -> Finished {
+        Finished {
+            key: key.to_string(),
+            data: Bytes::from(parquet(rows, key)),
+            rows: rows as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_back_takes_new_files_before_the_backlog_replays() {
+        let tmp = scratch("direct-upload");
+        let root = tmp.join("store");
+        std::fs::create_dir(&root).unwrap();
+        // keys under `bucket/`: while it is a file, every upload fails
+        std::fs::write(root.join("bucket"), "in the way").unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(&root).unwrap());
+        let (spill, _) = SpillDir::open(&tmp.join("spill")).unwrap();
+        let (_deadline_tx, deadline) = watch::channel(None);
+        let mut up = Uploader::new(
+            "cloud",
+            Destination {
+                store: Arc::clone(&store),
+                display: "file://store".into(),
+                prefix: "bucket".into(),
+                spill,
+                max_bytes: 1 << 20,
+                policy: Policy::DropOldest,
+            },
+            deadline,
+            Arc::new(SinkTelemetry::new("cloud")),
+        );
+        assert!(!up.accept(file("bucket/a.parquet", 3)).await);
+        assert_eq!(up.spill.len(), 1, "spilled while the store fails");
+        // the store comes back; the replay backoff has not run out
+        std::fs::remove_file(root.join("bucket")).unwrap();
+        tokio::time::sleep(DIRECT_RETRY + Duration::from_millis(50)).await;
+        assert!(
+            up.accept(file("bucket/b.parquet", 4)).await,
+            "a new file goes to the store at once, and asks for the backlog's replay"
+        );
+        assert!(root.join("bucket/b.parquet").exists());
+        assert_eq!(up.spill.len(), 1, "the backlog is still waiting");
+        assert!(up.replay(None).await);
+        assert!(root.join("bucket/a.parquet").exists());
+        assert!(up.spill.is_empty());
     }
 }

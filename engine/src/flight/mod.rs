@@ -21,6 +21,7 @@ use auth::Auth;
 use throttle::AuthThrottle;
 
 use crate::live::{LiveHub, QueryLimits};
+use crate::observe::RunStatus;
 use crate::observe::telemetry::FlightTelemetry;
 use crate::sync::lock;
 
@@ -94,7 +95,11 @@ impl Drop for FlightServer {
 }
 
 /// Binds `settings.addr` and serves `hub`'s tables from a thread of its own.
-pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<FlightServer> {
+pub fn start(
+    settings: FlightSettings,
+    hub: Arc<LiveHub>,
+    status: Arc<RunStatus>,
+) -> anyhow::Result<FlightServer> {
     settings.check()?;
     let tls = match &settings.tls {
         Some(files) => {
@@ -138,7 +143,9 @@ pub fn start(settings: FlightSettings, hub: Arc<LiveHub>) -> anyhow::Result<Flig
             lower_priority();
             runtime.block_on(async move {
                 if let Err(e) = serve(listener, tls, auth, hub, queries, stop_rx).await {
-                    error!(%addr, error = %format!("{e:#}"), "Flight SQL server failed");
+                    let e = format!("{e:#}");
+                    error!(%addr, error = %e, "Flight SQL server failed: not ready from now on");
+                    status.listener_failed("Flight SQL", &e);
                 }
             })
         })?;

@@ -65,6 +65,8 @@ impl Endpoints {
         match req.uri().path() {
             "/metrics" => {
                 process::record();
+                // weir_ready depends on time (sources failing for --unready-after)
+                self.status.readiness();
                 self.metrics.run_upkeep();
                 let mut r = text(StatusCode::OK, self.metrics.render());
                 r.headers_mut().insert(

@@ -216,7 +216,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         failed: Vec::new(),
     };
     let mut source_tasks = SourceTasks::start(sources);
-    status.running(run.dataflow.pipeline_count());
+    status.running(run.dataflow.pipeline_count(), source_telemetry.clone());
     let stopped_at = run.until_sources_end(&mut source_tasks, &mut stop).await;
     if !run.dataflow.is_finished() {
         warn!("not every pipeline finished");

@@ -375,6 +375,12 @@ pub const SINK_SPILL_QUARANTINED: MetricDef = MetricDef::counter(
     &["sink"],
     "Torn or corrupt spill files moved to quarantine",
 );
+/// Quarantined spill files deleted.
+pub const SINK_QUARANTINE_DELETED: MetricDef = MetricDef::counter(
+    "weir_sink_spill_quarantine_deleted_total",
+    &["sink"],
+    "Quarantined spill files deleted, oldest first, to keep the quarantine within a tenth of spill_max_bytes or to make room in the budget",
+);
 /// Messages published.
 pub const SINK_PUBLISHED: MetricDef = MetricDef::counter(
     "weir_sink_published_total",
@@ -391,7 +397,7 @@ pub const SINK_CONNECTED: MetricDef = MetricDef::gauge(
 pub const READY: MetricDef = MetricDef::gauge(
     "weir_ready",
     &[],
-    "1 while every pipeline runs and no source has failed (/readyz answers 200)",
+    "1 while /readyz answers 200: every pipeline runs, no source or listener has failed, and not every source has been failing to connect for --unready-after",
 );
 /// Reloads.
 pub const RELOADS: MetricDef = MetricDef::counter(
@@ -482,6 +488,7 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     SINK_DROPPED_FILES,
     SINK_DROPPED_ROWS,
     SINK_SPILL_QUARANTINED,
+    SINK_QUARANTINE_DELETED,
     SINK_PUBLISHED,
     SINK_CONNECTED,
     READY,

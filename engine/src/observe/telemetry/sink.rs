@@ -6,12 +6,12 @@
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing::error;
+use tracing::{error, warn};
 
 use super::{
     Count, Lazy, LogLimit, SINK_CONNECTED, SINK_DROPPED_FILES, SINK_DROPPED_ROWS, SINK_ERRORS,
-    SINK_PUBLISHED, SINK_SPILL_BYTES, SINK_SPILL_FILES, SINK_SPILL_OLDEST_AGE,
-    SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS,
+    SINK_PUBLISHED, SINK_QUARANTINE_DELETED, SINK_SPILL_BYTES, SINK_SPILL_FILES,
+    SINK_SPILL_OLDEST_AGE, SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS,
 };
 
 /// A sink's counters at one moment.
@@ -58,6 +58,7 @@ pub struct SinkTelemetry {
     dropped_rows: Count,
     loss_log: LogLimit,
     quarantined: Count,
+    quarantine_deleted: Count,
     published: Count,
     connected: Lazy<metrics::Gauge>,
 }
@@ -90,6 +91,7 @@ impl SinkTelemetry {
             dropped_rows: Count::default(),
             loss_log: LogLimit::default(),
             quarantined: Count::default(),
+            quarantine_deleted: Count::default(),
             published: Count::default(),
             connected: Lazy::default(),
         }
@@ -167,6 +169,13 @@ impl SinkTelemetry {
     pub fn quarantined(&self) {
         self.quarantined
             .add(1, || SINK_SPILL_QUARANTINED.counter_with(&[&self.name]));
+    }
+
+    /// A quarantined file (`path`, `bytes`) was deleted (`why`).
+    pub fn quarantine_deleted(&self, path: &std::path::Path, bytes: u64, why: &str) {
+        self.quarantine_deleted
+            .add(1, || SINK_QUARANTINE_DELETED.counter_with(&[&self.name]));
+        warn!(sink = %self.name, file = %path.display(), bytes, "quarantined spill file deleted: {why}");
     }
 
     /// `messages` more messages were published and acknowledged.
