@@ -102,6 +102,11 @@ impl RunStatus {
         });
     }
 
+    /// The telemetry of the running run's sources.
+    pub fn sources(&self) -> Vec<Arc<SourceTelemetry>> {
+        lock(&self.state).sources.clone()
+    }
+
     /// A listener (`what`, e.g. Flight SQL) failed and serves no more.
     pub fn listener_failed(&self, what: &str, error: &str) {
         self.update(|s| s.listeners.push((what.to_string(), error.to_string())));
