@@ -723,3 +723,97 @@ async fn key_flood_under_max_state_bytes_stays_bounded_and_loses_no_row() {
         "every row of the flushed window is partial"
     );
 }
+
+#[test]
+fn file_source_reads_epoch_numbers_in_their_unit() {
+    // the replay rows with their times as epoch milliseconds (BIGINT), in every format
+    let dir = tempfile::tempdir().unwrap();
+    let rows = replay_rows();
+    let ms: Vec<i64> = rows
+        .column(1)
+        .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+        .values()
+        .iter()
+        .map(|t| t / 1_000_000)
+        .collect();
+    let rows = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("machine", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::clone(rows.column(0)),
+            Arc::new(arrow::array::Int64Array::from(ms)),
+            Arc::clone(rows.column(2)),
+        ],
+    )
+    .unwrap();
+    let mut w = arrow::csv::Writer::new(std::fs::File::create(dir.path().join("in.csv")).unwrap());
+    w.write(&rows).unwrap();
+    let mut j = arrow::json::LineDelimitedWriter::new(
+        std::fs::File::create(dir.path().join("in.ndjson")).unwrap(),
+    );
+    j.write(&rows).unwrap();
+    j.finish().unwrap();
+    let mut p = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.path().join("in.parquet")).unwrap(),
+        rows.schema(),
+        None,
+    )
+    .unwrap();
+    p.write(&rows).unwrap();
+    p.close().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        let e = expected
+            .entry((format!("M{}", i % 3), i / 10))
+            .or_insert((0i64, 0f64));
+        e.0 += 1;
+        e.1 += rows
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .value(i);
+    }
+    let sql = |ext: &str, unit: &str| {
+        format!(
+            "CREATE SOURCE r (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'file', path = 'in.{ext}', event_time = 'ts'{unit});\n\
+             CREATE SINK out WITH (connector = 'file', path = 'out_{ext}', format = 'ndjson');\n\
+             INSERT INTO out SELECT machine, window_start, count(*) AS n, sum(value) AS total FROM TUMBLE(r, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;"
+        )
+    };
+    for ext in ["csv", "ndjson", "parquet"] {
+        // milliseconds are the default unit
+        std::fs::write(dir.path().join(format!("{ext}.sql")), sql(ext, "")).unwrap();
+        let out = run(&["run", &format!("{ext}.sql")], dir.path());
+        assert!(out.status.success(), "{ext}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("before 1990"), "{ext}");
+        let out_dir = dir.path().join(format!("out_{ext}"));
+        let first = read_dir_text(&out_dir);
+        assert!(
+            first.contains("\"window_start\":\"2026-01-01T00:00:0"),
+            "{ext}: {first}"
+        );
+        assert_eq!(window_totals(&out_dir), expected, "{ext}");
+        std::fs::remove_dir_all(&out_dir).unwrap();
+        // the wrong unit is not silent
+        std::fs::write(
+            dir.path().join(format!("{ext}.sql")),
+            sql(ext, ", timestamp_unit = 'ns'"),
+        )
+        .unwrap();
+        let out = run(&["run", &format!("{ext}.sql")], dir.path());
+        assert!(out.status.success(), "{ext}: {}", text(&out.stderr));
+        let log = text(&out.stderr);
+        assert!(
+            log.contains("event time before 1990 or after 2100") && log.contains("1970-01-01"),
+            "{ext}: {log}"
+        );
+        assert_eq!(
+            log.matches("event time before 1990").count(),
+            1,
+            "once per file: {log}"
+        );
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+}

@@ -38,7 +38,8 @@ impl EpochUnit {
         }
     }
 
-    fn nanos(self) -> i64 {
+    /// Nanoseconds in one unit.
+    pub fn nanos(self) -> i64 {
         match self {
             EpochUnit::Seconds => 1_000_000_000,
             EpochUnit::Millis => 1_000_000,

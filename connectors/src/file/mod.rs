@@ -5,6 +5,7 @@ mod records;
 mod settings;
 mod sink;
 mod source;
+mod times;
 
 use weir_engine::PipelineError;
 use weir_engine::connector::{Sink, SinkFactory, SinkSpec, Source, SourceFactory, SourceSpec};

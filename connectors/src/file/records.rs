@@ -10,6 +10,8 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::settings::InputFormat;
+use super::times::{parse_times, text_schema};
+use crate::columns::EpochUnit;
 
 /// One record of a text file and where it starts.
 #[derive(Debug, Clone)]
@@ -87,6 +89,7 @@ pub fn reason(format: InputFormat, e: &ArrowError) -> &'static str {
     } else if m.contains("overflow") || m.contains("out of range") || m.contains("too large") {
         "out_of_range"
     } else if m.contains("whilst decoding field")
+        || m.contains("cannot parse column")
         || m.contains("error while parsing")
         || m.contains("cannot parse")
         || m.contains("parser error")
@@ -102,16 +105,19 @@ pub fn reason(format: InputFormat, e: &ArrowError) -> &'static str {
     }
 }
 
-/// Decodes records into a batch of `schema` (CSV positionally, as the declared columns).
+/// Decodes records into a batch of `schema` (CSV positionally, as the declared columns);
+/// times are RFC 3339 text or epoch numbers of `unit`.
 fn decode(
     schema: &SchemaRef,
     format: InputFormat,
+    unit: EpochUnit,
     records: &[Record],
 ) -> Result<Option<RecordBatch>, ArrowError> {
     let rows = records.len().max(1);
-    match format {
+    let read = text_schema(schema);
+    let batch = match format {
         InputFormat::Csv => {
-            let mut d = arrow::csv::ReaderBuilder::new(schema.clone())
+            let mut d = arrow::csv::ReaderBuilder::new(read)
                 .with_header(false)
                 .with_batch_size(rows)
                 .build_decoder();
@@ -122,18 +128,21 @@ fn decode(
                 // a last record without a line end
                 feed(b"\n", |b| d.decode(b))?;
             }
-            d.flush()
+            d.flush()?
         }
         _ => {
-            let mut d = arrow::json::ReaderBuilder::new(schema.clone())
+            // numbers may fill text columns, and the times read as text
+            let mut d = arrow::json::ReaderBuilder::new(read)
                 .with_batch_size(rows)
+                .with_coerce_primitive(true)
                 .build_decoder()?;
             for r in records {
                 feed(&r.bytes, |b| d.decode(b))?;
             }
-            d.flush()
+            d.flush()?
         }
-    }
+    };
+    batch.map(|b| parse_times(b, schema, unit)).transpose()
 }
 
 /// Hands all of `bytes` to a decoder that may take them in parts (a decoder holding a full
@@ -160,19 +169,20 @@ fn feed(
 pub fn decode_isolating(
     schema: &SchemaRef,
     format: InputFormat,
+    unit: EpochUnit,
     records: Vec<Record>,
 ) -> (Vec<RecordBatch>, Vec<BadRecord>) {
     let records: Vec<Record> = records.into_iter().filter(|r| !is_blank(r)).collect();
     if records.is_empty() {
         return (vec![], vec![]);
     }
-    if let Ok(b) = decode(schema, format, &records) {
+    if let Ok(b) = decode(schema, format, unit, &records) {
         return (b.into_iter().collect(), vec![]);
     }
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for r in records {
-        match decode(schema, format, std::slice::from_ref(&r)) {
+        match decode(schema, format, unit, std::slice::from_ref(&r)) {
             Ok(b) => good.extend(b),
             Err(e) => bad.push(BadRecord {
                 line: r.line,
@@ -224,6 +234,7 @@ mod tests {
         let (good, bad) = decode_isolating(
             &schema(),
             InputFormat::Ndjson,
+            EpochUnit::Millis,
             records(text, InputFormat::Ndjson),
         );
         assert_eq!(values(&good), vec![1, 5]);
@@ -249,7 +260,7 @@ mod tests {
             recs.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![1, 2, 4, 5, 6]
         );
-        let (good, bad) = decode_isolating(&s, InputFormat::Csv, recs);
+        let (good, bad) = decode_isolating(&s, InputFormat::Csv, EpochUnit::Millis, recs);
         assert_eq!(values(&good), vec![1, 2, 6]);
         assert_eq!(good.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
         let got: Vec<(u64, &str)> = bad.iter().map(|b| (b.line, b.reason)).collect();

@@ -8,6 +8,8 @@ use weir_engine::PipelineError;
 use weir_engine::parse::Options;
 use weir_engine::parse::options::{OptionSpec, OptionType};
 
+use crate::columns::EpochUnit;
+
 /// Source `path`.
 pub const SOURCE_PATH: OptionSpec = OptionSpec::new(
     "path",
@@ -53,12 +55,21 @@ pub const DEAD_LETTER: OptionSpec = OptionSpec::new(
     "NDJSON file that receives every record that did not decode (time, file:line, reason, error, record)",
 );
 
+/// `timestamp_unit`.
+pub const TIMESTAMP_UNIT: OptionSpec = OptionSpec::new(
+    "timestamp_unit",
+    OptionType::Choice(&["s", "ms", "us", "ns"]),
+    "unit of epoch numbers filling `TIMESTAMP` columns: integer or float columns of Parquet files, numbers in NDJSON and CSV (text times are RFC 3339). Event times before 1990 or after 2100 are warned about: a unit mismatch",
+)
+.default("ms");
+
 /// Every option of the file source.
 pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     SOURCE_PATH,
     SOURCE_FORMAT,
     PACE,
     SPEED,
+    TIMESTAMP_UNIT,
     BATCH_ROWS,
     MAX_BAD_ROWS,
     DEAD_LETTER,
@@ -144,6 +155,8 @@ pub struct SourceSettings {
     pub max_bad_rows: Option<u64>,
     /// Where bad records go.
     pub dead_letter: Option<DeadLetterFile>,
+    /// Unit of epoch numbers in time columns.
+    pub unit: EpochUnit,
 }
 
 /// The files `path` names: itself, or the visible files of a directory in name order.
@@ -198,6 +211,8 @@ impl SourceSettings {
             batch_rows,
             max_bad_rows: o.optional(&MAX_BAD_ROWS)?,
             dead_letter: DeadLetterFile::from_options(o, &DEAD_LETTER)?,
+            unit: EpochUnit::parse(&o.value::<String>(&TIMESTAMP_UNIT)?)
+                .expect("a declared choice"),
         })
     }
 }

@@ -19,6 +19,8 @@ use weir_engine::observe::telemetry::SourceTelemetry;
 
 use super::records::{BadRecord, Records, decode_isolating};
 use super::settings::{InputFormat, Pace, SourceSettings};
+use super::times::{implausible, scale_epochs};
+use crate::columns::EpochUnit;
 use crate::conform::conform;
 use weir_engine::dead_letter::{DeadLetterFile, DeadLetters};
 
@@ -33,6 +35,7 @@ pub struct FileSource {
     dead_letter: Option<DeadLetterFile>,
     schema: SchemaRef,
     event_time: Option<usize>,
+    unit: EpochUnit,
 }
 
 impl FileSource {
@@ -48,6 +51,7 @@ impl FileSource {
             dead_letter: settings.dead_letter,
             schema: spec.schema.clone(),
             event_time: spec.event_time,
+            unit: settings.unit,
         }
     }
 }
@@ -94,6 +98,8 @@ struct Pacer {
     speed: Option<f64>,
     event_time: Option<usize>,
     origin: Option<(i64, tokio::time::Instant)>,
+    /// The file whose implausible event times were last warned about.
+    warned: Option<PathBuf>,
 }
 
 impl Pacer {
@@ -115,6 +121,24 @@ impl Pacer {
 }
 
 impl FileSource {
+    /// Warns, once per file, when an event time of `batch` is implausible: epoch numbers
+    /// in another unit than `timestamp_unit`.
+    fn check_times(&self, path: &Path, batch: &RecordBatch, pacer: &mut Pacer) {
+        let Some(col) = self.event_time else {
+            return;
+        };
+        if pacer.warned.as_deref() == Some(path) {
+            return;
+        }
+        if let Some(t) = implausible(batch, col) {
+            pacer.warned = Some(path.to_path_buf());
+            let shown = chrono::DateTime::from_timestamp_nanos(t).to_rfc3339();
+            tracing::warn!(source = %self.name, file = %path.display(), column = %self.schema.field(col).name(),
+                time = %shown, timestamp_unit = ?self.unit,
+                "event time before 1990 or after 2100: are the file's epoch numbers in another unit than timestamp_unit?");
+        }
+    }
+
     /// Sends the rows of a Parquet file; false when the engine stopped.
     async fn parquet(
         &self,
@@ -131,7 +155,11 @@ impl FileSource {
             .build()?;
         for batch in batches {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            if !self.send(conform(&batch, &self.schema)?, pacer, out).await {
+            let batch = scale_epochs(batch, &self.schema, self.unit)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let batch = conform(&batch, &self.schema)?;
+            self.check_times(path, &batch, pacer);
+            if !self.send(batch, pacer, out).await {
                 return Ok(false);
             }
         }
@@ -164,12 +192,14 @@ impl FileSource {
             if chunk.is_empty() {
                 return Ok(true);
             }
-            let (good, bad) = decode_isolating(&self.schema, self.format, chunk);
+            let (good, bad) = decode_isolating(&self.schema, self.format, self.unit, chunk);
             for b in bad {
                 bad_rows.record(path, b)?;
             }
             for batch in good {
-                if !self.send(conform(&batch, &self.schema)?, pacer, out).await {
+                let batch = conform(&batch, &self.schema)?;
+                self.check_times(path, &batch, pacer);
+                if !self.send(batch, pacer, out).await {
                     return Ok(false);
                 }
             }
@@ -196,6 +226,7 @@ impl Source for FileSource {
             },
             event_time: self.event_time,
             origin: None,
+            warned: None,
         };
         let mut bad_rows = BadRows {
             source: self.name.clone(),
