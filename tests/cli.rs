@@ -817,3 +817,27 @@ fn file_source_reads_epoch_numbers_in_their_unit() {
         std::fs::remove_dir_all(&out_dir).unwrap();
     }
 }
+
+#[test]
+fn inserts_into_one_sink_have_distinct_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("two.sql"),
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', machines = '2', sensors = 'temp', rate = 'max', limit = '100', event_time = 'ts');\n\
+         CREATE SINK console WITH (connector = 'stdout', format = 'ndjson');\n\
+         INSERT INTO console SELECT machine, value FROM g WHERE machine = 'M1';\n\
+         INSERT INTO console SELECT machine, value FROM g WHERE machine = 'M2';",
+    )
+    .unwrap();
+    let out = run(&["run", "two.sql"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("pipeline console: 100 rows in, 50 rows out"),
+        "{log}"
+    );
+    assert!(
+        log.contains("pipeline console_2: 100 rows in, 50 rows out"),
+        "{log}"
+    );
+}

@@ -411,7 +411,9 @@ fn wrong_credentials_spill_everything_with_a_clear_error() {
     assert!(status.success(), "{}", weir.stderr());
     let log = weir.stderr();
     assert!(
-        log.contains("object store unreachable") && log.contains("403 Forbidden"),
+        log.contains("object store refused the upload (access denied: check the credentials")
+            && log.contains("403 Forbidden")
+            && !log.contains("object store unreachable"),
         "{log}"
     );
     assert!(log.contains("SignatureDoesNotMatch"), "{log}");

@@ -121,6 +121,26 @@ impl Uploader {
     }
 }
 
+/// Why the store refused an upload it answered (an HTTP 401/403 or 404), if it did: a hint
+/// at what to check; None when it could not be reached at all.
+fn refusal(e: &anyhow::Error) -> Option<&'static str> {
+    let store_error = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<object_store::Error>());
+    let text = format!("{e:#}");
+    match store_error {
+        Some(object_store::Error::PermissionDenied { .. })
+        | Some(object_store::Error::Unauthenticated { .. }) => {}
+        Some(object_store::Error::NotFound { .. }) => {
+            return Some("not found: does the bucket exist?");
+        }
+        _ if text.contains("403 Forbidden") || text.contains("401 Unauthorized") => {}
+        _ if text.contains("404 Not Found") => return Some("not found: does the bucket exist?"),
+        _ => return None,
+    }
+    Some("access denied: check the credentials, the bucket policy and the clock")
+}
+
 /// Resolves when the instant in `deadline` (once set) has passed.
 async fn passed(mut deadline: watch::Receiver<Option<tokio::time::Instant>>) {
     loop {
@@ -191,8 +211,14 @@ impl Uploader {
         self.last_failure = Some(Instant::now());
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
-            warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
-                "object store unreachable: spilling files to disk until it answers");
+            match refusal(e) {
+                Some(why) => {
+                    warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
+                    "object store refused the upload ({why}): spilling files to disk until it takes them")
+                }
+                None => warn!(sink = %self.name, store = %self.display, error = %format!("{e:#}"),
+                    "object store unreachable: spilling files to disk until it answers"),
+            }
         }
     }
 

@@ -744,6 +744,32 @@ fn columns(schema: &SchemaRef) -> String {
         .join(", ")
 }
 
+/// Gives every pipeline a distinct, stable name (the summary's, the metrics' and the live
+/// tables'): a view is its name; inserts into one sink are the sink's name, then `sink_2`,
+/// `sink_3`, ... in file order.
+fn name_inserts(pipelines: &mut [PipelineExec]) {
+    let mut taken: std::collections::HashSet<String> = pipelines
+        .iter()
+        .filter(|p| matches!(p.target, Target::Stream(_)))
+        .map(|p| p.name.clone())
+        .collect();
+    for p in pipelines
+        .iter_mut()
+        .filter(|p| matches!(p.target, Target::Sink(_)))
+    {
+        let mut name = p.name.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{}_{n}", p.name);
+        }
+        if name != p.name {
+            p.telemetry = Arc::new(PipelineTelemetry::new(&name));
+            p.name = name;
+        }
+    }
+}
+
 /// Compiles parsed pipeline files, in order. Every error found is returned.
 pub async fn compile(
     files: Vec<PipelineFile>,
@@ -810,6 +836,7 @@ pub async fn compile(
             .sort_by(|a, b| (a.file.as_str(), a.location).cmp(&(b.file.as_str(), b.location)));
         return Err(Diagnostics(c.errors));
     }
+    name_inserts(&mut c.pipelines);
     let dataflow = Dataflow::new(c.streams, c.pipelines, emit_on_end);
     Ok(Project {
         sources: c.sources,

@@ -1,6 +1,6 @@
 //! Feeds the live tables from the dataflow's task and publishes snapshots of them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ struct SourceFeed {
 }
 
 struct PipelineFeed {
-    /// Table name (the pipeline's name, made unique).
+    /// Table name (the pipeline's name).
     table: String,
     history: RowRing,
     last_emit: Option<i64>,
@@ -61,18 +61,13 @@ impl LiveWriter {
     ) -> Self {
         dataflow.keep_outputs();
         let settings = hub.settings();
-        let mut taken = HashSet::new();
         let mut latest = Vec::new();
         let pipelines = dataflow
             .pipelines
             .iter()
             .map(|p| {
-                let mut table = p.name.clone();
-                let mut n = 1;
-                while !taken.insert(table.clone()) {
-                    n += 1;
-                    table = format!("{}_{n}", p.name);
-                }
+                // pipeline names are unique (inserts into one sink are numbered)
+                let table = p.name.clone();
                 latest.push(p.window.as_ref().and_then(|w| {
                     LatestByKey::new(&p.schema, w.out_keys.clone(), w.out_end, settings.latest)
                         .map_err(|e| warn!(pipeline = %p.name, error = %e, "no latest table: its keys cannot be compared"))
