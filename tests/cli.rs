@@ -841,3 +841,22 @@ fn inserts_into_one_sink_have_distinct_names() {
         "{log}"
     );
 }
+
+#[test]
+fn the_generator_paces_rows_not_batches() {
+    // 50 rows at 100 rows/s: half a second, although they fit one batch
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("paced.sql"),
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', machines = '1', sensors = 'temp', rate = '100', limit = '50', event_time = 'ts');\n\
+         CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');\n\
+         INSERT INTO out SELECT * FROM g;",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&["run", "paced.sql"], dir.path());
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 50);
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+}

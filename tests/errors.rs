@@ -95,6 +95,25 @@ async fn view_options_are_checked_where_written() {
 }
 
 #[tokio::test]
+async fn reserved_words_are_refused_where_they_are_declared() {
+    let sql = format!(
+        "{SRC}CREATE SINK local WITH (connector = 'stdout');\nINSERT INTO local SELECT * FROM s;"
+    );
+    let e = errors(&sql).await;
+    assert!(
+        e.iter().any(
+            |e| e.contains("p.sql:4:13: 'local' is a reserved word in SQL")
+                && e.contains("(\"local\")")
+        ),
+        "{e:?}"
+    );
+    let quoted = format!(
+        "{SRC}CREATE SINK \"local\" WITH (connector = 'stdout');\nINSERT INTO \"local\" SELECT * FROM s;"
+    );
+    assert!(try_compile(&quoted, &[], true).await.is_ok());
+}
+
+#[tokio::test]
 async fn missing_required_option() {
     let sql = format!(
         "{SRC}CREATE SINK files WITH (connector = 'file');\nINSERT INTO out SELECT * FROM s;"
@@ -193,14 +212,28 @@ async fn unbounded_group_by_without_window_is_rejected() {
 #[tokio::test]
 async fn window_group_by_must_name_the_window() {
     let sql = format!(
-        "{SRC}INSERT INTO out SELECT k, count(*) FROM TUMBLE(s, ts, INTERVAL '1' MINUTE)\nGROUP BY k, window_start;"
+        "{SRC}INSERT INTO out SELECT k, count(*) FROM TUMBLE(s, ts, INTERVAL '1' MINUTE)\nGROUP BY k;"
+    );
+    assert_at(
+        &one_error(&sql).await,
+        &sql,
+        "k;",
+        "must include window_start (and, for SESSION, window_end)",
+    );
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, count(*) FROM SESSION(s, ts, INTERVAL '1' MINUTE)\nGROUP BY k, window_start;"
     );
     assert_at(
         &one_error(&sql).await,
         &sql,
         "k, window_start;",
-        "must include both window_start and window_end",
+        "must include window_start (and, for SESSION, window_end)",
     );
+    // a tumbling window's end follows from its start
+    let sql = format!(
+        "{SRC}INSERT INTO out SELECT k, window_start, count(*) FROM TUMBLE(s, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start;"
+    );
+    assert!(try_compile(&sql, &[], true).await.is_ok());
 }
 
 #[tokio::test]

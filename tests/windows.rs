@@ -1173,3 +1173,39 @@ async fn session_flood_and_spectral_buffers_stay_within_budget() {
         }
     }
 }
+
+#[tokio::test]
+async fn tumble_and_hop_may_group_by_window_start_alone() {
+    // 12 s of rows: 3 tumbling windows at least, 12 hopping ones
+    for (window, at_least) in [
+        ("TUMBLE(s, ts, INTERVAL '5' SECOND)", 3),
+        ("HOP(s, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND)", 12),
+    ] {
+        let with_end = format!(
+            "{SRC}INSERT INTO out SELECT k, window_start, count(*) AS n, sum(v) AS total FROM {window} GROUP BY k, window_start, window_end;"
+        );
+        let start_only = format!(
+            "{SRC}INSERT INTO out SELECT k, window_start, count(*) AS n, sum(v) AS total FROM {window} GROUP BY k, window_start;"
+        );
+        let mut rng = Lcg(23);
+        let rows = disordered_rows(1200, 10 * MS, 500 * MS, &mut rng);
+        let mut outs = Vec::new();
+        for sql in [with_end, start_only] {
+            let mut h = Harness::new(&sql).await;
+            let schema = source_schema(&h);
+            for part in rows.chunks(97) {
+                h.feed(0, batch(&schema, part));
+            }
+            h.end_all();
+            outs.push(rows_of(&h.sink(0).unwrap()));
+        }
+        assert!(!outs[0].is_empty());
+        assert_rows_eq(&outs[1], &outs[0]);
+        let windows: HashSet<&String> = outs[1].iter().map(|r| &r[1]).collect();
+        assert!(
+            windows.len() >= at_least,
+            "{window}: {} windows",
+            windows.len()
+        );
+    }
+}

@@ -35,7 +35,7 @@ pub const SENSORS: OptionSpec = OptionSpec::new(
 pub const RATE: OptionSpec = OptionSpec::new(
     "rate",
     OptionType::Text,
-    "rows per second of wall time, or `max` (as fast as possible)",
+    "rows per second of wall time, or `max` (as fast as possible); rows are paced, in batches of at most a tenth of a second's rows (and `batch_rows`), and the input ends when its last row is due",
 )
 .default("1000");
 /// `interval`.

@@ -118,10 +118,10 @@ impl RowMaker {
         by_limit || by_time
     }
 
-    /// The next batch in the generator's own column layout, or `None` when done.
-    pub fn next_batch(&mut self) -> Option<RecordBatch> {
+    /// The next batch (at most `n` rows) in the generator's own column layout, or `None`
+    /// when done.
+    pub fn next_batch(&mut self, n: usize) -> Option<RecordBatch> {
         use rand::Rng;
-        let n = self.cfg.batch_rows;
         let mut line = StringBuilder::with_capacity(n, n * 2);
         let mut machine = StringBuilder::with_capacity(n, n * 3);
         let mut sensor = StringBuilder::with_capacity(n, n * 6);
@@ -177,6 +177,9 @@ impl RowMaker {
     }
 }
 
+/// With a `rate`, batches are made this often per second (or at `batch_rows`).
+const PACED_BATCHES_PER_SECOND: f64 = 10.0;
+
 #[async_trait]
 impl Source for Generator {
     fn is_bounded(&self) -> bool {
@@ -185,19 +188,28 @@ impl Source for Generator {
 
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
         let rate = self.cfg.rate;
+        // paced rows, not batches: a batch holds at most a tenth of a second's rows
+        let per_batch = match rate {
+            Some(r) => ((r / PACED_BATCHES_PER_SECOND) as usize).clamp(1, self.cfg.batch_rows),
+            None => self.cfg.batch_rows,
+        };
         let mut maker = RowMaker::new(self.cfg);
         let began = tokio::time::Instant::now();
+        let due = |rows: u64, r: f64| began + Duration::from_secs_f64(rows as f64 / r);
         let mut sent: u64 = 0;
-        while let Some(batch) = maker.next_batch() {
+        while let Some(batch) = maker.next_batch(per_batch) {
             if let Some(r) = rate {
-                let due = began + Duration::from_secs_f64(sent as f64 / r);
-                tokio::time::sleep_until(due).await;
+                tokio::time::sleep_until(due(sent, r)).await;
             }
             sent += batch.num_rows() as u64;
             let batch = conform(&batch, &self.schema)?;
             if out.send(batch).await.is_err() {
-                break;
+                return Ok(());
             }
+        }
+        // the input ends when its last row is due, not when it was made
+        if let Some(r) = rate {
+            tokio::time::sleep_until(due(sent, r)).await;
         }
         Ok(())
     }

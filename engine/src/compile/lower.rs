@@ -50,7 +50,7 @@ pub struct LowerError {
 
 type LResult<T> = Result<T, LowerError>;
 
-const GROUP_BY_WINDOW: &str = "GROUP BY over a window must include both window_start and window_end, e.g. GROUP BY machine, window_start, window_end";
+const GROUP_BY_WINDOW: &str = "GROUP BY over a window must include window_start (and, for SESSION, window_end), e.g. GROUP BY machine, window_start, window_end";
 
 fn err<T>(part: Part, message: impl Into<String>) -> LResult<T> {
     Err(LowerError {
@@ -436,7 +436,7 @@ fn refuse_grouping_sets(agg: &Aggregate) -> LResult<()> {
 fn window_columns(
     branches: &[Branch],
     window: Option<BranchWindow>,
-) -> LResult<Option<(usize, usize)>> {
+) -> LResult<Option<(usize, Option<usize>)>> {
     let Some(BranchWindow {
         kind,
         start_col: ws,
@@ -445,9 +445,10 @@ fn window_columns(
     else {
         return Ok(None);
     };
-    let mut window_cols: Option<(usize, usize)> = None;
+    let mut window_cols: Option<(usize, Option<usize>)> = None;
     for b in branches {
-        let (Some(s), Some(e)) = (b.chain.map_column(ws), b.chain.map_column(ws + 1)) else {
+        // window_end may be gone when only window_start is grouped by (TUMBLE and HOP)
+        let (Some(s), e) = (b.chain.map_column(ws), b.chain.map_column(ws + 1)) else {
             return err(Part::GroupBy, GROUP_BY_WINDOW);
         };
         if window_cols.is_some_and(|w| w != (s, e)) {
@@ -476,7 +477,7 @@ fn window_columns(
 fn group_keys(
     state: &SessionState,
     agg: &Aggregate,
-    window_cols: Option<(usize, usize)>,
+    window_cols: Option<(usize, Option<usize>)>,
 ) -> LResult<GroupKeys> {
     let input_schema: &DFSchema = agg.input.schema();
     let mut slots = Vec::new();
@@ -489,7 +490,7 @@ fn group_keys(
         };
         match (window_cols, col_idx) {
             (Some((s, _)), Some(i)) if i == s => slots.push(GroupSlot::WindowStart),
-            (Some((_, en)), Some(i)) if i == en => slots.push(GroupSlot::WindowEnd),
+            (Some((_, Some(en))), Some(i)) if i == en => slots.push(GroupSlot::WindowEnd),
             _ => {
                 let phys = df(state.create_physical_expr(e.clone(), input_schema))?;
                 let dt = df(phys.data_type(input_schema.as_arrow()))?;
@@ -545,7 +546,7 @@ fn aggregates(state: &SessionState, agg: &Aggregate) -> LResult<Vec<AggSpec>> {
 /// finite sources), with its description.
 fn window_operator(
     kind: Option<WindowKind>,
-    window_cols: Option<(usize, usize)>,
+    window_cols: Option<(usize, Option<usize>)>,
     keys: GroupKeys,
     aggs: Vec<AggSpec>,
     layout: OutputLayout,
@@ -560,7 +561,10 @@ fn window_operator(
             ));
         }
     };
-    if !keys.slots.contains(&GroupSlot::WindowStart) || !keys.slots.contains(&GroupSlot::WindowEnd)
+    // a tumbling or hopping window's end follows from its start; a session's does not
+    let needs_end = matches!(kind, WindowKind::Session { .. });
+    if !keys.slots.contains(&GroupSlot::WindowStart)
+        || needs_end && !keys.slots.contains(&GroupSlot::WindowEnd)
     {
         return err(Part::GroupBy, GROUP_BY_WINDOW);
     }

@@ -1,5 +1,6 @@
 //! `CREATE SOURCE` and `CREATE SINK`: the two statements that are ours rather than SQL's.
 
+use datafusion::sql::sqlparser::ast::Ident;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -22,6 +23,7 @@ pub(super) fn parse_source(
     p.next_token(); // SOURCE
     let name = p.parse_identifier().map_err(err)?;
     let location = Location::from_sql(name.span.start);
+    usable_name(path, &name, location, "SELECT * FROM {}")?;
     if p.peek_token().token != Token::LParen {
         return Err(PipelineError::new(
             path,
@@ -59,12 +61,33 @@ pub(super) fn parse_sink(
     p.next_token(); // SINK
     let name = p.parse_identifier().map_err(err)?;
     let location = Location::from_sql(name.span.start);
+    usable_name(path, &name, location, "INSERT INTO {} SELECT 1")?;
     let options = parse_with(path, &mut p, location)?;
     Ok(SinkStatement {
         name: ident_name(&name),
         location,
         options,
     })
+}
+
+/// Refuses a name that the statements using it could not parse (a reserved word such as
+/// `local` or `select`, unquoted): `usage` is such a statement, `{}` standing for the name.
+fn usable_name(path: &str, name: &Ident, at: Location, usage: &str) -> Result<(), PipelineError> {
+    if name.quote_style.is_some() {
+        return Ok(());
+    }
+    let sql = usage.replace("{}", &name.value);
+    if Parser::parse_sql(&GenericDialect {}, &sql).is_ok() {
+        return Ok(());
+    }
+    Err(PipelineError::new(
+        path,
+        at,
+        format!(
+            "'{0}' is a reserved word in SQL: `{sql}` would not parse. Quote it everywhere (\"{0}\") or choose another name",
+            name.value
+        ),
+    ))
 }
 
 /// Parses `WITH (key = value, ...)` and the end of the statement.
