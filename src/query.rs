@@ -201,7 +201,7 @@ fn print(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow:
             }
         }
         Format::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            let mut w: arrow::json::LineDelimitedWriter<_> = weir_engine::json::writer(&mut out);
             for b in batches {
                 w.write(b)?;
             }

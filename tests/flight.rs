@@ -270,13 +270,14 @@ async fn latest_tables_are_bounded_in_keys_and_age() {
     );
     // by keys: once the latest table has taken the newest window of the history, it holds
     // exactly the 50 keys updated last: the last 50 rows of the history, in emission order
-    let both = "SELECT 'history' AS t, seq, window_end FROM history.per_row \
-        UNION ALL SELECT 'latest' AS t, seq, window_end FROM latest.per_row";
+    // window ends as nanoseconds: RFC 3339 text with a fraction does not sort as text
+    let both = "SELECT 'history' AS t, seq, CAST(window_end AS BIGINT) AS end_ns FROM history.per_row \
+        UNION ALL SELECT 'latest' AS t, seq, CAST(window_end AS BIGINT) AS end_ns FROM latest.per_row";
     let consistent = |rows: &[Row]| {
         let newest = |t: &str| {
             rows.iter()
                 .filter(|r| r["t"] == t)
-                .map(|r| text(r, "window_end"))
+                .map(|r| r["end_ns"].as_i64().unwrap())
                 .max()
         };
         let history = rows.iter().filter(|r| r["t"] == "history").count();

@@ -58,7 +58,7 @@ fn start(pipeline: &str, secret: &str) -> WeirProcess {
 fn json_rows(batches: &[RecordBatch]) -> Vec<String> {
     let mut buf = Vec::new();
     {
-        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        let mut w: arrow::json::LineDelimitedWriter<_> = weir_engine::json::writer(&mut buf);
         for b in batches {
             w.write(b).unwrap();
         }

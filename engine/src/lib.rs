@@ -44,6 +44,7 @@ pub mod diagnostic;
 pub mod exec;
 pub mod files;
 pub mod flight;
+pub mod json;
 pub mod live;
 pub mod observe;
 pub mod parse;

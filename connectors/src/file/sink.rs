@@ -90,9 +90,9 @@ impl FileSink {
                     .build();
                 Writer::Parquet(ArrowWriter::try_new(file, schema.clone(), Some(props))?)
             }
-            OutputFormat::Ndjson => Writer::Ndjson(arrow::json::LineDelimitedWriter::new(
-                std::io::BufWriter::new(file),
-            )),
+            OutputFormat::Ndjson => {
+                Writer::Ndjson(weir_engine::json::writer(std::io::BufWriter::new(file)))
+            }
         };
         Ok(self.open.insert(OpenFile {
             writer,

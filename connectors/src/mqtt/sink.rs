@@ -130,7 +130,7 @@ impl Sink for MqttSink {
             .collect::<anyhow::Result<_>>()?;
         let mut json = Vec::with_capacity(batch.num_rows() * 96);
         {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut json);
+            let mut w: arrow::json::LineDelimitedWriter<_> = weir_engine::json::writer(&mut json);
             w.write(&batch)?;
             w.finish()?;
         }

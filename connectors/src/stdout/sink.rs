@@ -39,7 +39,8 @@ impl Sink for StdoutSink {
                 )?;
             }
             Format::Ndjson => {
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut text);
+                let mut w: arrow::json::LineDelimitedWriter<_> =
+                    weir_engine::json::writer(&mut text);
                 w.write(&batch)?;
                 w.finish()?;
             }

@@ -43,7 +43,7 @@ impl RowDeadLetters {
     /// Writes a row pipeline `pipeline` could not evaluate: the row as a JSON object.
     pub fn row(&self, pipeline: &str, f: &RowFailure) {
         let mut json = Vec::new();
-        let mut w = arrow::json::LineDelimitedWriter::new(&mut json);
+        let mut w: arrow::json::LineDelimitedWriter<_> = crate::json::writer(&mut json);
         let written = w.write(&f.row).and_then(|()| w.finish());
         if written.is_err() {
             json = format!("{:?}", f.row).into_bytes();

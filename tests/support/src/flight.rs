@@ -82,7 +82,7 @@ pub async fn fetch(
 
 /// Rows as JSON objects (timestamps as text, as the ndjson sink writes them).
 pub fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let mut w = arrow::json::ArrayWriter::new(Vec::new());
+    let mut w: arrow::json::ArrayWriter<_> = weir_engine::json::writer(Vec::new());
     for b in batches {
         w.write(b).unwrap();
     }
