@@ -437,7 +437,7 @@ fn rtu_over_a_serial_line_survives_noise() {
     assert!(
         counts
             .keys()
-            .all(|k| ["bad_response", "timeout"].contains(&k.as_str())),
+            .all(|k| ["bad_response", "timeout", "unit_backoff"].contains(&k.as_str())),
         "{counts:?}"
     );
     assert!(
@@ -619,4 +619,53 @@ fn map_files_load_and_mistakes_point_at_their_place() {
             "{options}: {err}"
         );
     }
+}
+
+#[test]
+fn a_silent_unit_does_not_hold_back_the_others() {
+    // units 1 and 2 answer, unit 98 never does; each unit takes three reads
+    let dev = device(&[1, 2, 98]);
+    for unit in [1u8, 2, 98] {
+        set_holding(&dev, unit, 0, &[unit as u16]);
+        set_holding(&dev, unit, 100, &[unit as u16 + 1]);
+        set_holding(&dev, unit, 200, &[unit as u16 + 2]);
+    }
+    dev.lock().unwrap().silent.push(98);
+    let server = ModbusServer::tcp(dev);
+    let mut weir = WeirProcess::start(
+        &format!(
+            "CREATE SOURCE plc (unit INT, a BIGINT, b BIGINT, c BIGINT) WITH (connector = 'modbus',
+                url = 'tcp://127.0.0.1:{}', unit_id = '1,2,98', unit_column = 'unit', interval = '200ms',
+                timeout = '100ms', retries = '1', max_gap = '0',
+                registers = 'a = holding 0; b = holding 100; c = holding 200');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT * FROM plc;",
+            server.port
+        ),
+        &[],
+    );
+    weir.wait_rows(2);
+    let healthy = |w: &WeirProcess| w.rows().iter().filter(|r| r["unit"] == 1).count();
+    let before = healthy(&weir);
+    let measured = Duration::from_secs(6);
+    std::thread::sleep(measured);
+    let polls = healthy(&weir) - before;
+    // 30 polls in 6 s at 200 ms; the silent unit's probes cost 100 ms each, backed off
+    assert!(
+        polls >= 27,
+        "unit 1 was polled {polls} times in 6 s instead of 30"
+    );
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    assert!(weir.rows().iter().all(|r| r["unit"] != 98));
+    let counts = skipped(&weir.stderr(), "plc");
+    assert!(counts.get("timeout").is_some_and(|n| *n >= 2), "{counts:?}");
+    assert!(
+        counts.get("unit_backoff").is_some_and(|n| *n >= 10),
+        "{counts:?}"
+    );
+    // the silent unit's polls are mostly skipped: far fewer requests than polls × reads
+    let log = server.log();
+    let to_98 = log.iter().filter(|s| s.unit == 98).count();
+    assert!(to_98 < 15, "{to_98} requests to the silent unit");
 }

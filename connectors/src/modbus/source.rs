@@ -245,13 +245,34 @@ impl ModbusSource {
 
     /// Polls every unit; each unit that answered at least one read adds a row (points
     /// whose read failed are null). Once the device cannot be reached the poll ends, keeping
-    /// what was read.
-    async fn poll(&self, link: &mut Link, telemetry: &SourceTelemetry, rows: &mut Rows) {
+    /// what was read. A unit that does not answer (a timeout) is left for the rest of the
+    /// poll and backed off on its own schedule, so that it never holds the others back.
+    async fn poll(
+        &self,
+        link: &mut Link,
+        telemetry: &SourceTelemetry,
+        rows: &mut Rows,
+        health: &mut [UnitHealth],
+    ) {
         let mut reachable = true;
-        for &unit in &self.units {
+        for (&unit, health) in self.units.iter().zip(health.iter_mut()) {
             if !reachable {
                 break;
             }
+            if let Some(until) = health.backing_off(Instant::now()) {
+                telemetry.skip(
+                    "unit_backoff",
+                    &format!("unit {unit}"),
+                    format!(
+                        "not polled for {:?} more: it did not answer {} time(s) in a row",
+                        until.saturating_duration_since(Instant::now()),
+                        health.failures
+                    ),
+                );
+                continue;
+            }
+            // a unit that did not answer last time is probed without retries
+            let retries = if health.failures > 0 { 0 } else { self.retries };
             let mut readings: Vec<Option<Reading>> = vec![None; self.points.len()];
             let mut arrived = None;
             for read in &self.reads {
@@ -263,15 +284,22 @@ impl ModbusSource {
                         read.start as u32 + read.count as u32 - 1
                     )
                 };
-                match request::execute(link, unit, read, self.timeout, self.retries).await {
+                match request::execute(link, unit, read, self.timeout, retries).await {
                     Ok(data) => {
                         arrived.get_or_insert_with(now_nanos);
+                        health.answered();
                         self.decode(read, &data, &mut readings, telemetry, &context());
                     }
                     Err(f) if f.kind == "not_connected" => {
                         // counted once per poll, not per read
                         telemetry.skip(f.kind, &self.transport.to_string(), f.detail);
                         reachable = false;
+                        break;
+                    }
+                    Err(f) if f.kind == "timeout" => {
+                        telemetry.skip(f.kind, &context(), f.detail);
+                        // its other reads would time out too: the next unit goes on
+                        health.timed_out(Instant::now(), self.interval);
                         break;
                     }
                     Err(f) => telemetry.skip(f.kind, &context(), f.detail),
@@ -363,6 +391,42 @@ impl ModbusSource {
     }
 }
 
+/// Longest a unit that does not answer is left out of the polls.
+const UNIT_BACKOFF_LONGEST: Duration = Duration::from_secs(30);
+
+/// Whether a unit answers, and until when it is left out of the polls if it does not.
+#[derive(Debug, Clone, Default)]
+struct UnitHealth {
+    /// Polls in a row in which it timed out.
+    failures: u32,
+    /// Left out of the polls until then.
+    skip_until: Option<Instant>,
+}
+
+impl UnitHealth {
+    /// Until when the unit is still left out, if it is.
+    fn backing_off(&self, now: Instant) -> Option<Instant> {
+        self.skip_until.filter(|until| *until > now)
+    }
+
+    /// It answered: polled at every interval again.
+    fn answered(&mut self) {
+        self.failures = 0;
+        self.skip_until = None;
+    }
+
+    /// It timed out at `now`: left out for twice the interval (at least 200 ms), doubling
+    /// with each poll it times out in, up to 30 s.
+    fn timed_out(&mut self, now: Instant, interval: Duration) {
+        self.failures = self.failures.saturating_add(1);
+        let base = interval.max(Duration::from_millis(100));
+        let wait = base
+            .saturating_mul(1 << self.failures.min(16))
+            .min(UNIT_BACKOFF_LONGEST);
+        self.skip_until = Some(now + wait);
+    }
+}
+
 #[async_trait]
 impl Source for ModbusSource {
     fn is_bounded(&self) -> bool {
@@ -386,6 +450,7 @@ impl Source for ModbusSource {
             t
         });
         let polls = POLLS.counter_with(&[&self.name]);
+        let mut health = vec![UnitHealth::default(); self.units.len()];
         let mut rows = self.empty_rows();
         let mut first_unsent: Option<Instant> = None;
         loop {
@@ -409,7 +474,8 @@ impl Source for ModbusSource {
                     }
                 } => {}
             }
-            self.poll(&mut link, &telemetry, &mut rows).await;
+            self.poll(&mut link, &telemetry, &mut rows, &mut health)
+                .await;
             polls.increment(1);
             if rows.rows == 0 {
                 continue;
