@@ -18,12 +18,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use common::*;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use weir_engine::exec::ids::{PipelineId, StreamId};
 
-async fn throughput() {
+/// The throughput pipeline and its input: 100k rows per second of event time, 25 rows per
+/// group per window, 1,220 batches.
+async fn throughput_input() -> (String, SchemaRef, Vec<RecordBatch>) {
     let sql = format!(
         "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
          FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
@@ -31,10 +34,14 @@ async fn throughput() {
     let probe = project(&sql).await;
     let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
     let keys = key_columns(&schema);
-    // 100k rows per second of event time: 25 rows per group per window, 1,220 batches
     let batches: Vec<RecordBatch> = (0..1220)
         .map(|n| make_batch(&schema, &keys, n, 100_000))
         .collect();
+    (sql, schema, batches)
+}
+
+async fn throughput() {
+    let (sql, schema, batches) = throughput_input().await;
     let rows = (batches.len() * BATCH) as f64;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
     ctx.register_table(
@@ -118,16 +125,7 @@ async fn run_once(
 
 async fn budget_accounting() {
     use weir_engine::exec::budget::{StateLimits, StatePolicy};
-    let sql = format!(
-        "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, min(value) AS lo, max(value) AS hi, stddev(value) AS sd \
-         FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
-    );
-    let probe = project(&sql).await;
-    let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
-    let keys = key_columns(&schema);
-    let batches: Vec<RecordBatch> = (0..1220)
-        .map(|n| make_batch(&schema, &keys, n, 100_000))
-        .collect();
+    let (sql, _, batches) = throughput_input().await;
     let limits = StateLimits {
         max_bytes: Some(1 << 40),
         policy: StatePolicy::EmitEarly,

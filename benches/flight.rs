@@ -74,46 +74,63 @@ struct Phase {
     rss_kib: u64,
 }
 
-/// Queries in a loop until `stop`; latencies in ms per query kind.
-fn client(
+/// A Flight SQL client of the server at `addr`, with the token.
+async fn connect(addr: SocketAddr) -> FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.set_token(TOKEN.into());
+    c
+}
+
+/// Runs `work` with a client of `addr` on a thread (and runtime) of its own.
+fn on_client_thread<F, Fut>(
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<f64>, Vec<f64>)> {
+    work: F,
+) -> std::thread::JoinHandle<(Vec<f64>, Vec<f64>)>
+where
+    F: FnOnce(FlightSqlServiceClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+    Fut: Future<Output = (Vec<f64>, Vec<f64>)>,
+{
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut c = FlightSqlServiceClient::new(channel);
-            c.set_token(TOKEN.into());
-            let (mut point, mut aggregate) = (Vec::new(), Vec::new());
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let (sql, into) = if n.is_multiple_of(2) {
-                    (POINT, &mut point)
-                } else {
-                    (AGGREGATE, &mut aggregate)
-                };
-                n += 1;
-                let t = Instant::now();
-                let info = c.execute(sql.into(), None).await.unwrap();
-                let mut rows = 0;
-                for ep in info.endpoint {
-                    let s = c.do_get(ep.ticket.unwrap()).await.unwrap();
-                    let batches: Vec<_> = s.try_collect().await.unwrap();
-                    rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
-                }
-                into.push(t.elapsed().as_secs_f64() * 1e3);
-                assert!(rows > 0, "{sql}: no rows");
+        rt.block_on(async move { work(connect(addr).await).await })
+    })
+}
+
+/// Queries in a loop until `stop`; latencies in ms per query kind.
+fn client(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<f64>, Vec<f64>)> {
+    on_client_thread(addr, move |mut c| async move {
+        let (mut point, mut aggregate) = (Vec::new(), Vec::new());
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let (sql, into) = if n.is_multiple_of(2) {
+                (POINT, &mut point)
+            } else {
+                (AGGREGATE, &mut aggregate)
+            };
+            n += 1;
+            let t = Instant::now();
+            let info = c.execute(sql.into(), None).await.unwrap();
+            let mut rows = 0;
+            for ep in info.endpoint {
+                let s = c.do_get(ep.ticket.unwrap()).await.unwrap();
+                let batches: Vec<_> = s.try_collect().await.unwrap();
+                rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
             }
-            (point, aggregate)
-        })
+            into.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(rows > 0, "{sql}: no rows");
+        }
+        (point, aggregate)
     })
 }
 
@@ -199,28 +216,15 @@ fn hostile(
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Vec<f64>, Vec<f64>)> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut c = FlightSqlServiceClient::new(channel);
-            c.set_token(TOKEN.into());
-            let mut took = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let e = c.execute(HOSTILE.into(), None).await.unwrap_err();
-                assert!(e.to_string().contains("--flight-query-timeout"), "{e}");
-                took.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            (took, vec![])
-        })
+    on_client_thread(addr, move |mut c| async move {
+        let mut took = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let e = c.execute(HOSTILE.into(), None).await.unwrap_err();
+            assert!(e.to_string().contains("--flight-query-timeout"), "{e}");
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (took, vec![])
     })
 }
 

@@ -160,28 +160,30 @@ fn replay_rows() -> RecordBatch {
     .unwrap()
 }
 
+/// `rows` as `in.csv`, `in.ndjson` and `in.parquet` in `dir`.
+fn write_inputs(dir: &Path, rows: &RecordBatch) {
+    let mut w = arrow::csv::Writer::new(std::fs::File::create(dir.join("in.csv")).unwrap());
+    w.write(rows).unwrap();
+    let mut j = arrow::json::LineDelimitedWriter::new(
+        std::fs::File::create(dir.join("in.ndjson")).unwrap(),
+    );
+    j.write(rows).unwrap();
+    j.finish().unwrap();
+    let mut p = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.join("in.parquet")).unwrap(),
+        rows.schema(),
+        None,
+    )
+    .unwrap();
+    p.write(rows).unwrap();
+    p.close().unwrap();
+}
+
 #[tokio::test]
 async fn file_source_replays_csv_ndjson_and_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let rows = replay_rows();
-    {
-        let mut w =
-            arrow::csv::Writer::new(std::fs::File::create(dir.path().join("in.csv")).unwrap());
-        w.write(&rows).unwrap();
-        let mut j = arrow::json::LineDelimitedWriter::new(
-            std::fs::File::create(dir.path().join("in.ndjson")).unwrap(),
-        );
-        j.write(&rows).unwrap();
-        j.finish().unwrap();
-        let mut p = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(dir.path().join("in.parquet")).unwrap(),
-            rows.schema(),
-            None,
-        )
-        .unwrap();
-        p.write(&rows).unwrap();
-        p.close().unwrap();
-    }
+    write_inputs(dir.path(), &rows);
     // expected: per machine and second, count and sum, computed here
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..rows.num_rows() {
@@ -749,21 +751,7 @@ fn file_source_reads_epoch_numbers_in_their_unit() {
         ],
     )
     .unwrap();
-    let mut w = arrow::csv::Writer::new(std::fs::File::create(dir.path().join("in.csv")).unwrap());
-    w.write(&rows).unwrap();
-    let mut j = arrow::json::LineDelimitedWriter::new(
-        std::fs::File::create(dir.path().join("in.ndjson")).unwrap(),
-    );
-    j.write(&rows).unwrap();
-    j.finish().unwrap();
-    let mut p = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.path().join("in.parquet")).unwrap(),
-        rows.schema(),
-        None,
-    )
-    .unwrap();
-    p.write(&rows).unwrap();
-    p.close().unwrap();
+    write_inputs(dir.path(), &rows);
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..rows.num_rows() {
         let e = expected
