@@ -400,6 +400,16 @@ fn secure_endpoints_with_user_identity_and_clear_refusals() {
         wrong.stderr()
     );
 
+    // anonymous on an endpoint that takes only users and certificates: said so, as auth
+    let mut anonymous = basic256(&pki, "queue_size = '10'", &password);
+    anonymous.wait_log("does not accept anonymous (no username) logins", 1);
+    let (_, anonymous) = anonymous.stop();
+    assert!(anonymous.rows().is_empty());
+    let log = anonymous.stderr();
+    assert!(log.contains("it accepts username and password"), "{log}");
+    assert!(!log.contains("offers no endpoint with security policy"), "{log}");
+    assert!(skipped(&log, "basic256")["auth"] >= 1, "{log}");
+
     // a server certificate nobody trusted: refused, stored as rejected, said where
     let fresh = dir.path().join("fresh-pki");
     let mut untrusted = basic256(&fresh, &user, &password);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionPollResult};
 use opcua::crypto::SecurityPolicy;
-use opcua::types::StatusCode;
+use opcua::types::{EndpointDescription, StatusCode, UserTokenType};
 use tracing::{error, info, warn};
 use weir_engine::connector::Connection;
 use weir_engine::observe::telemetry::SourceTelemetry;
@@ -158,6 +158,68 @@ fn address(url: &str) -> Result<String, String> {
     })
 }
 
+/// Why a session could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The server cannot be reached, or refused for a reason it names.
+    Unreachable(String),
+    /// The chosen endpoint accepts no login of the configured kind (counted as `auth`).
+    Identity(String),
+}
+
+impl From<String> for OpenError {
+    fn from(e: String) -> Self {
+        OpenError::Unreachable(e)
+    }
+}
+
+/// The user token type the configured identity logs in with, and the options that set it.
+fn token_type(i: &Identity) -> (UserTokenType, &'static str) {
+    match i {
+        Identity::Anonymous => (UserTokenType::Anonymous, "anonymous (no username)"),
+        Identity::User { .. } => (UserTokenType::UserName, "username and password"),
+        Identity::X509 { .. } => (
+            UserTokenType::Certificate,
+            "user_certificate and user_private_key",
+        ),
+    }
+}
+
+/// Refuses an endpoint whose user token policies do not include the configured identity's
+/// kind, saying what it accepts and which options to set: the server would refuse the
+/// session with a misleading security policy error.
+fn check_identity(endpoint: &EndpointDescription, s: &Settings) -> Result<(), String> {
+    let Some(policies) = endpoint
+        .user_identity_tokens
+        .as_ref()
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let (wanted, ours) = token_type(&s.identity);
+    if policies.iter().any(|p| p.token_type == wanted) {
+        return Ok(());
+    }
+    let accepted: Vec<&str> = policies
+        .iter()
+        .map(|p| match p.token_type {
+            UserTokenType::Anonymous => "anonymous (no username)",
+            UserTokenType::UserName => "username and password",
+            UserTokenType::Certificate => {
+                "an X.509 user certificate (user_certificate and user_private_key)"
+            }
+            UserTokenType::IssuedToken => "an issued token (not supported)",
+        })
+        .collect();
+    Err(format!(
+        "the endpoint {} {:?} of {} does not accept {ours} logins: it accepts {}; set the options for one of those",
+        s.policy,
+        s.mode,
+        s.url,
+        accepted.join(", ")
+    ))
+}
+
 /// Creates the session (asking the server for its endpoints first) and starts its event
 /// loop on a task that logs and records the connection state. The task ends when a
 /// reconnection stalls; the caller then starts over with a new session.
@@ -166,18 +228,15 @@ pub async fn open(
     client: &mut Client,
     s: &Settings,
     telemetry: Arc<SourceTelemetry>,
-) -> Result<(Arc<Session>, tokio::task::JoinHandle<()>), String> {
+) -> Result<(Arc<Session>, tokio::task::JoinHandle<()>), OpenError> {
     let token = identity(&s.identity)?;
     // the library retries a server that is away without end: try the address first
     let address = address(&s.url)?;
     match tokio::time::timeout(s.timeout, tokio::net::TcpStream::connect(&address)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("cannot reach {address}: {e}")),
+        Ok(Err(e)) => return Err(format!("cannot reach {address}: {e}").into()),
         Err(_) => {
-            return Err(format!(
-                "cannot reach {address}: no answer within {:?}",
-                s.timeout
-            ));
+            return Err(format!("cannot reach {address}: no answer within {:?}", s.timeout).into());
         }
     }
     let endpoints = tokio::time::timeout(
@@ -219,6 +278,7 @@ pub async fn open(
                 offered.join(", ")
             )
         })?;
+    check_identity(&endpoint, s).map_err(OpenError::Identity)?;
     // the server may advertise an address this node cannot reach (another name, a port behind
     // NAT or a proxy): connect where the pipeline says
     endpoint.endpoint_url = s.url.as_str().into();

@@ -269,6 +269,8 @@ impl Reading<'_> {
 enum End {
     Stopped,
     Retry(String),
+    /// Refused before connecting, counted as this reason.
+    Refused(&'static str, String),
 }
 
 /// The session's event loop ended (a reconnection stalled): start over.
@@ -533,7 +535,7 @@ impl Source for OpcUaSource {
                 let (session, events) =
                     session::open(&self.name, &mut client, &self.settings, telemetry.clone())
                         .await?;
-                Ok::<_, String>((session, events))
+                Ok::<_, session::OpenError>((session, events))
             };
             let opened = tokio::select! {
                 biased;
@@ -563,24 +565,25 @@ impl Source for OpcUaSource {
                     telemetry.set_connection(Connection::Down);
                     end
                 }
-                Err(e) => End::Retry(e),
+                Err(session::OpenError::Unreachable(e)) => End::Retry(e),
+                Err(session::OpenError::Identity(e)) => End::Refused("auth", e),
             };
-            match end {
+            let (reason, e) = match end {
                 End::Stopped => break,
-                End::Retry(e) => {
-                    failures += 1;
-                    let delay = backoff.next_delay();
-                    telemetry.skip("not_connected", &self.settings.url, &e);
-                    if failures == 1 || failures.is_power_of_two() {
-                        warn!(source = %self.name, url = %self.settings.url, error = %e,
-                            failed_attempts = failures, retry_in = ?delay, "opcua cannot start reading; retrying");
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = out.stopped() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+                End::Retry(e) => ("not_connected", e),
+                End::Refused(reason, e) => (reason, e),
+            };
+            failures += 1;
+            let delay = backoff.next_delay();
+            telemetry.skip(reason, &self.settings.url, &e);
+            if failures == 1 || failures.is_power_of_two() {
+                warn!(source = %self.name, url = %self.settings.url, error = %e,
+                    failed_attempts = failures, retry_in = ?delay, "opcua cannot start reading; retrying");
+            }
+            tokio::select! {
+                biased;
+                _ = out.stopped() => break,
+                _ = tokio::time::sleep(delay) => {}
             }
         }
         Ok(())
