@@ -407,7 +407,10 @@ fn secure_endpoints_with_user_identity_and_clear_refusals() {
     assert!(anonymous.rows().is_empty());
     let log = anonymous.stderr();
     assert!(log.contains("it accepts username and password"), "{log}");
-    assert!(!log.contains("offers no endpoint with security policy"), "{log}");
+    assert!(
+        !log.contains("offers no endpoint with security policy"),
+        "{log}"
+    );
     assert!(skipped(&log, "basic256")["auth"] >= 1, "{log}");
 
     // a server certificate nobody trusted: refused, stored as rejected, said where
@@ -711,4 +714,55 @@ INSERT INTO out SELECT * FROM b;",
         6,
         "{err}"
     );
+}
+
+#[test]
+fn sources_sharing_a_pki_directory_make_one_certificate_in_standard_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let pki = dir.path().join("shared-pki");
+    let source = |name: &str, node: &str| {
+        format!(
+            "CREATE SOURCE {name} (node TEXT, value DOUBLE, source_timestamp TIMESTAMP, status TEXT) WITH (
+                connector = 'opcua', url = '{url}', pki_dir = '{pki}', mode = 'poll', interval = '200ms',
+                nodes = 'T = ns=2;s={node}');",
+            url = server.url(),
+            pki = pki.display()
+        )
+    };
+    let mut weir = WeirProcess::start(
+        &format!(
+            "{} {}
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             INSERT INTO out SELECT 'a' AS src, * FROM one;
+             INSERT INTO out SELECT 'b' AS src, * FROM two;",
+            source("one", "Machine1.Temperature"),
+            source("two", "Machine2.Temperature"),
+        ),
+        &[],
+    );
+    weir.wait_for("rows of both sources", Duration::from_secs(60), |w| {
+        let rows = w.rows();
+        ["a", "b"]
+            .iter()
+            .all(|s| rows.iter().filter(|r| r["src"] == *s).count() >= 3)
+    });
+    let (_, log) = finish(weir);
+    assert!(!log.contains("Certificate creation failed"), "{log}");
+    assert_eq!(
+        log.matches("created this process's OPC UA certificate")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(std::fs::read_dir(pki.join("own")).unwrap().count(), 1);
+    let key = pki.join("private").join("private.pem");
+    let pem = std::fs::read(&key).unwrap();
+    assert!(!pem.contains(&b'\r'), "LF line ends");
+    let read = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(read.success(), "openssl reads the private key");
 }

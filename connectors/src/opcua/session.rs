@@ -20,8 +20,39 @@ use super::telemetry::CONNECTION_FAILURES;
 /// Largest message either side may send (a Read of thousands of nodes is several MB).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// Serializes the creation of clients: the first one of a PKI directory creates its
+/// certificate, and two sources starting together must not both write it.
+static CLIENT_CREATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The application URI of this process's OPC UA client, the same for every source (they
+/// share one certificate per PKI directory, which names it): `urn:weir:<host name>`.
+fn application_uri() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("urn:weir:{host}")
+}
+
+/// Rewrites a PEM file written with bare CR line ends (as the library writes its private
+/// key) with LF line ends, atomically, so that other tools (`openssl`) read it.
+fn normalize_pem(path: &std::path::Path) -> std::io::Result<()> {
+    let text = std::fs::read(path)?;
+    if !text.contains(&b'\r') {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&text)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
+    let tmp = path.with_extension("pem.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The client, with its certificate in place.
 pub fn client(source: &str, s: &Settings) -> Result<Client, String> {
+    let _creating = weir_engine::sync::lock(&CLIENT_CREATION);
     if s.trust_server_cert {
         warn!(source, url = %s.url, pki_dir = %s.pki_dir.display(),
             "TRUST_SERVER_CERT IS ON: any server certificate is accepted and stored as trusted. \
@@ -31,7 +62,7 @@ pub fn client(source: &str, s: &Settings) -> Result<Client, String> {
     let first_start = !own.exists();
     let client = ClientBuilder::new()
         .application_name("Weir")
-        .application_uri(format!("urn:weir:{source}"))
+        .application_uri(application_uri())
         .product_uri("urn:weir")
         .pki_dir(&s.pki_dir)
         .create_sample_keypair(true)
@@ -54,8 +85,12 @@ pub fn client(source: &str, s: &Settings) -> Result<Client, String> {
         .client()
         .map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
     if first_start && own.exists() {
-        info!(source, certificate = %own.display(),
-            "created this client's OPC UA certificate; a server with a trust list must trust it");
+        let key = s.pki_dir.join("private").join("private.pem");
+        if let Err(e) = normalize_pem(&key) {
+            warn!(source, key = %key.display(), error = %e, "cannot rewrite the private key with LF line ends");
+        }
+        info!(source, certificate = %own.display(), application_uri = %application_uri(),
+            "created this process's OPC UA certificate (shared by its sources); a server with a trust list must trust it");
     }
     Ok(client)
 }
