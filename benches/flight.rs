@@ -220,8 +220,14 @@ fn hostile(
         let mut took = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
-            let e = c.execute(HOSTILE.into(), None).await.unwrap_err();
-            assert!(e.to_string().contains("--flight-query-timeout"), "{e}");
+            // planned at GetFlightInfo, run (and stopped) at DoGet
+            let info = c.execute(HOSTILE.into(), None).await.unwrap();
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            let e = match c.do_get(ticket).await {
+                Err(e) => e.to_string(),
+                Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err().to_string(),
+            };
+            assert!(e.contains("--flight-query-timeout"), "{e}");
             took.push(t.elapsed().as_secs_f64() * 1e3);
         }
         (took, vec![])

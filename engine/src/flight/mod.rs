@@ -140,7 +140,7 @@ pub fn start(
         .name("weir-flight".into())
         .stack_size(crate::parse::limits::PLANNING_STACK)
         .spawn(move || {
-            lower_priority();
+            crate::observe::process::lower_thread_priority("Flight SQL");
             runtime.block_on(async move {
                 if let Err(e) = serve(listener, tls, auth, hub, queries, stop_rx).await {
                     let e = format!("{e:#}");
@@ -156,20 +156,6 @@ pub fn start(
         thread: Some(thread),
     })
 }
-
-/// Gives the calling thread (the Flight server's) a lower CPU priority than the dataflow's,
-/// so that a costly query takes the CPU the pipelines leave (Linux: the nice value is per
-/// thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, QUERY_NICE) {
-        debug!(error = %e, "cannot lower the Flight SQL thread's priority");
-    }
-}
-
-/// The nice value of the Flight SQL thread.
-#[cfg(target_os = "linux")]
-const QUERY_NICE: i32 = 10;
 
 async fn serve(
     listener: std::net::TcpListener,

@@ -55,7 +55,10 @@ impl LatestFeed {
         let (to_thread, from_feed) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("weir-live-latest".into())
-            .spawn(move || keep(&hub, generation, tables, &from_feed))
+            .spawn(move || {
+                crate::observe::process::lower_thread_priority("latest tables");
+                keep(&hub, generation, tables, &from_feed)
+            })
             .map_err(|e| warn!(error = %e, "cannot start the latest tables' thread: latest.* stays empty"))
             .ok();
         Self {

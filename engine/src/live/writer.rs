@@ -22,6 +22,8 @@ use crate::observe::telemetry::{SinkTelemetry, SourceTelemetry};
 /// How often at most a snapshot is published when only source rows changed (new output is
 /// published at once; the latest tables by their own thread).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Snapshots with new windows are published at most this often.
+const PUBLISH_GAP: Duration = Duration::from_millis(20);
 
 struct SourceFeed {
     name: String,
@@ -136,7 +138,8 @@ impl LiveWriter {
     }
 
     /// Takes the pipelines' new output from `dataflow` and publishes a snapshot when
-    /// windows were emitted or the last one is older than [`PUBLISH_EVERY`].
+    /// windows were emitted (at most every [`PUBLISH_GAP`]) or the last one is older than
+    /// [`PUBLISH_EVERY`].
     pub fn update(&mut self, dataflow: &mut Dataflow, now: Instant) {
         let outputs = dataflow.take_outputs();
         if !outputs.is_empty() {
@@ -152,10 +155,12 @@ impl LiveWriter {
         for feed in &mut self.pipelines {
             self.changed |= feed.history.expire(now);
         }
-        let due = self
-            .last_publish
-            .is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY);
-        if self.changed || due {
+        let since = self.last_publish.map(|t| now.duration_since(t));
+        let due = since.is_none_or(|d| d >= PUBLISH_EVERY);
+        // emitted windows are published at once, but not more often than every PUBLISH_GAP:
+        // with a window per batch, snapshots would cost the dataflow more than its rows
+        let fresh = self.changed && since.is_none_or(|d| d >= PUBLISH_GAP);
+        if fresh || due {
             self.publish(dataflow, now);
         }
     }

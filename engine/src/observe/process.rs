@@ -49,6 +49,22 @@ pub fn raise_open_files_limit() -> std::io::Result<Option<(Option<u64>, Option<u
     }
 }
 
+/// The nice value of the threads that serve live state (Flight SQL queries, the latest
+/// tables): the lowest priority, so that they take only the CPU the pipelines leave.
+#[cfg(target_os = "linux")]
+const SERVING_NICE: i32 = 19;
+
+/// Gives the calling thread (`what`: the Flight SQL server's, the latest tables') the lowest
+/// CPU priority, below the dataflow's (Linux: the nice value is per thread).
+pub fn lower_thread_priority(what: &str) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, SERVING_NICE) {
+        tracing::debug!(error = %e, thread = what, "cannot lower the thread's priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = what;
+}
+
 /// Resident and virtual memory of this process in bytes (Linux).
 fn memory() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
