@@ -476,6 +476,10 @@ fn the_quarantine_is_capped_and_counts_in_the_spill_budget() {
         "{log}"
     );
     assert!(
+        log.contains("sink cloud: 0 spill files quarantined, 2 quarantined files deleted"),
+        "the summary counts them: {log}"
+    );
+    assert!(
         log.contains("the spill budget (which counts the quarantine) needed the room"),
         "{log}"
     );

@@ -223,7 +223,8 @@ impl Dataflow {
             if remaining < resume_below(limit) {
                 break;
             }
-            let result = self.pipelines[i].shed(limit);
+            let free = remaining - resume_below(limit);
+            let result = self.pipelines[i].shed(limit, free);
             let after = self.pipelines[i].state_bytes();
             remaining = remaining.saturating_sub(bytes.saturating_sub(after));
             self.route(PipelineId::new(i), result);

@@ -168,7 +168,8 @@ impl PipelineExec {
             return Ok(vec![]);
         };
         if bytes > limit {
-            return self.over_budget(bytes, Budget::Own(limit));
+            let free = bytes - resume_below(limit);
+            return self.over_budget(bytes, Budget::Own(limit), free);
         }
         self.resume_if_under(bytes);
         Ok(vec![])
@@ -185,14 +186,14 @@ impl PipelineExec {
         }
     }
 
-    /// The process is over its budget and this pipeline is asked to free state (or to stop
-    /// growing); returns rows of windows emitted early.
-    pub fn shed(&mut self, limit: usize) -> Result<Vec<RecordBatch>> {
+    /// The process is over its budget `limit` and this pipeline is asked to free `free`
+    /// bytes of state (or to stop growing); returns rows of windows emitted early.
+    pub fn shed(&mut self, limit: usize, free: usize) -> Result<Vec<RecordBatch>> {
         if self.budget.failed || self.window.is_none() {
             return Ok(vec![]);
         }
         let bytes = self.state_bytes();
-        self.over_budget(bytes, Budget::Process(limit))
+        self.over_budget(bytes, Budget::Process(limit), free)
     }
 
     /// The process is back under its budget: rows of new keys are taken again (unless the
@@ -211,15 +212,21 @@ impl PipelineExec {
         }
     }
 
-    /// Applies the state policy: state of `bytes` reached `budget`.
-    fn over_budget(&mut self, bytes: usize, budget: Budget) -> Result<Vec<RecordBatch>> {
+    /// Applies the state policy: state of `bytes` reached `budget`; `emit_early` frees at
+    /// least `free` bytes (or everything it holds).
+    fn over_budget(
+        &mut self,
+        bytes: usize,
+        budget: Budget,
+        free: usize,
+    ) -> Result<Vec<RecordBatch>> {
         let limit = budget.limit();
         match self.budget.policy {
             StatePolicy::EmitEarly => {
                 let Some(w) = &mut self.window else {
                     return Ok(vec![]);
                 };
-                let emitted = w.op.flush_oldest(bytes - resume_below(limit).min(bytes))?;
+                let emitted = w.op.flush_oldest(free)?;
                 let after = w.op.state_bytes();
                 self.telemetry
                     .emitted_early(emitted.early, bytes, budget.name(), limit);

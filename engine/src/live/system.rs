@@ -198,6 +198,14 @@ fn sinks(snap: &Snapshot) -> RecordBatch {
             "spill_bytes",
             counts(s.iter().map(|s| s.counts.spill_bytes)),
         ),
+        (
+            "quarantined",
+            counts(s.iter().map(|s| s.counts.quarantined)),
+        ),
+        (
+            "quarantine_deleted",
+            counts(s.iter().map(|s| s.counts.quarantine_deleted)),
+        ),
     ])
 }
 

@@ -152,6 +152,16 @@ impl std::fmt::Display for Summary {
         for (name, e) in &self.failed_sources {
             writeln!(f, "  source {name} FAILED: {e}")?;
         }
+        for sink in &self.sinks {
+            let c = &sink.counts;
+            if c.quarantined > 0 || c.quarantine_deleted > 0 {
+                writeln!(
+                    f,
+                    "  sink {}: {} spill files quarantined, {} quarantined files deleted",
+                    sink.name, c.quarantined, c.quarantine_deleted
+                )?;
+            }
+        }
         if self.sink_errors() > 0 {
             writeln!(f, "  sink write failures: {}", self.sink_errors())?;
         }

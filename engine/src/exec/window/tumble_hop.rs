@@ -127,7 +127,7 @@ impl PaneAggregate {
             return Ok(Declined::default());
         }
         // Refusing new keys: take only the rows whose key this pane already holds.
-        let hashes = self.hash_keys(keys, rows)?;
+        let hashes = hash_keys(keys, rows, &self.hasher)?;
         let Some(entry) = self.panes.get_mut(&pane) else {
             return Ok(Declined {
                 late: 0,
@@ -166,10 +166,6 @@ impl PaneAggregate {
         };
         live.update(&keys, kept, &inputs, &mut self.groups)?;
         Ok(Declined { late: 0, refused })
-    }
-
-    fn hash_keys(&self, keys: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
-        hash_keys(keys, rows, &self.hasher)
     }
 
     /// A pane's merged state (sealed chunks and live accumulators), if it has any.

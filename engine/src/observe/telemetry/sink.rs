@@ -39,6 +39,10 @@ pub struct SinkCounts {
     pub dropped_rows: u64,
     /// Messages published.
     pub published: u64,
+    /// Torn or corrupt spill files moved to quarantine.
+    pub quarantined: u64,
+    /// Quarantined files deleted (its cap, or room for the spill budget).
+    pub quarantine_deleted: u64,
 }
 
 /// The telemetry of one sink.
@@ -205,6 +209,8 @@ impl SinkTelemetry {
             dropped_files: self.dropped_files.get(),
             dropped_rows: self.dropped_rows.get(),
             published: self.published.get(),
+            quarantined: self.quarantined.get(),
+            quarantine_deleted: self.quarantine_deleted.get(),
         }
     }
 }
@@ -225,7 +231,10 @@ mod tests {
         t.lost_rows(3, "disk full");
         t.failed("write", "disk full");
         t.published(4);
+        t.quarantined();
+        t.quarantine_deleted(std::path::Path::new("q/a.parquet"), 10, "cap");
         let c = t.counts();
+        assert_eq!((c.quarantined, c.quarantine_deleted), (1, 1));
         assert_eq!((c.rows, c.batches, c.failures), (15, 2, 1));
         assert_eq!(
             (c.uploads_ok, c.uploads_failed, c.uploaded_bytes),
