@@ -6,6 +6,12 @@
 //! both sessions; then each connects and is timed until it has taken in all N (for Weir:
 //! until the windows it emitted count all N rows). Alternating order, median of 7 rounds.
 //!
+//! With `checkpoint` (`cargo bench --bench mqtt -- checkpoint`), the same drain by Weir with
+//! exactly-once acknowledgements (`--state-dir`: a message is acknowledged once the two
+//! newest checkpoints cover it) against acknowledgement on read, alternated in one run, for
+//! broker limits of unacknowledged messages per client (`max_inflight_messages`) of 20 (the
+//! default), 200 and 1000 (issue: crash safety).
+//!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
@@ -103,17 +109,22 @@ fn payload(t0: i64, i: u64) -> Vec<u8> {
 /// earlier round delivered again (its acknowledgement cut off when the engine stopped) is
 /// late, not ahead of the new backlog.
 async fn publish_backlog(port: u16, round: i64) {
+    publish_n(port, round, N).await;
+}
+
+/// [`publish_backlog`] of `n` messages.
+async fn publish_n(port: u16, round: i64, n: u64) {
     let t0 = T0 + round * 10 * 86_400_000;
     let (c, mut l) = AsyncClient::new(options("bench-publisher", port), 1000);
     let poller = tokio::spawn(async move {
         let mut acked = 0u64;
-        while acked < N + 1 {
+        while acked < n + 1 {
             if let Event::Incoming(Packet::PubAck(_)) = l.poll().await.unwrap() {
                 acked += 1;
             }
         }
     });
-    for i in 0..N {
+    for i in 0..n {
         c.publish(
             format!("bench/L1/M{:02}", i % 16),
             QoS::AtLeastOnce,
@@ -125,7 +136,7 @@ async fn publish_backlog(port: u16, round: i64) {
     }
     let end = format!(
         "{{\"ts\":{},\"machine\":\"end\",\"value\":0}}",
-        t0 + N as i64 + 3_600_000
+        t0 + n as i64 + 3_600_000
     );
     c.publish("bench/L1/end", QoS::AtLeastOnce, false, end.into_bytes())
         .await
@@ -155,13 +166,22 @@ async fn drain_plain(port: u16) -> f64 {
 
 /// Weir: messages/s until its windows have counted N rows.
 async fn drain_weir(port: u16) -> f64 {
+    drain_weir_with(port, N, None).await
+}
+
+/// Weir: messages/s until its windows have counted `n` rows; with `exactly_once`, a state
+/// directory (checkpoints every 10 s, and whenever half of `max_unacked` is held back) and
+/// that `max_unacked`.
+async fn drain_weir_with(port: u16, n: u64, exactly_once: Option<u64>) -> f64 {
     let counted = Arc::new(AtomicU64::new(0));
     let mut connectors = weir_connectors::all();
     connectors.add_sink(Arc::new(CountSinkFactory(Arc::clone(&counted))));
+    let max_unacked = exactly_once.unwrap_or(20);
     let sql = format!(
         "CREATE SOURCE s (line VARCHAR, machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
             connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'bench/{{line}}/#', qos = '1',
-            client_id = 'bench-weir', clean_session = 'false', event_time = 'ts', batch_rows = '4096');
+            client_id = 'bench-weir', clean_session = 'false', event_time = 'ts', batch_rows = '4096',
+            max_unacked = '{max_unacked}');
          CREATE SINK out WITH (connector = 'count');
          INSERT INTO out SELECT machine, window_start, count(*) AS n, avg(value) AS v
          FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;"
@@ -171,15 +191,54 @@ async fn drain_weir(port: u16) -> f64 {
         .await
         .expect("compiles");
     let (stop_tx, stop) = watch::channel(false);
+    let mut control = RunControl::new(stop);
+    let state = tempfile::tempdir().unwrap();
+    if exactly_once.is_some() {
+        control.checkpoints = Some(weir_engine::runtime::RunCheckpoints {
+            store: Arc::new(
+                weir_engine::checkpoint::CheckpointStore::open(state.path(), false).unwrap(),
+            ),
+            interval: Duration::from_secs(10),
+            keep_open_windows: false,
+            telemetry: Arc::default(),
+        });
+    }
     let start = Instant::now();
-    let running = tokio::spawn(run(project, RunControl::new(stop)));
-    while counted.load(Ordering::Relaxed) < N {
+    let running = tokio::spawn(run(project, control));
+    while counted.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let rate = N as f64 / start.elapsed().as_secs_f64();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
     stop_tx.send(true).unwrap();
     running.await.unwrap();
     rate
+}
+
+/// Exactly-once acknowledgements against acknowledgement on read, per broker limit.
+async fn exactly_once() {
+    println!(
+        "mqtt exactly-once: drain a backlog of JSON messages (QoS 1) with acknowledgements after checkpoints vs on read, alternated, median of 3 rounds"
+    );
+    for (inflight, n) in [(20u64, 20_000u64), (200, 100_000), (1000, 100_000)] {
+        let broker = Mosquitto::start(&format!(
+            "max_queued_messages 0\nmax_inflight_messages {inflight}\n"
+        ));
+        let port = broker.port;
+        make_session("bench-weir", port).await;
+        let (mut read, mut once) = (vec![], vec![]);
+        for round in 0..3 {
+            publish_n(port, 2 * round, n).await;
+            read.push(drain_weir_with(port, n, None).await);
+            // what the stopped run had not acknowledged comes again: drain it first
+            publish_n(port, 2 * round + 1, n).await;
+            once.push(drain_weir_with(port, n, Some(inflight)).await);
+        }
+        let (r, o) = (median(read), median(once));
+        println!(
+            "  max_inflight_messages {inflight:>5} (max_unacked {inflight:>5}): on read {r:>8.0} msg/s, exactly once {o:>8.0} msg/s: {:.0}%",
+            100.0 * o / r
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -189,6 +248,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().skip(1).any(|a| a == "checkpoint") {
+        return exactly_once().await;
+    }
     let broker = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 1000\n");
     let port = broker.port;
     make_session("bench-plain", port).await;

@@ -95,6 +95,8 @@ async fn replay_mb_s(server: &S3Server, files: usize) -> f64 {
             spill,
             max_bytes: u64::MAX,
             policy: Policy::Block,
+            outbox: None,
+            deletes: Vec::new(),
         },
         tokio::sync::watch::channel(None).1,
         Arc::new(SinkTelemetry::new("bench")),

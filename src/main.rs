@@ -48,6 +48,9 @@ enum OpenWindows {
     Emit,
     /// Drop them.
     Discard,
+    /// On a stop or reload, keep them open in the final checkpoint: the next start goes on
+    /// with them (needs --state-dir; windows still open when the input ends are emitted).
+    Keep,
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,9 +62,20 @@ enum Command {
         /// Pipeline files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// What to do with open windows at the end of input or on shutdown.
-        #[arg(long, value_enum, default_value_t = OpenWindows::Emit)]
-        open_windows: OpenWindows,
+        /// What to do with open windows at the end of input or on shutdown (default: keep
+        /// with --state-dir, else emit).
+        #[arg(long, value_enum)]
+        open_windows: Option<OpenWindows>,
+        /// Take checkpoints into this directory and restore the newest one at start: a crash
+        /// or power cut loses and doubles nothing (see the README's Crash safety).
+        #[arg(long, env = "WEIR_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Time between checkpoints (with --state-dir).
+        #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+        checkpoint_interval: Duration,
+        /// Discard the state directory's checkpoints at start (a new beginning on purpose).
+        #[arg(long, requires = "state_dir")]
+        state_reset: bool,
         /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
         /// 0.0.0.0:9464 (off when not given).
         #[arg(long, env = "WEIR_HTTP_ADDR")]
@@ -190,6 +204,9 @@ async fn main() -> ExitCode {
         Command::Run {
             paths,
             open_windows,
+            state_dir,
+            checkpoint_interval,
+            state_reset,
             http_addr,
             shutdown_grace,
             watch,
@@ -221,6 +238,42 @@ async fn main() -> ExitCode {
                 Some(Err(e)) => {
                     eprintln!("weir: {e:#}");
                     return ExitCode::from(2);
+                }
+            };
+            let open_windows = match (open_windows, &state_dir) {
+                (Some(OpenWindows::Keep), None) => {
+                    eprintln!(
+                        "weir: --open-windows keep needs --state-dir (windows are kept in checkpoints)"
+                    );
+                    return ExitCode::from(2);
+                }
+                (Some(o), _) => o,
+                (None, Some(_)) => OpenWindows::Keep,
+                (None, None) => OpenWindows::Emit,
+            };
+            let checkpoints = match state_dir {
+                None => None,
+                Some(dir) => {
+                    if checkpoint_interval.is_zero() {
+                        eprintln!("weir: --checkpoint-interval must be more than 0s");
+                        return ExitCode::from(2);
+                    }
+                    match weir_engine::checkpoint::CheckpointStore::open(&dir, state_reset) {
+                        Ok(store) => {
+                            tracing::info!(state_dir = %dir.display(), interval = ?checkpoint_interval,
+                                reset = state_reset, lineage = %store.lineage(), "checkpoints on");
+                            Some(weir_engine::runtime::RunCheckpoints {
+                                store: Arc::new(store),
+                                interval: checkpoint_interval,
+                                keep_open_windows: open_windows == OpenWindows::Keep,
+                                telemetry: Arc::default(),
+                            })
+                        }
+                        Err(e) => {
+                            eprintln!("weir: {e:#}");
+                            return ExitCode::from(2);
+                        }
+                    }
                 }
             };
             let status = RunStatus::with_unready_after(unready_after);
@@ -256,7 +309,8 @@ async fn main() -> ExitCode {
             supervise::run_files(
                 supervise::RunOptions {
                     paths,
-                    emit: open_windows == OpenWindows::Emit,
+                    emit: open_windows != OpenWindows::Discard,
+                    checkpoints,
                     grace: shutdown_grace,
                     watch: watch.then_some(watch_interval),
                     status,

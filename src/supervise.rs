@@ -13,7 +13,7 @@ use weir_engine::exec::budget::StateLimits;
 use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::live::LiveHub;
 use weir_engine::observe::{RunStatus, telemetry};
-use weir_engine::runtime::{RunControl, Summary, run};
+use weir_engine::runtime::{RunCheckpoints, RunControl, Summary, run};
 
 use crate::signals::{ReloadSignal, StopSignals};
 
@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub paths: Vec<PathBuf>,
     /// Emit (true) or discard open windows at the end.
     pub emit: bool,
+    /// Checkpoints (`--state-dir`): also how a reload keeps open windows.
+    pub checkpoints: Option<RunCheckpoints>,
     /// Time from a stop signal until the process must have exited.
     pub grace: Duration,
     /// Check the files for changes this often (None: no reloading).
@@ -89,6 +91,7 @@ pub async fn run_files(opts: RunOptions, stop: StopSignals, mut reload: ReloadSi
             status: Arc::clone(&opts.status),
             live: opts.live.clone(),
             dead_letter_rows: opts.dead_letter_rows.clone(),
+            checkpoints: opts.checkpoints.clone(),
         };
         let mut running = tokio::spawn(run(project, control));
         let mut check = tokio::time::interval(opts.watch.unwrap_or(Duration::from_secs(3600)));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampNanosecondType,
 };
@@ -15,6 +15,7 @@ use arrow::util::display::array_value_to_string;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use weir_engine::exec::ids::PipelineId;
+use weir_test_support::compare::{assert_rows_eq, rows_of};
 use weir_test_support::harness::*;
 
 const SRC: &str = "CREATE SOURCE s (k VARCHAR, ts TIMESTAMP, v DOUBLE) WITH (connector = 'test', event_time = 'ts', watermark = '2s');\nCREATE SINK out WITH (connector = 'stdout');\n";
@@ -46,54 +47,6 @@ async fn batch_sql(rows: &[Row], ws: Option<&[i64]>, sql: &str) -> RecordBatch {
     ctx.register_table("t", Arc::new(t)).unwrap();
     let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     arrow::compute::concat_batches(&out[0].schema(), &out).unwrap()
-}
-
-/// Asserts two row sets are equal, floats within a relative 1e-9.
-#[track_caller]
-fn assert_rows_eq(got: &[Vec<String>], want: &[Vec<String>]) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "row counts differ:\n got {got:?}\nwant {want:?}"
-    );
-    for (g, w) in got.iter().zip(want) {
-        let same = g.len() == w.len()
-            && g.iter().zip(w).all(|(a, b)| {
-                a == b
-                    || match (a.parse::<f64>(), b.parse::<f64>()) {
-                        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-                        _ => false,
-                    }
-            });
-        assert!(same, "row differs:\n got {g:?}\nwant {w:?}");
-    }
-}
-
-/// Rows of a batch as sorted strings, floats rounded to 6 decimals.
-fn rows_of(b: &RecordBatch) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = (0..b.num_rows())
-        .map(|r| {
-            b.columns()
-                .iter()
-                .map(|c| match c.data_type() {
-                    DataType::Float64 => {
-                        if c.is_null(r) {
-                            "null".into()
-                        } else {
-                            format!("{:.12}", c.as_primitive::<Float64Type>().value(r))
-                        }
-                    }
-                    DataType::Utf8View | DataType::Utf8 => {
-                        let s = arrow::compute::cast(c, &DataType::Utf8).unwrap();
-                        s.as_string::<i32>().value(r).to_string()
-                    }
-                    _ => array_value_to_string(c, r).unwrap(),
-                })
-                .collect()
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// Rows with keys `a`, `b`, `c` every `step`, shuffled back by up to `jitter`.
@@ -1208,4 +1161,165 @@ async fn tumble_and_hop_may_group_by_window_start_alone() {
             windows.len()
         );
     }
+}
+
+/// Feeds `rows` in random batches, moving the dataflow into a new one through a checkpoint
+/// (written to disk and read back) at each row index of `cuts`; per sink, its output over
+/// all the dataflows.
+async fn run_with_restarts(sql: &str, rows: &[Row], cuts: &[usize], seed: u64) -> Vec<RecordBatch> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(sql).await;
+    let schema = source_schema(&h);
+    let mut rng = Lcg(seed);
+    let mut all: Vec<Vec<RecordBatch>> = vec![Vec::new(); h.out.len()];
+    let mut from = 0;
+    for &cut in cuts {
+        for part in random_batches(&rows[from..cut], 150, &mut rng) {
+            h.feed(0, batch(&schema, &part));
+        }
+        from = cut;
+        let mut next = Harness::new(sql).await;
+        let report = h.restore_into(&mut next, dir.path());
+        assert!(
+            report.changed.is_empty() && report.failed.is_empty(),
+            "{report:?}"
+        );
+        for (k, out) in std::mem::take(&mut h.out).into_iter().enumerate() {
+            all[k].extend(out);
+        }
+        h = next;
+    }
+    for part in random_batches(&rows[from..], 150, &mut rng) {
+        h.feed(0, batch(&schema, &part));
+    }
+    h.end_all();
+    for (k, out) in std::mem::take(&mut h.out).into_iter().enumerate() {
+        all[k].extend(out);
+    }
+    all.into_iter()
+        .map(|b| arrow::compute::concat_batches(&b[0].schema(), &b).unwrap())
+        .collect()
+}
+
+/// Window state, HOP panes, sessions and ewma/zscore state taken into checkpoints (written
+/// and read back) and restored into new dataflows at several cuts: every result equals the
+/// independent computation over all rows, as without the restarts.
+#[tokio::test]
+async fn windows_go_on_exactly_across_checkpoint_restores() {
+    let sql = format!(
+        "{SRC}CREATE SINK hop_out WITH (connector = 'stdout');\n\
+         CREATE SINK session_out WITH (connector = 'stdout');\n\
+         CREATE SINK running_out WITH (connector = 'stdout');\n\
+         INSERT INTO out SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total, \
+           min(v) AS lo, max(v) AS hi, stddev(v) AS sd, avg(v) AS mean \
+           FROM TUMBLE(s, ts, INTERVAL '5' SECOND) GROUP BY k, window_start, window_end;\n\
+         INSERT INTO hop_out SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total, max(v) AS hi, avg(v) AS mean \
+           FROM HOP(s, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY k, window_start, window_end;\n\
+         INSERT INTO session_out SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total \
+           FROM SESSION(s, ts, INTERVAL '3' SECOND) GROUP BY k, window_start, window_end;\n\
+         CREATE VIEW per_s AS SELECT k, window_start, window_end, avg(v) AS m \
+           FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY k, window_start, window_end;\n\
+         INSERT INTO running_out SELECT k, window_end, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY window_end) AS e, \
+           zscore(m, 5) OVER (PARTITION BY k ORDER BY window_end) AS z FROM per_s;"
+    );
+    let mut rng = Lcg(77);
+    let mut t = 0i64;
+    let mut rows = Vec::new();
+    for _ in 0..4000 {
+        // mostly short steps, sometimes a pause longer than the session gap
+        t += if rng.below(40) == 0 {
+            5 * SEC
+        } else {
+            rng.below(40) as i64 * MS
+        };
+        rows.push(Row {
+            k: ["a", "b", "c"][rng.below(3) as usize].into(),
+            ts: t - rng.below(1500) as i64 * MS,
+            v: (rng.unit() * 100.0).round() / 10.0,
+        });
+    }
+    let got = run_with_restarts(&sql, &rows, &[700, 1500, 1501, 3100], 3).await;
+    let tumble = batch_sql(
+        &rows,
+        None,
+        "SELECT k, date_bin(INTERVAL '5 seconds', ts) AS ws, date_bin(INTERVAL '5 seconds', ts) + INTERVAL '5 seconds' AS we, \
+         count(*), sum(v), min(v), max(v), stddev(v), avg(v) FROM t GROUP BY 1, 2, 3",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&got[0]), &rows_of(&tumble));
+    let mut expanded = Vec::new();
+    let mut starts = Vec::new();
+    for r in &rows {
+        let last = r.ts.div_euclid(2 * SEC) * 2 * SEC;
+        for j in 0..3 {
+            expanded.push(r.clone());
+            starts.push(last - j * 2 * SEC);
+        }
+    }
+    let hop = batch_sql(
+        &expanded,
+        Some(&starts),
+        "SELECT k, ws, ws + INTERVAL '6 seconds', count(*), sum(v), max(v), avg(v) FROM t GROUP BY k, ws",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&got[1]), &rows_of(&hop));
+    assert_rows_eq(&rows_of(&got[2]), &reference_sessions(&rows, 3 * SEC));
+    let running = batch_sql_with_udfs(
+        &rows,
+        &vec![0; rows.len()],
+        "SELECT k, we, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY we), zscore(m, 5) OVER (PARTITION BY k ORDER BY we) \
+         FROM (SELECT k, date_bin(INTERVAL '1 second', ts) + INTERVAL '1 second' AS we, avg(v) AS m FROM t GROUP BY k, we)",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&got[3]), &rows_of(&running));
+}
+
+/// A pipeline whose query changed starts empty (named in the report); the unchanged one
+/// keeps its open window.
+#[tokio::test]
+async fn a_changed_pipeline_starts_empty_and_the_others_keep_their_state() {
+    let view = |agg: &str| {
+        format!(
+            "{SRC}CREATE SINK other WITH (connector = 'stdout');\n\
+             INSERT INTO out SELECT k, window_start, count(*) AS n, sum(v) AS total \
+               FROM TUMBLE(s, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start;\n\
+             INSERT INTO other SELECT k, window_start, {agg} AS x \
+               FROM TUMBLE(s, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start;"
+        )
+    };
+    let mut rng = Lcg(9);
+    let mut rows = disordered_rows(2000, 10 * MS, 300 * MS, &mut rng);
+    for r in &mut rows {
+        r.ts += SEC; // all in the first minute
+    }
+    let (first, second) = rows.split_at(900);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Harness::new(&view("max(v)")).await;
+    let schema = source_schema(&a);
+    for part in random_batches(first, 100, &mut rng) {
+        a.feed(0, batch(&schema, &part));
+    }
+    assert!(a.out.iter().all(Vec::is_empty), "the minute is still open");
+    let mut b = Harness::new(&view("min(v)")).await;
+    let report = a.restore_into(&mut b, dir.path());
+    assert_eq!(report.changed, vec!["other".to_string()]);
+    assert_eq!(report.restored, vec!["out".to_string()]);
+    for part in random_batches(second, 100, &mut rng) {
+        b.feed(0, batch(&schema, &part));
+    }
+    b.end_all();
+    let whole = batch_sql(
+        &rows,
+        None,
+        "SELECT k, date_bin(INTERVAL '1 minute', ts), count(*), sum(v) FROM t GROUP BY 1, 2",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&b.sink(0).unwrap()), &rows_of(&whole));
+    let after = batch_sql(
+        second,
+        None,
+        "SELECT k, date_bin(INTERVAL '1 minute', ts), min(v) FROM t GROUP BY 1, 2",
+    )
+    .await;
+    assert_rows_eq(&rows_of(&b.sink(1).unwrap()), &rows_of(&after));
 }

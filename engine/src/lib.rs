@@ -36,6 +36,7 @@
 //!   recent output, recent source rows, and system tables.
 
 pub mod backoff;
+pub mod checkpoint;
 pub mod clock;
 pub mod compile;
 pub mod connector;

@@ -14,7 +14,7 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use weir_engine::connector::{Source, SourceOutput, SourceSpec};
+use weir_engine::connector::{Progress, Source, SourceOutput, SourceSpec, SourceStart};
 use weir_engine::observe::telemetry::SourceTelemetry;
 
 use super::records::{BadRecord, Records, decode_isolating};
@@ -36,6 +36,18 @@ pub struct FileSource {
     schema: SchemaRef,
     event_time: Option<usize>,
     unit: EpochUnit,
+    /// Where a checkpoint left off: the file (its index in `files`) and the records of it
+    /// already read.
+    resume: Option<(usize, u64)>,
+}
+
+/// The source's position: the file being read and the records of it read so far (rows of
+/// a Parquet file; data records of a CSV or NDJSON file, bad ones included).
+fn position(path: &Path, records: u64) -> Progress {
+    Progress {
+        offset: Some(serde_json::json!({ "file": path.display().to_string(), "records": records })),
+        delivered: Vec::new(),
+    }
 }
 
 impl FileSource {
@@ -52,6 +64,7 @@ impl FileSource {
             schema: spec.schema.clone(),
             event_time: spec.event_time,
             unit: settings.unit,
+            resume: None,
         }
     }
 }
@@ -139,10 +152,12 @@ impl FileSource {
         }
     }
 
-    /// Sends the rows of a Parquet file; false when the engine stopped.
+    /// Sends the rows of a Parquet file after its first `skip`; false when the engine
+    /// stopped.
     async fn parquet(
         &self,
         path: &Path,
+        skip: u64,
         pacer: &mut Pacer,
         out: &SourceOutput,
     ) -> anyhow::Result<bool> {
@@ -152,25 +167,29 @@ impl FileSource {
         let batches = ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("reading Parquet {}", path.display()))?
             .with_batch_size(self.batch_rows)
+            .with_offset(skip as usize)
             .build()?;
+        let mut records = skip;
         for batch in batches {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            records += batch.num_rows() as u64;
             let batch = scale_epochs(batch, &self.schema, self.unit)
                 .with_context(|| format!("reading {}", path.display()))?;
             let batch = conform(&batch, &self.schema)?;
             self.check_times(path, &batch, pacer);
-            if !self.send(batch, pacer, out).await {
+            if !self.send(batch, position(path, records), pacer, out).await {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// Sends the rows of a CSV or NDJSON file, `batch_rows` records at a time, setting bad
-    /// records aside; false when the engine stopped.
+    /// Sends the rows of a CSV or NDJSON file after its first `skip` records, `batch_rows`
+    /// records at a time, setting bad records aside; false when the engine stopped.
     async fn text(
         &self,
         path: &Path,
+        skip: u64,
         bad_rows: &mut BadRows,
         pacer: &mut Pacer,
         out: &SourceOutput,
@@ -180,6 +199,10 @@ impl FileSource {
         let read = |e| anyhow::anyhow!("reading {}: {e}", path.display());
         if self.format == InputFormat::Csv {
             records.next_record().map_err(read)?; // the header
+        }
+        let mut read_so_far = 0;
+        while read_so_far < skip && records.next_record().map_err(read)?.is_some() {
+            read_so_far += 1;
         }
         loop {
             let mut chunk = Vec::with_capacity(self.batch_rows.min(1 << 16));
@@ -192,23 +215,39 @@ impl FileSource {
             if chunk.is_empty() {
                 return Ok(true);
             }
+            read_so_far += chunk.len() as u64;
             let (good, bad) = decode_isolating(&self.schema, self.format, self.unit, chunk);
             for b in bad {
                 bad_rows.record(path, b)?;
             }
-            for batch in good {
-                let batch = conform(&batch, &self.schema)?;
-                self.check_times(path, &batch, pacer);
-                if !self.send(batch, pacer, out).await {
-                    return Ok(false);
-                }
+            // one batch per chunk: its position is the end of the chunk
+            let good = good
+                .iter()
+                .map(|b| conform(b, &self.schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            if good.is_empty() {
+                continue;
+            }
+            let batch = arrow::compute::concat_batches(&self.schema, &good)?;
+            self.check_times(path, &batch, pacer);
+            if !self
+                .send(batch, position(path, read_so_far), pacer, out)
+                .await
+            {
+                return Ok(false);
             }
         }
     }
 
-    async fn send(&self, batch: RecordBatch, pacer: &mut Pacer, out: &SourceOutput) -> bool {
+    async fn send(
+        &self,
+        batch: RecordBatch,
+        progress: Progress,
+        pacer: &mut Pacer,
+        out: &SourceOutput,
+    ) -> bool {
         pacer.wait(&batch).await;
-        out.send(batch).await.is_ok()
+        out.send_at(batch, progress).await.is_ok()
     }
 }
 
@@ -216,6 +255,33 @@ impl FileSource {
 impl Source for FileSource {
     fn is_bounded(&self) -> bool {
         true
+    }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn prepare(&mut self, start: SourceStart) -> anyhow::Result<()> {
+        let Some(offset) = start.resume.and_then(|r| r.offset) else {
+            self.resume = None;
+            return Ok(());
+        };
+        let (Some(file), Some(records)) = (
+            offset.get("file").and_then(serde_json::Value::as_str),
+            offset.get("records").and_then(serde_json::Value::as_u64),
+        ) else {
+            anyhow::bail!("file source position {offset} does not read");
+        };
+        let Some(index) = self
+            .files
+            .iter()
+            .position(|f| f.display().to_string() == file)
+        else {
+            anyhow::bail!("the checkpoint's file {file} is no longer among the source's files");
+        };
+        tracing::info!(source = %self.name, file, records, "resuming after the checkpoint's position");
+        self.resume = Some((index, records));
+        Ok(())
     }
 
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
@@ -239,10 +305,15 @@ impl Source for FileSource {
             max: self.max_bad_rows,
             seen: 0,
         };
-        for path in &self.files {
+        let (first, skip) = self.resume.unwrap_or((0, 0));
+        for (i, path) in self.files.iter().enumerate().skip(first) {
+            let skip = if i == first { skip } else { 0 };
             let went_on = match self.format {
-                InputFormat::Parquet => self.parquet(path, &mut pacer, &out).await?,
-                _ => self.text(path, &mut bad_rows, &mut pacer, &out).await?,
+                InputFormat::Parquet => self.parquet(path, skip, &mut pacer, &out).await?,
+                _ => {
+                    self.text(path, skip, &mut bad_rows, &mut pacer, &out)
+                        .await?
+                }
             };
             if let Some(d) = &mut bad_rows.dead {
                 d.flush();

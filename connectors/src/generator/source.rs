@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::Normal;
 use weir_engine::PipelineError;
-use weir_engine::connector::{Source, SourceOutput, SourceSpec};
+use weir_engine::connector::{Progress, Source, SourceOutput, SourceSpec, SourceStart};
 use weir_engine::parse::Options;
 
 use super::settings::Settings;
@@ -58,6 +58,8 @@ pub fn check_columns(spec: &SourceSpec, o: &Options) -> Result<(), PipelineError
 pub struct Generator {
     cfg: Settings,
     schema: SchemaRef,
+    /// Rows made before a checkpoint's position: skipped at start.
+    resume_rows: u64,
 }
 
 impl Generator {
@@ -66,8 +68,14 @@ impl Generator {
         Self {
             cfg: settings,
             schema: Arc::clone(&spec.schema),
+            resume_rows: 0,
         }
     }
+}
+
+/// The generator's position: rows made so far.
+fn position(rows: u64) -> serde_json::Value {
+    serde_json::json!({ "rows": rows })
 }
 
 /// Produces the rows of a generator, batch by batch, without pacing.
@@ -106,6 +114,23 @@ impl RowMaker {
             slot: 0,
             seq: 0,
             cfg,
+        }
+    }
+
+    /// Rows made so far.
+    pub fn rows_made(&self) -> u64 {
+        self.seq
+    }
+
+    /// Makes and drops `rows` rows: the rows made next are those an uninterrupted run makes
+    /// after them.
+    pub fn skip(&mut self, mut rows: u64) {
+        while rows > 0 {
+            let n = rows.min(1 << 16) as usize;
+            match self.next_batch(n) {
+                Some(b) => rows -= b.num_rows() as u64,
+                None => return,
+            }
         }
     }
 
@@ -186,6 +211,21 @@ impl Source for Generator {
         self.cfg.limit.is_some() || self.cfg.duration.is_some()
     }
 
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    fn prepare(&mut self, start: SourceStart) -> anyhow::Result<()> {
+        self.resume_rows = match start.resume.and_then(|r| r.offset) {
+            Some(o) => o
+                .get("rows")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| anyhow::anyhow!("generator position {o} has no row count"))?,
+            None => 0,
+        };
+        Ok(())
+    }
+
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
         let rate = self.cfg.rate;
         // paced rows, not batches: a batch holds at most a tenth of a second's rows
@@ -194,6 +234,7 @@ impl Source for Generator {
             None => self.cfg.batch_rows,
         };
         let mut maker = RowMaker::new(self.cfg);
+        maker.skip(self.resume_rows);
         let began = tokio::time::Instant::now();
         let due = |rows: u64, r: f64| began + Duration::from_secs_f64(rows as f64 / r);
         let mut sent: u64 = 0;
@@ -203,7 +244,11 @@ impl Source for Generator {
             }
             sent += batch.num_rows() as u64;
             let batch = conform(&batch, &self.schema)?;
-            if out.send(batch).await.is_err() {
+            let progress = Progress {
+                offset: Some(position(maker.rows_made())),
+                delivered: Vec::new(),
+            };
+            if out.send_at(batch, progress).await.is_err() {
                 return Ok(());
             }
         }

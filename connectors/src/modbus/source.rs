@@ -491,7 +491,7 @@ impl Source for ModbusSource {
             first_unsent = None;
             let batch = self.finish(&mut rows)?;
             if out.is_stopped() {
-                out.send_last(batch).await;
+                out.send_last(batch, Default::default()).await;
                 break;
             }
             if out.send(batch).await.is_err() {
@@ -499,7 +499,8 @@ impl Source for ModbusSource {
             }
         }
         if rows.rows > 0 {
-            out.send_last(self.finish(&mut rows)?).await;
+            out.send_last(self.finish(&mut rows)?, Default::default())
+                .await;
         }
         Ok(())
     }

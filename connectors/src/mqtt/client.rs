@@ -20,6 +20,12 @@ pub struct Message {
     pub topic: String,
     /// Payload bytes.
     pub payload: Bytes,
+    /// Packet identifier (QoS 1 and 2).
+    pub pkid: u16,
+    /// QoS it was delivered at.
+    pub qos: u8,
+    /// The broker delivers it again (DUP flag).
+    pub dup: bool,
 }
 
 /// What polling the connection produced.
@@ -187,7 +193,8 @@ fn open(s: &Settings, requests: usize, to: Endpoint<'_>) -> anyhow::Result<(Clie
             o.set_keep_alive(s.keep_alive)
                 .set_clean_session(s.clean_session)
                 .set_max_packet_size(read_limit, s.max_packet_size)
-                .set_request_channel_capacity(requests);
+                .set_request_channel_capacity(requests)
+                .set_manual_acks(s.manual_acks);
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
             }
@@ -202,7 +209,11 @@ fn open(s: &Settings, requests: usize, to: Endpoint<'_>) -> anyhow::Result<(Clie
             o.set_keep_alive(s.keep_alive)
                 .set_clean_start(s.clean_session)
                 .set_max_packet_size(Some(read_limit.min(u32::MAX as usize) as u32))
-                .set_request_channel_capacity(requests);
+                .set_request_channel_capacity(requests)
+                .set_manual_acks(s.manual_acks);
+            if let Some(r) = s.receive_maximum {
+                o.set_receive_maximum(Some(r));
+            }
             if !s.clean_session {
                 o.set_session_expiry_interval(Some(
                     s.session_expiry.as_secs().min(u32::MAX as u64) as u32,
@@ -249,6 +260,35 @@ impl Client {
             Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await?,
         }
         Ok(())
+    }
+
+    /// Queues the acknowledgement of the message with packet id `pkid` received at `qos`
+    /// (PUBACK, or PUBREC for QoS 2); false when the request queue is full (try again
+    /// after polling the connection).
+    pub fn ack(&self, pkid: u16, qos: u8) -> bool {
+        match self {
+            Client::V4(c) => c
+                .try_ack(&rumqttc::Publish {
+                    dup: false,
+                    qos: qos4(qos),
+                    retain: false,
+                    topic: String::new(),
+                    pkid,
+                    payload: Bytes::new(),
+                })
+                .is_ok(),
+            Client::V5(c) => c
+                .try_ack(&rumqttc::v5::mqttbytes::v5::Publish {
+                    dup: false,
+                    qos: qos5(qos),
+                    retain: false,
+                    topic: Bytes::new(),
+                    pkid,
+                    payload: Bytes::new(),
+                    properties: None,
+                })
+                .is_ok(),
+        }
     }
 
     /// Asks the connection to disconnect cleanly.
@@ -319,6 +359,9 @@ impl Connection {
                     Packet4::Publish(p) => Event::Message(Message {
                         topic: p.topic,
                         payload: p.payload,
+                        pkid: p.pkid,
+                        qos: p.qos as u8,
+                        dup: p.dup,
                     }),
                     Packet4::PubAck(_) | Packet4::PubComp(_) => Event::Delivered,
                     _ => Event::Other,
@@ -339,6 +382,9 @@ impl Connection {
                     Packet5::Publish(p) => Event::Message(Message {
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
+                        pkid: p.pkid,
+                        qos: p.qos as u8,
+                        dup: p.dup,
                     }),
                     Packet5::PubAck(_) | Packet5::PubComp(_) => Event::Delivered,
                     _ => Event::Other,

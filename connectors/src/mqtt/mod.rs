@@ -1,5 +1,6 @@
 //! MQTT source and sink (rumqttc; MQTT 3.1.1 and 5, TCP or TLS).
 
+pub mod acks;
 pub mod client;
 pub mod decode;
 pub mod guard;

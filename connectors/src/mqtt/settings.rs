@@ -173,6 +173,13 @@ pub const BATCH_LATENCY: OptionSpec = OptionSpec::new(
     "a batch is sent at the latest this long after its first message",
 )
 .default("50ms");
+/// `max_unacked`.
+pub const MAX_UNACKED: OptionSpec = OptionSpec::new(
+    "max_unacked",
+    OptionType::Integer,
+    "with `--state-dir`, QoS 1/2 and `clean_session = 'false'` messages are acknowledged only once the two newest checkpoints cover them: the broker's limit of unacknowledged messages per client (Mosquitto `max_inflight_messages`, 20 by default; sent as Receive Maximum with MQTT 5); half of it held back asks for a checkpoint at once",
+)
+.default("20");
 /// `dead_letter`.
 pub const DEAD_LETTER: OptionSpec = OptionSpec::new(
     "dead_letter",
@@ -193,6 +200,7 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     REQUIRED,
     BATCH_ROWS,
     BATCH_LATENCY,
+    MAX_UNACKED,
     DEAD_LETTER,
     dead_letter::MAX_BYTES,
     dead_letter::PAYLOAD_BYTES,
@@ -276,6 +284,11 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Largest packet, in bytes.
     pub max_packet_size: usize,
+    /// Messages are acknowledged by the source, not on arrival (exactly-once with
+    /// checkpoints).
+    pub manual_acks: bool,
+    /// MQTT 5: the Receive Maximum to ask for (unacknowledged messages at most).
+    pub receive_maximum: Option<u16>,
 }
 
 impl Settings {
@@ -348,6 +361,8 @@ impl Settings {
             session_expiry,
             keep_alive,
             max_packet_size: max_packet_size as usize,
+            manual_acks: false,
+            receive_maximum: None,
         })
     }
 }

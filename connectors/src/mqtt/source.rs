@@ -8,21 +8,23 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use weir_engine::PipelineError;
-use weir_engine::connector::{Connection, Source, SourceOutput, SourceSpec};
+use weir_engine::connector::{Connection, Progress, Source, SourceOutput, SourceSpec, SourceStart};
 use weir_engine::observe::telemetry::SourceTelemetry;
 use weir_engine::parse::Options;
 
+use super::acks::{Ack, Acks, Seen, digest};
 use super::client::{self, Event, Message};
 use super::decode::{Decoder, Fill, Format};
 use super::guard::{Guard, Oversized};
 use super::link::Link;
 use super::settings::{
-    ARRIVAL_TIME, BATCH_LATENCY, BATCH_ROWS, DEAD_LETTER, FORMAT, JSON_PATHS, PAYLOAD_COLUMN,
-    REQUIRED, SOURCE_QOS, SOURCE_TOPIC, Settings, TIMESTAMP_UNIT, TOPIC_COLUMN, qos,
+    ARRIVAL_TIME, BATCH_LATENCY, BATCH_ROWS, DEAD_LETTER, FORMAT, JSON_PATHS, MAX_UNACKED,
+    PAYLOAD_COLUMN, Protocol, REQUIRED, SOURCE_QOS, SOURCE_TOPIC, Settings, TIMESTAMP_UNIT,
+    TOPIC_COLUMN, qos,
 };
-use super::telemetry::{MESSAGES, SOURCE_CONNECTION_FAILURES};
+use super::telemetry::{EARLY_CHECKPOINTS, MESSAGES, REDELIVERED, SOURCE_CONNECTION_FAILURES};
 use super::topic::TopicPattern;
 use crate::columns::{EpochUnit, column_index, supported};
 use weir_engine::clock::now_nanos;
@@ -50,6 +52,11 @@ pub struct MqttSource {
     batch_rows: usize,
     batch_latency: Duration,
     dead_letter: Option<DeadLetterFile>,
+    /// The broker's limit of unacknowledged messages (`max_unacked`).
+    max_unacked: usize,
+    /// With checkpoints: acknowledge messages once a checkpoint covers them; the digests a
+    /// restored checkpoint covers.
+    exactly_once: Option<Vec<u64>>,
 }
 
 /// The topic patterns and, per pattern, the column each capture fills.
@@ -172,6 +179,7 @@ impl MqttSource {
         let batch_latency = o
             .value::<Duration>(&BATCH_LATENCY)?
             .max(Duration::from_millis(1));
+        let max_unacked = o.value::<u64>(&MAX_UNACKED)?.clamp(1, u16::MAX as u64) as usize;
         Ok(MqttSource {
             name: spec.name.clone(),
             settings,
@@ -186,6 +194,8 @@ impl MqttSource {
             batch_rows,
             batch_latency,
             dead_letter: DeadLetterFile::from_options(o, &DEAD_LETTER)?,
+            max_unacked,
+            exactly_once: None,
         })
     }
 }
@@ -194,6 +204,8 @@ impl MqttSource {
 struct Arrived {
     message: Message,
     at_ns: i64,
+    /// The connection it came on (counting reconnects).
+    generation: u64,
     /// Set when the packet guard took the message out for its size; the payload is then
     /// its first bytes only.
     oversized: Option<TakenOut>,
@@ -208,15 +220,30 @@ struct TakenOut {
     payload: usize,
 }
 
+/// Sends the acknowledgements that are due: those of the current connection (messages of
+/// an earlier one are delivered again and acknowledged then); the rest waits while the
+/// client's request queue is full.
+fn send_acks(client: &client::Client, due: &mut std::collections::VecDeque<Ack>, generation: u64) {
+    while let Some(a) = due.front() {
+        if a.generation == generation && !client.ack(a.pkid, a.qos) {
+            return;
+        }
+        due.pop_front();
+    }
+}
+
 /// Keeps the connection up and forwards messages; returns when the decoder goes away, or
-/// once `stop` is set and every message already read from the network is handed over (they
-/// are acknowledged to the broker: dropping them would lose them).
+/// once `stop` is set and every message already read from the network is handed over
+/// (without exactly-once acknowledgements they are acknowledged to the broker: dropping
+/// them would lose them). Acknowledgements the decoder sends on `acks` go out here.
+#[allow(clippy::too_many_arguments)]
 async fn connection_task(
     source: String,
     settings: Settings,
     filters: Vec<String>,
     qos: u8,
     tx: mpsc::Sender<Vec<Arrived>>,
+    mut acks: mpsc::UnboundedReceiver<Vec<Ack>>,
     telemetry: Arc<SourceTelemetry>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -228,7 +255,8 @@ async fn connection_task(
         .transpose()
         .and_then(|tls| Guard::start(&settings, tls.map(Arc::new), oversized_tx))
         .and_then(|guard| {
-            let c = client::connect_via(&settings, 64, guard.socket())?;
+            let requests = if settings.manual_acks { 256 } else { 64 };
+            let c = client::connect_via(&settings, requests, guard.socket())?;
             Ok((guard, c))
         });
     let (guard, (client, mut conn)) = match started {
@@ -246,20 +274,29 @@ async fn connection_task(
     // messages are handed over a read at a time: one queue operation (and at most one
     // wake-up of the decoder) per read from the network rather than per message
     let mut group = Vec::with_capacity(GROUP);
-    let taken_out = |o: Oversized| Arrived {
+    let mut generation = 0;
+    let mut due = std::collections::VecDeque::new();
+    let mut acks_open = true;
+    // the guard acknowledged what it took out: it is not acknowledged again
+    let taken_out = |o: Oversized, generation: u64| Arrived {
         message: Message {
             topic: o.topic,
             payload: o.prefix,
+            pkid: 0,
+            qos: 0,
+            dup: false,
         },
         at_ns: now_nanos(),
+        generation,
         oversized: Some(TakenOut {
             packet: o.size,
             payload: o.payload_size,
         }),
     };
     loop {
+        send_acks(&client, &mut due, generation);
         while let Ok(o) = oversized.try_recv() {
-            group.push(taken_out(o));
+            group.push(taken_out(o, generation));
         }
         if !group.is_empty()
             && (group.len() >= GROUP || !conn.has_buffered())
@@ -276,7 +313,14 @@ async fn connection_task(
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
                 Some(o) = oversized.recv() => {
-                    group.push(taken_out(o));
+                    group.push(taken_out(o, generation));
+                    continue;
+                }
+                a = acks.recv(), if acks_open => {
+                    match a {
+                        Some(a) => due.extend(a),
+                        None => acks_open = false,
+                    }
                     continue;
                 }
                 r = conn.poll(link.broker()) => r,
@@ -284,6 +328,7 @@ async fn connection_task(
         };
         match polled {
             Ok(Event::Connected { session_present }) => {
+                generation += 1;
                 link.up(session_present);
                 if let Err(e) = client.subscribe(&filters, qos) {
                     warn!(source = %source, error = %e, "mqtt subscribe request failed");
@@ -296,6 +341,7 @@ async fn connection_task(
                 group.push(Arrived {
                     message,
                     at_ns: now_nanos(),
+                    generation,
                     oversized: None,
                 });
             }
@@ -344,6 +390,10 @@ struct Intake<'s> {
     dead: Option<DeadLetters>,
     telemetry: Arc<SourceTelemetry>,
     messages: metrics::Counter,
+    redelivered: metrics::Counter,
+    /// Exactly-once acknowledgements: the bookkeeping, and the way to the connection task.
+    acks: Option<Acks>,
+    ack_tx: mpsc::UnboundedSender<Vec<Ack>>,
 }
 
 impl Intake<'_> {
@@ -352,12 +402,41 @@ impl Intake<'_> {
         Arrived {
             message,
             at_ns,
+            generation,
             oversized,
         }: Arrived,
     ) {
         self.messages.increment(1);
         let max = self.source.settings.max_packet_size;
         let topic = message.topic.as_str();
+        let tracked = match &mut self.acks {
+            Some(acks) if message.qos > 0 && oversized.is_none() => {
+                let d = digest(message.pkid, topic, &message.payload);
+                let ack = Ack {
+                    pkid: message.pkid,
+                    qos: message.qos,
+                    generation,
+                };
+                let seen = if message.dup {
+                    acks.redelivered(d, generation)
+                } else {
+                    Seen::New
+                };
+                match seen {
+                    Seen::New => Some((d, ack)),
+                    Seen::Covered => {
+                        self.redelivered.increment(1);
+                        let _ = self.ack_tx.send(vec![ack]);
+                        return;
+                    }
+                    Seen::InFlight => {
+                        self.redelivered.increment(1);
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let skipped = if let Some(TakenOut { packet: n, .. }) = oversized {
             Some((
                 "oversized",
@@ -381,6 +460,14 @@ impl Intake<'_> {
             let why = "the topic matches none of the source's patterns".to_string();
             Some(("unexpected_topic", why))
         };
+        match (tracked, &mut self.acks) {
+            // a skipped message adds nothing to wait for
+            (Some((_, ack)), Some(_)) if skipped.is_some() => {
+                let _ = self.ack_tx.send(vec![ack]);
+            }
+            (Some((d, ack)), Some(acks)) => acks.taken(d, ack),
+            _ => {}
+        }
         if let Some((reason, detail)) = skipped {
             self.telemetry.skip(reason, topic, &detail);
             if let Some(d) = &mut self.dead {
@@ -397,15 +484,108 @@ impl Intake<'_> {
         }
     }
 
-    /// The rows decoded so far, if any.
-    fn batch(&mut self) -> anyhow::Result<Option<arrow::record_batch::RecordBatch>> {
+    /// The rows decoded so far, if any, with the digests of their messages.
+    fn batch(&mut self) -> anyhow::Result<(Option<arrow::record_batch::RecordBatch>, Progress)> {
         if let Some(d) = &mut self.dead {
             d.flush();
         }
+        let progress = Progress {
+            offset: None,
+            delivered: self
+                .acks
+                .as_ref()
+                .map(|a| a.current().to_vec())
+                .unwrap_or_default(),
+        };
         if self.decoder.rows() == 0 {
-            return Ok(None);
+            if let Some(acks) = &mut self.acks {
+                let now = acks.without_rows();
+                if !now.is_empty() {
+                    let _ = self.ack_tx.send(now);
+                }
+            }
+            return Ok((None, progress));
         }
-        Ok(Some(self.decoder.finish()?))
+        Ok((Some(self.decoder.finish()?), progress))
+    }
+
+    /// The batch went out as number `n`.
+    fn sent(&mut self, n: u64) {
+        if let Some(acks) = &mut self.acks {
+            acks.sent(n);
+        }
+    }
+
+    /// A complete checkpoint covers the batches up to `n`: their messages are acknowledged.
+    fn committed(&mut self, n: u64) {
+        if let Some(acks) = &mut self.acks {
+            let due = acks.committed(n);
+            if !due.is_empty() {
+                let _ = self.ack_tx.send(due);
+            }
+        }
+    }
+
+    fn unacked(&self) -> usize {
+        self.acks.as_ref().map_or(0, Acks::unacked)
+    }
+}
+
+/// When an exactly-once source asks for a checkpoint before the interval.
+struct EarlyCheckpoints {
+    /// Unacknowledged messages at which to ask (half of `max_unacked`, or what the broker
+    /// showed to be its limit).
+    threshold: usize,
+    /// Asked since the last commit.
+    asked: bool,
+    /// Unacknowledged messages wait and none arrived since the last batch: the broker may
+    /// be holding back at its limit.
+    stall_at: Option<Instant>,
+    stall_after: Duration,
+    counter: metrics::Counter,
+    /// The unacknowledged count of the last stalls in a row with the same count.
+    stalls: (usize, u32),
+}
+
+impl EarlyCheckpoints {
+    async fn ask(&mut self, out: &SourceOutput) {
+        if !self.asked {
+            self.asked = true;
+            self.counter.increment(1);
+            out.want_checkpoint().await;
+        }
+    }
+
+    /// After a batch went out with `unacked` messages waiting.
+    async fn after_batch(&mut self, unacked: usize, out: &SourceOutput) {
+        self.stall_at = (unacked > 0).then(|| Instant::now() + self.stall_after);
+        if unacked >= self.threshold {
+            self.ask(out).await;
+        }
+    }
+
+    /// Nothing arrived for a while with `unacked` messages waiting: quiet input, or the
+    /// broker stopped at its limit. A checkpoint is asked for; when it stops three times in
+    /// a row at the same number, lower than `max_unacked` says, that is its limit.
+    async fn stalled(&mut self, source: &str, unacked: usize, out: &SourceOutput) {
+        self.stall_at = None;
+        if unacked == 0 || self.asked {
+            return;
+        }
+        self.stalls = match self.stalls {
+            (n, k) if n == unacked => (n, k + 1),
+            _ => (unacked, 1),
+        };
+        if self.stalls.1 == 3 && unacked < self.threshold {
+            info!(
+                source,
+                unacked,
+                max_unacked_half = self.threshold,
+                "the broker stops sending at fewer unacknowledged messages than max_unacked says: asking for checkpoints at that number from now on (set max_unacked to the broker's max_inflight_messages)"
+            );
+            self.threshold = unacked;
+        }
+        self.ask(out).await;
     }
 }
 
@@ -415,7 +595,21 @@ impl Source for MqttSource {
         false
     }
 
-    async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
+    fn resumes(&self) -> bool {
+        self.qos > 0 && !self.settings.clean_session
+    }
+
+    fn prepare(&mut self, start: SourceStart) -> anyhow::Result<()> {
+        self.exactly_once = (start.checkpoints && self.resumes())
+            .then(|| start.resume.map(|r| r.delivered).unwrap_or_default());
+        self.settings.manual_acks = self.exactly_once.is_some();
+        if self.exactly_once.is_some() && self.settings.protocol == Protocol::V5 {
+            self.settings.receive_maximum = Some(self.max_unacked as u16);
+        }
+        Ok(())
+    }
+
+    async fn run(mut self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
         let telemetry = Arc::clone(out.telemetry());
         telemetry.set_connection(Connection::Down);
         let dead = self
@@ -424,6 +618,7 @@ impl Source for MqttSource {
             .map(DeadLetterFile::open)
             .transpose()?;
         let (tx, mut rx) = mpsc::channel::<Vec<Arrived>>(QUEUE);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let (stop_reading, reading_stopped) = watch::channel(false);
         let filters: Vec<String> = self
             .patterns
@@ -436,22 +631,38 @@ impl Source for MqttSource {
             filters,
             self.qos,
             tx,
+            ack_rx,
             Arc::clone(&telemetry),
             reading_stopped,
         ));
+        let covered = self.exactly_once.take();
+        let source: &MqttSource = &self;
         let mut intake = Intake {
-            source: &self,
+            source,
             decoder: Decoder::new(
-                self.schema.clone(),
-                self.format,
-                self.unit,
-                self.fills.clone(),
-                self.required.clone(),
+                source.schema.clone(),
+                source.format,
+                source.unit,
+                source.fills.clone(),
+                source.required.clone(),
             ),
             dead,
             telemetry: Arc::clone(&telemetry),
-            messages: MESSAGES.counter_with(&[&self.name]),
+            messages: MESSAGES.counter_with(&[&source.name]),
+            redelivered: REDELIVERED.counter_with(&[&source.name]),
+            acks: covered.map(Acks::new),
+            ack_tx,
         };
+        let mut early = EarlyCheckpoints {
+            threshold: (source.max_unacked / 2).max(1),
+            asked: false,
+            stall_at: None,
+            stall_after: (source.batch_latency * 4).max(Duration::from_millis(200)),
+            counter: EARLY_CHECKPOINTS.counter_with(&[&source.name]),
+            stalls: (0, 0),
+        };
+        let exactly_once = intake.acks.is_some();
+        let mut committed = out.committed();
         let mut deadline: Option<Instant> = None;
         let mut arrived = Vec::with_capacity(QUEUE);
         let mut stop = out.clone();
@@ -459,6 +670,14 @@ impl Source for MqttSource {
             let flush = tokio::select! {
                 biased;
                 _ = stop.stopped() => break Ok(()),
+                r = committed.changed(), if exactly_once => {
+                    if r.is_ok() {
+                        let n = *committed.borrow_and_update();
+                        intake.committed(n);
+                        early.asked = false;
+                    }
+                    false
+                }
                 n = rx.recv_many(&mut arrived, QUEUE) => {
                     if n == 0 {
                         break Err(anyhow::anyhow!("the mqtt connection task ended"));
@@ -466,24 +685,36 @@ impl Source for MqttSource {
                     for m in arrived.drain(..).flatten() {
                         intake.take(m);
                     }
+                    early.stall_at = None;
                     let rows = intake.decoder.rows();
                     if rows > 0 && deadline.is_none() {
-                        deadline = Some(Instant::now() + self.batch_latency);
+                        deadline = Some(Instant::now() + source.batch_latency);
                     }
-                    rows >= self.batch_rows
+                    rows >= source.batch_rows
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => true,
+                _ = tokio::time::sleep_until(early.stall_at.unwrap_or_else(Instant::now)), if early.stall_at.is_some() => {
+                    early.stalled(&source.name, intake.unacked(), &out).await;
+                    false
+                }
             };
             if flush {
                 deadline = None;
-                if let Some(b) = intake.batch()?
-                    && out.send(b).await.is_err()
-                {
-                    break Ok(());
+                let (batch, progress) = intake.batch()?;
+                if let Some(b) = batch {
+                    match out.send_at(b, progress).await {
+                        Ok(n) => intake.sent(n),
+                        Err(_) => break Ok(()),
+                    }
+                }
+                if exactly_once {
+                    early.after_batch(intake.unacked(), &out).await;
                 }
             }
         };
-        // stop reading, then keep what was already read (the broker considers it delivered)
+        // stop reading, then keep what was already read (the broker considers it delivered,
+        // or, with exactly-once acknowledgements, delivers it again: the final checkpoint
+        // tells which ones are covered)
         let _ = stop_reading.send(true);
         while let Some(group) = rx.recv().await {
             for m in group {
@@ -492,8 +723,9 @@ impl Source for MqttSource {
         }
         let _ = conn.await;
         telemetry.set_connection(Connection::Down);
-        if let Some(b) = intake.batch()? {
-            out.send_last(b).await;
+        let (batch, progress) = intake.batch()?;
+        if let Some(b) = batch {
+            out.send_last(b, progress).await;
         }
         result
     }

@@ -8,6 +8,18 @@ pub const MESSAGES: MetricDef = MetricDef::counter(
     &["source"],
     "MQTT messages a source received (decoded or skipped)",
 );
+/// Messages delivered again.
+pub const REDELIVERED: MetricDef = MetricDef::counter(
+    "weir_mqtt_redelivered_total",
+    &["source"],
+    "Messages a broker delivered again (after a reconnect or a restart) that Weir had already processed: acknowledged and not processed twice (exactly-once acknowledgements with --state-dir)",
+);
+/// Early checkpoints asked for.
+pub const EARLY_CHECKPOINTS: MetricDef = MetricDef::counter(
+    "weir_mqtt_checkpoints_asked_total",
+    &["source"],
+    "Checkpoints an MQTT source asked for before the interval because its unacknowledged messages neared the broker's limit (max_unacked)",
+);
 /// Connection failures of a source.
 pub const SOURCE_CONNECTION_FAILURES: MetricDef = MetricDef::counter(
     "weir_mqtt_connection_failures_total",
@@ -22,6 +34,11 @@ pub const SINK_CONNECTION_FAILURES: MetricDef = MetricDef::counter(
 );
 
 /// What the source records.
-pub const SOURCE_METRICS: &[MetricDef] = &[MESSAGES, SOURCE_CONNECTION_FAILURES];
+pub const SOURCE_METRICS: &[MetricDef] = &[
+    MESSAGES,
+    REDELIVERED,
+    EARLY_CHECKPOINTS,
+    SOURCE_CONNECTION_FAILURES,
+];
 /// What the sink records.
 pub const SINK_METRICS: &[MetricDef] = &[SINK_CONNECTION_FAILURES];

@@ -6,6 +6,7 @@
 //! [`uploader`] task uploads them or writes them to the [`spill`] directory and replays it.
 
 pub mod keys;
+mod outbox;
 mod settings;
 mod sink;
 pub mod spill;

@@ -1,5 +1,9 @@
 //! The object-store sink: Parquet files rolled by rows, bytes or age, each handed to the
 //! uploader (which spills it when the store cannot take it).
+//!
+//! With checkpoints, finished files wait for the checkpoint that covers their rows: they are
+//! written durably to the [`outbox`](super::outbox) at its cut and handed to the uploader
+//! once it is complete.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,14 +20,17 @@ use parquet::file::properties::WriterProperties;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::error;
-use weir_engine::connector::Sink;
+use weir_engine::connector::{Sink, SinkStart};
 use weir_engine::observe::telemetry::SinkTelemetry;
 
 use super::keys::{TimeRange, object_key};
+use super::outbox;
 use super::settings::{Roll, Settings};
 use super::spill::{KEY_METADATA, SpillDir};
 use super::store;
-use super::uploader::{Command, Destination, Finished, Policy, Uploader};
+use super::uploader::{
+    Command, Committed, Destination, Finished, Outbox, Policy, Tombstone, Uploader,
+};
 
 /// Files that may wait between the sink and its uploader.
 const QUEUE: usize = 4;
@@ -35,6 +42,22 @@ struct OpenFile {
     rows: u64,
     opened: Instant,
     opened_ns: i64,
+}
+
+/// A finished file waiting for a checkpoint.
+struct Held {
+    file: Finished,
+    seq: u64,
+    /// Its pending file and checkpoint, once pre-committed.
+    pending: Option<(std::path::PathBuf, u64)>,
+}
+
+/// What the sink keeps with checkpoints.
+struct Checkpointed {
+    outbox: Outbox,
+    held: Vec<Held>,
+    /// Objects to delete before the uploader uploads anything (given to it when it starts).
+    deletes: Vec<Tombstone>,
 }
 
 /// A configured object-store sink.
@@ -53,6 +76,8 @@ pub struct ObjectStoreSink {
     deadline: watch::Sender<Option<tokio::time::Instant>>,
     /// Uploads, spill buffer, rows lost.
     telemetry: Arc<SinkTelemetry>,
+    /// With checkpoints.
+    checkpointed: Option<Checkpointed>,
 }
 
 impl ObjectStoreSink {
@@ -71,6 +96,7 @@ impl ObjectStoreSink {
             uploader: None,
             deadline: watch::channel(None).0,
             telemetry,
+            checkpointed: None,
         }
     }
 
@@ -101,6 +127,12 @@ impl ObjectStoreSink {
                     spill,
                     max_bytes: self.spill_max_bytes,
                     policy: self.policy,
+                    outbox: self.checkpointed.as_ref().map(|c| c.outbox.clone()),
+                    deletes: self
+                        .checkpointed
+                        .as_mut()
+                        .map(|c| std::mem::take(&mut c.deletes))
+                        .unwrap_or_default(),
                 },
                 self.deadline.subscribe(),
                 Arc::clone(&self.telemetry),
@@ -122,31 +154,40 @@ impl ObjectStoreSink {
         }))
     }
 
-    /// Finishes the open file and hands it to the uploader.
+    /// Finishes the open file and hands it to the uploader (with checkpoints: holds it
+    /// until a checkpoint covers it).
     async fn roll(&mut self) -> anyhow::Result<()> {
         let Some(mut f) = self.open.take() else {
             return Ok(());
         };
-        let key = object_key(
-            &self.target.prefix,
-            &self.name,
-            f.range,
-            self.seq,
-            f.opened_ns,
-        );
+        let seq = self.seq;
+        let key = object_key(&self.target.prefix, &self.name, f.range, seq, f.opened_ns);
         self.seq += 1;
         f.writer
             .append_key_value_metadata(KeyValue::new(KEY_METADATA.to_string(), key.clone()));
         let data = Bytes::from(f.writer.into_inner()?);
-        let tx = self.uploader()?;
-        tx.send(Command::File(Finished {
+        let file = Finished {
             key,
             data,
             rows: f.rows,
-        }))
-        .await
-        .context("the uploader stopped")?;
-        Ok(())
+            committed: None,
+        };
+        if let Some(c) = &mut self.checkpointed {
+            c.held.push(Held {
+                file,
+                seq,
+                pending: None,
+            });
+            return Ok(());
+        }
+        self.upload(file).await
+    }
+
+    async fn upload(&mut self, file: Finished) -> anyhow::Result<()> {
+        let tx = self.uploader()?;
+        tx.send(Command::File(file))
+            .await
+            .context("the uploader stopped")
     }
 
     fn due(&self, f: &OpenFile) -> bool {
@@ -188,8 +229,86 @@ impl Sink for ObjectStoreSink {
         Ok(())
     }
 
+    async fn recover(&mut self, start: SinkStart) -> anyhow::Result<()> {
+        let outbox = Outbox {
+            dir: self.spill_dir.join("pending"),
+            lineage: start.lineage,
+        };
+        let found = outbox::recover(&self.name, &outbox, &self.spill_dir, start.restored)?;
+        if let Some(seq) = found.next_seq {
+            self.seq = seq;
+        }
+        self.checkpointed = Some(Checkpointed {
+            outbox,
+            held: Vec::new(),
+            deletes: found.deletes,
+        });
+        let pending_deletes = self
+            .checkpointed
+            .as_ref()
+            .is_some_and(|c| !c.deletes.is_empty());
+        if pending_deletes || !found.recommit.is_empty() {
+            self.uploader()?;
+        }
+        for file in found.recommit {
+            self.upload(file).await?;
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, number: u64) -> anyhow::Result<serde_json::Value> {
+        self.roll().await?;
+        if let Some(c) = &mut self.checkpointed {
+            for h in c.held.iter_mut().filter(|h| h.pending.is_none()) {
+                let path = outbox::pend(&c.outbox.dir, number, h.seq, &h.file.data).with_context(
+                    || {
+                        format!(
+                            "cannot write a pending file into {}",
+                            c.outbox.dir.display()
+                        )
+                    },
+                )?;
+                h.pending = Some((path, number));
+            }
+        }
+        Ok(serde_json::json!({ "next_seq": self.seq }))
+    }
+
+    async fn commit(&mut self, number: u64, oldest_kept: u64) -> anyhow::Result<()> {
+        let Some(c) = &mut self.checkpointed else {
+            return Ok(());
+        };
+        let (ready, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut c.held)
+            .into_iter()
+            .partition(|h| h.pending.as_ref().is_some_and(|(_, k)| *k <= number));
+        c.held = waiting;
+        for h in ready {
+            let (pending, checkpoint) = h.pending.expect("partitioned on it");
+            let mut file = h.file;
+            file.committed = Some(Committed {
+                pending,
+                checkpoint,
+            });
+            self.upload(file).await?;
+        }
+        let tx = self.uploader()?;
+        tx.send(Command::Forget(oldest_kept))
+            .await
+            .context("the uploader stopped")?;
+        Ok(())
+    }
+
+    fn delivery(&self) -> &'static str {
+        "exactly once"
+    }
+
     async fn close(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
         self.deadline.send_replace(Some(deadline));
+        if let Some(c) = &mut self.checkpointed {
+            // rows after the last checkpoint stay uncommitted: a restart produces them again
+            c.held.clear();
+            self.open = None;
+        }
         self.roll().await?;
         if self.uploader.is_none() && self.spill_dir.exists() {
             // a run without rows still uploads what earlier runs spilled

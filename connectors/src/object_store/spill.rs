@@ -19,6 +19,48 @@ pub const KEY_METADATA: &str = "weir.object_key";
 /// The subdirectory torn and corrupt files are moved to.
 const QUARANTINE: &str = "quarantine";
 
+/// What precedes the tag in the name of a file committed with a checkpoint.
+const TAG: &str = "ck";
+
+/// The tag in the name of a spilled file committed with a checkpoint (`LINEAGExNUMBER`).
+pub fn tag_of(path: &Path) -> Option<&str> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    Some(name.rsplit_once(&format!("-{TAG}"))?.1)
+}
+
+/// The tag for checkpoint `number` of `lineage`.
+pub fn tag(lineage: &str, number: u64) -> String {
+    format!("{lineage}x{number}")
+}
+
+/// Deletes the files in spill directory `dir` committed with a checkpoint of `lineage`
+/// after `after` (before the directory is opened); how many.
+pub fn remove_committed_after(dir: &Path, lineage: &str, after: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let later = tag_of(&path)
+            .and_then(|t| checkpoint_of(t, lineage))
+            .is_some_and(|k| k > after);
+        if later && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    removed
+}
+
+/// The checkpoint number in `tag`, when it is of `lineage`.
+pub fn checkpoint_of(tag: &str, lineage: &str) -> Option<u64> {
+    let (l, n) = tag.split_once('x')?;
+    (l == lineage).then(|| n.parse().ok()).flatten()
+}
+
 /// A spilled file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spilled {
@@ -245,6 +287,38 @@ impl SpillDir {
         let s = Spilled {
             path,
             bytes: data.len() as u64,
+            spilled_ms: ms,
+        };
+        self.bytes += s.bytes;
+        self.files.insert(name, s.clone());
+        Ok(s)
+    }
+
+    /// Moves the durable file at `path` (on the same file system) into the directory as the
+    /// newest spilled file, its name tagged with `tag` (see [`tag_of`]); fsyncs the
+    /// directory.
+    pub fn adopt(&mut self, path: &Path, tag: &str) -> anyhow::Result<Spilled> {
+        if self.unusable.is_some() {
+            std::fs::create_dir_all(&self.dir).with_context(|| {
+                format!("the spill directory {} cannot be used", self.dir.display())
+            })?;
+            self.unusable = None;
+        }
+        let newest = self.files.values().next_back().map_or(0, |s| s.spilled_ms);
+        let ms = now_ms().max(newest);
+        self.seq += 1;
+        let name = format!(
+            "{ms:013}-{:06}-{}-{TAG}{tag}.parquet",
+            self.seq,
+            std::process::id()
+        );
+        let to = self.dir.join(&name);
+        std::fs::rename(path, &to)
+            .with_context(|| format!("cannot move {} to {}", path.display(), to.display()))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).ok();
+        let s = Spilled {
+            bytes: std::fs::metadata(&to).map_or(0, |m| m.len()),
+            path: to,
             spilled_ms: ms,
         };
         self.bytes += s.bytes;

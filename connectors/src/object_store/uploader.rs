@@ -2,6 +2,7 @@
 //! directory oldest first (exponential backoff with jitter) until the store answers again.
 //! Runs as its own task so that the pipeline never waits for the network.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tracing::{error, info, warn};
 use weir_engine::backoff::Reconnect;
 use weir_engine::observe::telemetry::SinkTelemetry;
 
-use super::spill::{SpillDir, Spilled};
+use super::spill::{SpillDir, Spilled, checkpoint_of, tag, tag_of};
 
 /// The quarantine keeps at most this fraction (1/N) of the spill budget.
 const QUARANTINE_SHARE: u64 = 10;
@@ -43,6 +44,43 @@ pub struct Finished {
     pub data: Bytes,
     /// Rows in it.
     pub rows: u64,
+    /// Set when the file was committed with a checkpoint.
+    pub committed: Option<Committed>,
+}
+
+/// A file committed with a checkpoint: durable at `pending` until it is uploaded (a
+/// tombstone then keeps its key, in case an older checkpoint must be restored) or spilled
+/// (it then moves into the spill directory, its name tagged with the checkpoint).
+#[derive(Debug)]
+pub struct Committed {
+    /// Where it is.
+    pub pending: PathBuf,
+    /// The checkpoint it was committed with.
+    pub checkpoint: u64,
+}
+
+/// Where a sink with checkpoints keeps pending files and the keys of uploaded ones.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// `SPILL_DIR/SINK/pending`.
+    pub dir: PathBuf,
+    /// The state directory's lineage.
+    pub lineage: String,
+}
+
+/// The key of an object committed after the restored checkpoint, to be deleted before
+/// anything is uploaded; its tombstone file goes once the object is gone.
+#[derive(Debug, Clone)]
+pub struct Tombstone {
+    /// The tombstone file.
+    pub path: PathBuf,
+    /// The object key.
+    pub key: String,
+}
+
+/// The checkpoint number a pending or tombstone file's name starts with.
+pub fn outbox_checkpoint(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.split('-').next()?.parse().ok()
 }
 
 /// Messages to the uploader.
@@ -50,6 +88,8 @@ pub struct Finished {
 pub enum Command {
     /// Upload (or spill) this file.
     File(Finished),
+    /// Tombstones of checkpoints older than this one are no longer needed.
+    Forget(u64),
     /// Try the backlog once more, then stop; answers when done.
     Close(oneshot::Sender<()>),
 }
@@ -76,6 +116,11 @@ pub struct Uploader {
     /// their files spilled.
     deadline: watch::Receiver<Option<tokio::time::Instant>>,
     telemetry: Arc<SinkTelemetry>,
+    /// With checkpoints: where tombstones go.
+    outbox: Option<Outbox>,
+    /// Objects to delete before anything is uploaded.
+    deletes: Vec<Tombstone>,
+    tombstones: u64,
 }
 
 /// Where an uploader sends files and keeps the ones it cannot send yet.
@@ -92,6 +137,10 @@ pub struct Destination {
     pub max_bytes: u64,
     /// What happens at the budget.
     pub policy: Policy,
+    /// With checkpoints: where pending files and tombstones are.
+    pub outbox: Option<Outbox>,
+    /// Objects committed after the restored checkpoint: deleted before any upload.
+    pub deletes: Vec<Tombstone>,
 }
 
 impl Uploader {
@@ -117,6 +166,9 @@ impl Uploader {
             closing: None,
             deadline,
             telemetry,
+            outbox: to.outbox,
+            deletes: to.deletes,
+            tombstones: 0,
         }
     }
 }
@@ -207,6 +259,65 @@ impl Uploader {
         result
     }
 
+    /// Deletes the objects a restored checkpoint does not cover (before anything is
+    /// uploaded: a file made again may have the same key).
+    async fn flush_deletes(&mut self) -> anyhow::Result<()> {
+        while let Some(t) = self.deletes.first().cloned() {
+            let path = ObjectPath::from(t.key.as_str());
+            match self.before_deadline(self.store.delete(&path)).await {
+                Some(Ok(())) | Some(Err(object_store::Error::NotFound { .. })) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("delete abandoned: the shutdown grace period is running out"),
+            }
+            self.deletes.remove(0);
+            let _ = blocking(|| std::fs::remove_file(&t.path));
+            info!(sink = %self.name, key = %t.key,
+                "deleted an object committed after the restored checkpoint (its rows come again)");
+        }
+        Ok(())
+    }
+
+    /// Records that the object `key`, committed with checkpoint `number`, is in the store
+    /// (and removes its pending file, if any).
+    fn tombstone(&mut self, number: u64, key: &str, pending: Option<&Path>) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        self.tombstones += 1;
+        let path = outbox.dir.join(format!(
+            "{number:016}-{}-{}.uploaded",
+            std::process::id(),
+            self.tombstones
+        ));
+        let written =
+            blocking(|| weir_engine::checkpoint::store::write_durably(&path, key.as_bytes()));
+        if let Err(e) = written {
+            warn!(sink = %self.name, file = %path.display(), error = %e,
+                "cannot record an uploaded object's key: restoring an older checkpoint could not delete it");
+        }
+        if let Some(p) = pending {
+            let _ = blocking(|| std::fs::remove_file(p));
+        }
+    }
+
+    /// Tombstones of checkpoints before `oldest_kept` can go.
+    fn forget(&mut self, oldest_kept: u64) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&outbox.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let old = path.extension().is_some_and(|x| x == "uploaded")
+                && outbox_checkpoint(&path).is_some_and(|k| k < oldest_kept);
+            if old {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
     fn link_down(&mut self, e: &anyhow::Error) {
         self.last_failure = Some(Instant::now());
         if self.down_since.is_none() {
@@ -237,6 +348,10 @@ impl Uploader {
     /// waits for a replay.
     async fn replay(&mut self, mut incoming: Option<&mut mpsc::Receiver<Command>>) -> bool {
         let mut done = Replayed::default();
+        if let Err(e) = self.flush_deletes().await {
+            self.link_down(&e);
+            return false;
+        }
         while let Some(oldest) = self.spill.oldest().cloned() {
             if let Some(rx) = incoming.as_deref_mut() {
                 self.take_waiting(rx);
@@ -252,6 +367,13 @@ impl Uploader {
                 self.link_down(&e);
                 self.gauges();
                 return false;
+            }
+            let committed = match (&self.outbox, tag_of(&oldest.path)) {
+                (Some(o), Some(t)) => checkpoint_of(t, &o.lineage),
+                _ => None,
+            };
+            if let Some(k) = committed {
+                self.tombstone(k, &contents.key, None);
             }
             if let Err(e) = blocking(|| self.spill.remove(&oldest)) {
                 error!(sink = %self.name, error = %format!("{e:#}"), "cannot delete an uploaded spill file");
@@ -361,6 +483,7 @@ impl Uploader {
         while self.closing.is_none() && self.policy == Policy::DropOldest {
             match rx.try_recv() {
                 Ok(Command::File(f)) => self.spill_file(f),
+                Ok(Command::Forget(k)) => self.forget(k),
                 Ok(Command::Close(done)) => self.closing = Some(done),
                 Err(_) => return,
             }
@@ -377,7 +500,16 @@ impl Uploader {
             .last_failure
             .is_some_and(|t| t.elapsed() < DIRECT_RETRY);
         if !failed_just_now {
-            match self.put(&f.key, f.data.clone()).await {
+            let put = match self.flush_deletes().await {
+                Ok(()) => self.put(&f.key, f.data.clone()).await,
+                Err(e) => Err(e),
+            };
+            if put.is_ok()
+                && let Some(c) = &f.committed
+            {
+                self.tombstone(c.checkpoint, &f.key, Some(&c.pending));
+            }
+            match put {
                 Ok(()) if self.spill.is_empty() => {
                     self.link_up(Replayed::default());
                     return false;
@@ -395,6 +527,9 @@ impl Uploader {
     }
 
     fn drop_file(&self, f: &Finished) {
+        if let Some(c) = &f.committed {
+            let _ = std::fs::remove_file(&c.pending);
+        }
         self.telemetry.dropped_file(
             f.rows,
             format_args!(
@@ -410,7 +545,14 @@ impl Uploader {
         if self.policy == Policy::DropOldest && !self.drop_oldest_for(f.data.len() as u64) {
             return self.drop_file(&f);
         }
-        if let Err(e) = blocking(|| self.spill.write(&f.data)) {
+        let spilled = match (&f.committed, &self.outbox) {
+            (Some(c), Some(o)) => {
+                let tag = tag(&o.lineage, c.checkpoint);
+                blocking(|| self.spill.adopt(&c.pending, &tag))
+            }
+            _ => blocking(|| self.spill.write(&f.data)),
+        };
+        if let Err(e) = spilled {
             self.telemetry.lost_rows(
                 f.rows,
                 format_args!("cannot spill file {}: its rows are lost: {e:#}", f.key),
@@ -434,6 +576,10 @@ impl Uploader {
     /// Answers `Close`: a few quick attempts to upload the backlog (a store that just came
     /// back may still stumble), then stops.
     async fn close(&mut self, done: oneshot::Sender<()>) {
+        if let Err(e) = self.flush_deletes().await {
+            warn!(sink = %self.name, error = %format!("{e:#}"), pending = self.deletes.len(),
+                "objects committed after the restored checkpoint are not deleted yet: tried again at the next start");
+        }
         let mut give_up = tokio::time::Instant::now() + CLOSE_REPLAY;
         if let Some(deadline) = *self.deadline.borrow() {
             give_up = give_up.min(deadline);
@@ -471,10 +617,11 @@ impl Uploader {
                             next_try = tokio::time::Instant::now();
                         }
                     }
+                    Some(Command::Forget(k)) => self.forget(k),
                     Some(Command::Close(done)) => return self.close(done).await,
                     None => return,
                 },
-                _ = tokio::time::sleep_until(next_try), if !self.spill.is_empty() => {
+                _ = tokio::time::sleep_until(next_try), if !self.spill.is_empty() || !self.deletes.is_empty() => {
                     if !self.replay(Some(&mut rx)).await {
                         next_try = tokio::time::Instant::now() + self.reconnect.next_delay();
                     }
@@ -496,6 +643,7 @@ mod tests {
             key: key.to_string(),
             data: Bytes::from(parquet(rows, key)),
             rows: rows as u64,
+            committed: None,
         }
     }
 
@@ -519,6 +667,8 @@ mod tests {
                 spill,
                 max_bytes: 1 << 20,
                 policy: Policy::DropOldest,
+                outbox: None,
+                deletes: Vec::new(),
             },
             deadline,
             Arc::new(SinkTelemetry::new("cloud")),

@@ -258,7 +258,7 @@ impl Reading<'_> {
             }
         };
         if out.is_stopped() {
-            out.send_last(batch).await;
+            out.send_last(batch, Default::default()).await;
             return false;
         }
         out.send(batch).await.is_ok()

@@ -241,22 +241,19 @@ impl<'a> Compiler<'a> {
         true
     }
 
+    /// Adds `stream` (its event-time columns `time_cols`; `bounded` when it ends by itself)
+    /// and registers it as a table for the queries that follow.
     fn add_stream(
         &mut self,
-        name: &str,
-        schema: SchemaRef,
+        stream: StreamState,
         time_cols: Vec<usize>,
         bounded: bool,
-        clock: Option<SourceClock>,
-        telemetry: Option<Arc<SourceTelemetry>>,
     ) -> StreamId {
         let id = StreamId::new(self.streams.len());
-        self.streams.push(StreamState::new(
-            name,
-            Arc::clone(&schema),
-            clock,
-            telemetry,
-        ));
+        let name = stream.name.clone();
+        let name = name.as_str();
+        let schema = Arc::clone(&stream.schema);
+        self.streams.push(stream);
         self.info.time.push(time_cols.clone());
         self.info.bounded.push(bounded);
         sync::write(&self.catalog).insert(
@@ -434,14 +431,24 @@ impl<'a> Compiler<'a> {
         let bounded = source.is_bounded();
         let time_cols = clock.iter().map(|c| c.event_time).collect();
         let telemetry = Arc::new(SourceTelemetry::new(&s.name));
-        let id = self.add_stream(
+        let fingerprint = crate::checkpoint::stable_hash(
+            format!(
+                "source {}\nconnector {}\ncolumns {}\n{}",
+                s.name,
+                factory.name(),
+                columns(&schema),
+                opts.fingerprint_text()
+            )
+            .as_bytes(),
+        );
+        let stream = StreamState::new(
             &s.name,
             schema,
-            time_cols,
-            bounded,
             clock,
             Some(Arc::clone(&telemetry)),
+            fingerprint,
         );
+        let id = self.add_stream(stream, time_cols, bounded);
         self.sources.push(CompiledSource {
             name: s.name,
             connector: factory.name().to_string(),
@@ -625,6 +632,17 @@ impl<'a> Compiler<'a> {
             }
         };
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let fingerprint = crate::checkpoint::stable_hash(
+            format!(
+                "{} {}\nstreaming: {}\noutput: {}\nplan:\n{}",
+                if is_view { "view" } else { "insert into" },
+                q.name,
+                lowered.description,
+                columns(&schema),
+                plan.display_indent_schema()
+            )
+            .as_bytes(),
+        );
         let target = match target {
             Some(k) => {
                 if let Some(prev) = self.sink_schemas.get(&k)
@@ -648,14 +666,9 @@ impl<'a> Compiler<'a> {
                     .branches
                     .iter()
                     .all(|b| self.info.bounded[b.stream.index()]);
-                let id = self.add_stream(
-                    &q.name,
-                    Arc::clone(&schema),
-                    lowered.time_cols.clone(),
-                    bounded,
-                    None,
-                    None,
-                );
+                let stream =
+                    StreamState::new(&q.name, Arc::clone(&schema), None, None, fingerprint);
+                let id = self.add_stream(stream, lowered.time_cols.clone(), bounded);
                 Target::Stream(id)
             }
         };
@@ -686,6 +699,7 @@ impl<'a> Compiler<'a> {
             out_time: lowered.out_time,
             dead_letters: None,
             budget,
+            fingerprint,
         });
     }
 }

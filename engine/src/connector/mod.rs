@@ -64,11 +64,36 @@ pub struct SourceSpec {
     pub event_time: Option<usize>,
 }
 
+/// Where a source stands after one batch, for checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// What the source needs to go on right after this batch when it is started again
+    /// (its own JSON: a file and row, a row count); `None` when it cannot resume (live
+    /// values) or keeps no position (the MQTT broker keeps it).
+    pub offset: Option<serde_json::Value>,
+    /// Ids of the messages in this batch that may be delivered again after a crash (the
+    /// MQTT source: a hash of packet id, topic and payload). The engine keeps them with the
+    /// next three checkpoints, so that a source started again can tell redeliveries.
+    pub delivered: Vec<u64>,
+}
+
 /// Messages from a running source to the engine.
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Rows.
-    Batch(StreamId, RecordBatch),
+    Batch {
+        /// The source.
+        stream: StreamId,
+        /// The rows.
+        batch: RecordBatch,
+        /// The source's batch number, counting from 1.
+        number: u64,
+        /// Where the source stands after it.
+        progress: Progress,
+    },
+    /// The source asks for a checkpoint now (its unacknowledged messages near the broker's
+    /// limit), covering the batches it sent before.
+    CheckpointWanted(StreamId),
     /// The source has no more rows (finite input, or it was asked to stop).
     End(StreamId),
     /// The source failed and stopped.
@@ -82,6 +107,8 @@ pub struct SourceOutput {
     tx: mpsc::Sender<SourceEvent>,
     stop: watch::Receiver<bool>,
     telemetry: Arc<SourceTelemetry>,
+    numbers: Arc<std::sync::atomic::AtomicU64>,
+    committed: watch::Receiver<u64>,
 }
 
 /// The engine is shutting down: the source should return.
@@ -89,18 +116,22 @@ pub struct SourceOutput {
 pub struct Stopped;
 
 impl SourceOutput {
-    /// An output for source `id`, counting into `telemetry`.
+    /// An output for source `id`, counting into `telemetry`; `committed` carries the number
+    /// of the last of its batches that two complete checkpoints cover.
     pub fn new(
         id: StreamId,
         tx: mpsc::Sender<SourceEvent>,
         stop: watch::Receiver<bool>,
         telemetry: Arc<SourceTelemetry>,
+        committed: watch::Receiver<u64>,
     ) -> Self {
         Self {
             id,
             tx,
             stop,
             telemetry,
+            numbers: Arc::default(),
+            committed,
         }
     }
 
@@ -109,26 +140,60 @@ impl SourceOutput {
         &self.telemetry
     }
 
+    fn batch_event(&self, batch: RecordBatch, progress: Progress) -> (u64, SourceEvent) {
+        let number = self
+            .numbers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let ev = SourceEvent::Batch {
+            stream: self.id,
+            batch,
+            number,
+            progress,
+        };
+        (number, ev)
+    }
+
     /// Sends a batch, waiting while the engine is busy (backpressure).
     pub async fn send(&self, batch: RecordBatch) -> Result<(), Stopped> {
+        self.send_at(batch, Progress::default()).await.map(|_| ())
+    }
+
+    /// Sends a batch with where the source stands after it; returns the batch's number
+    /// (0 for an empty batch, which is not sent).
+    pub async fn send_at(&self, batch: RecordBatch, progress: Progress) -> Result<u64, Stopped> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(0);
         }
         if self.is_stopped() {
             return Err(Stopped);
         }
-        self.tx
-            .send(SourceEvent::Batch(self.id, batch))
-            .await
-            .map_err(|_| Stopped)
+        let (number, ev) = self.batch_event(batch, progress);
+        self.tx.send(ev).await.map_err(|_| Stopped)?;
+        Ok(number)
     }
 
     /// Sends the last rows a stopping source still holds (sent even after the engine asked
-    /// sources to stop; lost only if the engine is already gone).
-    pub async fn send_last(&self, batch: RecordBatch) {
-        if batch.num_rows() > 0 {
-            let _ = self.tx.send(SourceEvent::Batch(self.id, batch)).await;
+    /// sources to stop; lost only if the engine is already gone); returns the batch number.
+    pub async fn send_last(&self, batch: RecordBatch, progress: Progress) -> u64 {
+        if batch.num_rows() == 0 {
+            return 0;
         }
+        let (number, ev) = self.batch_event(batch, progress);
+        let _ = self.tx.send(ev).await;
+        number
+    }
+
+    /// Asks for a checkpoint covering the batches sent so far.
+    pub async fn want_checkpoint(&self) {
+        let _ = self.tx.send(SourceEvent::CheckpointWanted(self.id)).await;
+    }
+
+    /// The number of the last of its batches that the newest complete checkpoint and the
+    /// one before both cover, as it changes: input of those batches may be acknowledged
+    /// (the run falls back to the one before when the newest is damaged).
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// True once the engine asked sources to stop.
@@ -142,11 +207,42 @@ impl SourceOutput {
     }
 }
 
+/// What a source is told before it starts.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStart {
+    /// The run takes checkpoints (`--state-dir`): a source that acknowledges input (MQTT)
+    /// does so only for batches complete checkpoints cover ([`SourceOutput::committed`]).
+    pub checkpoints: bool,
+    /// Where the restored checkpoint left the source, if one was restored and the source's
+    /// statement is unchanged.
+    pub resume: Option<Resume>,
+}
+
+/// A source's position in a restored checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The offset of the last batch the checkpoint covers ([`Progress::offset`]).
+    pub offset: Option<serde_json::Value>,
+    /// Ids of messages the checkpoint covers that a broker may deliver again.
+    pub delivered: Vec<u64>,
+}
+
 /// A running input.
 #[async_trait]
 pub trait Source: Send {
     /// True when the input ends by itself (a file, a generator with a limit).
     fn is_bounded(&self) -> bool;
+    /// True when the source can go on from a checkpoint's position (files, the generator,
+    /// MQTT with a persistent session): its input is replayed from there. Live values
+    /// (Modbus, OPC UA) cannot be: their state is restored and the gap is reported.
+    fn resumes(&self) -> bool {
+        false
+    }
+    /// Called once before [`Source::run`].
+    fn prepare(&mut self, start: SourceStart) -> anyhow::Result<()> {
+        let _ = start;
+        Ok(())
+    }
     /// Produces batches until the input ends or the engine stops.
     async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()>;
 }
@@ -180,9 +276,44 @@ pub struct SinkSpec {
     pub telemetry: Arc<SinkTelemetry>,
 }
 
+/// What a sink is told before its first row.
+#[derive(Debug, Clone)]
+pub struct SinkStart {
+    /// The state directory's lineage: sinks tag what they commit with it.
+    pub lineage: String,
+    /// The checkpoint the run restored: its number and what this sink's pre-commit returned
+    /// for it (`None`: the run starts from nothing).
+    pub restored: Option<(u64, serde_json::Value)>,
+}
+
 /// A running output.
 #[async_trait]
 pub trait Sink: Send {
+    /// With checkpoints, before the first row: what was pending for the restored checkpoint
+    /// is committed, and what the sink wrote after it (it comes again) is removed. Until this
+    /// is called the sink writes as without checkpoints.
+    async fn recover(&mut self, start: SinkStart) -> anyhow::Result<()> {
+        let _ = start;
+        Ok(())
+    }
+    /// With checkpoints: finishes the rows received since the last pre-commit as pending
+    /// output of checkpoint `number` (durable, not yet visible); returns what the sink needs
+    /// to find it again, kept in the checkpoint. Sinks that cannot hold output back flush.
+    async fn pre_commit(&mut self, number: u64) -> anyhow::Result<serde_json::Value> {
+        let _ = number;
+        Ok(serde_json::Value::Null)
+    }
+    /// Checkpoint `number` is complete: what was pending up to it becomes visible. Output
+    /// of checkpoints older than `oldest_kept` can no longer be asked back.
+    async fn commit(&mut self, number: u64, oldest_kept: u64) -> anyhow::Result<()> {
+        let _ = (number, oldest_kept);
+        Ok(())
+    }
+    /// `exactly once` or `at least once`: what a crash does to this sink's output with
+    /// checkpoints (for the log).
+    fn delivery(&self) -> &'static str {
+        "at least once"
+    }
     /// Writes rows.
     async fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()>;
     /// Called about once a second, also when no rows come: for time-based work such as

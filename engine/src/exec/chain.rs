@@ -124,6 +124,22 @@ impl Chain {
         Self { steps }
     }
 
+    /// Its steps with state across batches (`ewma`, `zscore`), in order.
+    pub fn running(&self) -> impl Iterator<Item = &KeyedRunning> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Running(r) => Some(r.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The same, to restore them.
+    pub fn running_mut(&mut self) -> impl Iterator<Item = &mut KeyedRunning> {
+        self.steps.iter_mut().filter_map(|s| match s {
+            Step::Running(r) => Some(r.as_mut()),
+            _ => None,
+        })
+    }
+
     /// Runs every step over `batch`. Rows a step cannot evaluate are set aside into
     /// `failed` (with the expression that failed); the others go on.
     pub fn apply(

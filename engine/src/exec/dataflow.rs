@@ -80,6 +80,9 @@ pub struct StreamState {
     pub last_batch: Option<Instant>,
     /// For sources: where rows read and rows without event time are counted.
     pub telemetry: Option<Arc<SourceTelemetry>>,
+    /// A hash of its definition (a source's statement, a view's plan): a checkpoint's
+    /// state is restored only into the same definition.
+    pub fingerprint: u64,
 }
 
 impl StreamState {
@@ -89,6 +92,7 @@ impl StreamState {
         schema: SchemaRef,
         clock: Option<SourceClock>,
         telemetry: Option<Arc<SourceTelemetry>>,
+        fingerprint: u64,
     ) -> Self {
         Self {
             name: name.to_string(),
@@ -99,6 +103,7 @@ impl StreamState {
             clock,
             last_batch: None,
             telemetry,
+            fingerprint,
         }
     }
 
@@ -127,7 +132,7 @@ pub struct Dataflow {
     /// Emit (true) or drop (false) open windows when the input ends.
     emit_on_end: bool,
     finished: Vec<bool>,
-    last_watermark: Vec<Option<i64>>,
+    pub(super) last_watermark: Vec<Option<i64>>,
     sink_out: Vec<SinkBatch>,
     /// Every pipeline's output since the last [`Dataflow::take_outputs`], when kept.
     outputs: Option<Vec<(PipelineId, RecordBatch)>>,
@@ -479,7 +484,7 @@ impl Dataflow {
 
     /// Pipeline `p` stopped (its state policy is `fail`): it takes no more rows and its
     /// stream, if it is a view, ends.
-    fn stop_failed(&mut self, p: PipelineId) {
+    pub(super) fn stop_failed(&mut self, p: PipelineId) {
         self.finished[p.index()] = true;
         if let Target::Stream(s) = self.pipelines[p.index()].target {
             self.streams[s.index()].status = StreamStatus::Finished;

@@ -8,4 +8,5 @@ pub mod ids;
 pub mod isolate;
 pub(crate) mod pipeline;
 pub(crate) mod running;
+pub mod snapshot;
 pub(crate) mod window;

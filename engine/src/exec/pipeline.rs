@@ -91,6 +91,8 @@ pub struct PipelineExec {
     pub dead_letters: Option<Arc<RowDeadLetters>>,
     /// Its window state budget and policy.
     pub budget: StateBudget,
+    /// A hash of its plan: a checkpoint's state is restored only into the same plan.
+    pub fingerprint: u64,
 }
 
 /// Which budget a pipeline's state reached.
@@ -142,6 +144,21 @@ impl PipelineExec {
             return self.keep_own_budget();
         }
         Ok(out)
+    }
+
+    /// Drops every state it holds (window state, running statistics).
+    pub fn clear_state(&mut self) {
+        if let Some(w) = &mut self.window {
+            let _ = w.op.finish(false);
+        }
+        let steps = self
+            .branches
+            .iter_mut()
+            .flat_map(|b| b.chain.running_mut())
+            .chain(self.post.running_mut());
+        for step in steps {
+            step.clear();
+        }
     }
 
     /// Bytes of window state held now.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, ListArray};
 use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
@@ -61,6 +61,116 @@ impl KeyedRunning {
             .iter()
             .chain(self.order.iter())
             .chain(self.calls.iter().flat_map(|c| [&c.value, &c.param]))
+    }
+
+    /// The state of every key, for a checkpoint: the partition key columns (`k0`, ...), then
+    /// per call its parameter (`c0_param`) and its state: the average (`c0_value`, ewma) or
+    /// the previous values (`c0_history`, zscore). `None` when no key has state.
+    pub fn snapshot(&self) -> Result<Option<RecordBatch>> {
+        if self.state.is_empty() {
+            return Ok(None);
+        }
+        let parser = self.converter.parser();
+        let entries: Vec<(&Vec<u8>, &Vec<Running>)> = self.state.iter().collect();
+        let keys = self
+            .converter
+            .convert_rows(entries.iter().map(|(k, _)| parser.parse(k)))?;
+        let mut cols: Vec<(String, ArrayRef)> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (format!("k{i}"), k))
+            .collect();
+        for (c, call) in self.calls.iter().enumerate() {
+            let states = entries.iter().map(|(_, s)| &s[c]);
+            let params: Float64Array = states
+                .clone()
+                .map(|r| match r {
+                    Running::Ewma { alpha, .. } => Some(*alpha),
+                    Running::Zscore { n, .. } => Some(*n as f64),
+                })
+                .collect();
+            cols.push((format!("c{c}_param"), Arc::new(params)));
+            match call.kind {
+                RunningKind::Ewma => {
+                    let values: Float64Array = states
+                        .map(|r| match r {
+                            Running::Ewma { value, .. } => *value,
+                            Running::Zscore { .. } => None,
+                        })
+                        .collect();
+                    cols.push((format!("c{c}_value"), Arc::new(values)));
+                }
+                RunningKind::Zscore => {
+                    let history = ListArray::from_iter_primitive::<Float64Type, _, _>(states.map(
+                        |r| match r {
+                            Running::Zscore { history, .. } => {
+                                Some(history.iter().copied().map(Some).collect::<Vec<_>>())
+                            }
+                            Running::Ewma { .. } => None,
+                        },
+                    ));
+                    cols.push((format!("c{c}_history"), Arc::new(history)));
+                }
+            }
+        }
+        Ok(Some(crate::exec::window::state::state_batch(
+            cols,
+            entries.len(),
+        )?))
+    }
+
+    /// Forgets every key's state.
+    pub fn clear(&mut self) {
+        self.state.clear();
+    }
+
+    /// Replaces the state with one [`KeyedRunning::snapshot`] took from the same step.
+    pub fn restore(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = self.partition.len();
+        let needed = keys + 2 * self.calls.len();
+        if batch.num_columns() != needed {
+            return datafusion::common::exec_err!(
+                "checkpointed running state has {} columns, the plan needs {needed}",
+                batch.num_columns()
+            );
+        }
+        let rows = self.converter.convert_columns(&batch.columns()[..keys])?;
+        let bad = || {
+            datafusion::common::DataFusionError::Execution(
+                "checkpointed running state has columns of the wrong type".into(),
+            )
+        };
+        self.state.clear();
+        let mut per_call = Vec::with_capacity(self.calls.len());
+        for (c, call) in self.calls.iter().enumerate() {
+            let params = batch
+                .column(keys + 2 * c)
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(bad)?;
+            let values = batch.column(keys + 2 * c + 1);
+            per_call.push((call.kind, params, values));
+        }
+        for i in 0..batch.num_rows() {
+            let mut state = Vec::with_capacity(per_call.len());
+            for (kind, params, values) in &per_call {
+                let mut r = kind.start(params.value(i))?;
+                match &mut r {
+                    Running::Ewma { value, .. } => {
+                        let v = values.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
+                        *value = v.is_valid(i).then(|| v.value(i));
+                    }
+                    Running::Zscore { history, .. } => {
+                        let lists = values.as_list_opt::<i32>().ok_or_else(bad)?;
+                        let list = lists.value(i);
+                        let list = list.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
+                        history.extend(list.iter().flatten());
+                    }
+                }
+                state.push(r);
+            }
+            self.state.insert(rows.row(i).as_ref().to_vec(), state);
+        }
+        Ok(())
     }
 
     /// Appends the running statistics to `batch`.

@@ -296,6 +296,18 @@ impl Options {
         self.declared.extend(specs);
     }
 
+    /// Every `key = value`, sorted by key, a line each: what a checkpoint compares to tell a
+    /// changed statement (values of secrets take part, but only as a hash).
+    pub fn fingerprint_text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{} = {}", e.key, e.value))
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
     /// The file these options come from.
     pub fn file(&self) -> &str {
         &self.file

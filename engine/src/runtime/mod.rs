@@ -1,6 +1,7 @@
 //! Runs a compiled project: starts sources and sinks as tasks, drives the dataflow, stops
 //! on end of input or on request, and reports what happened.
 
+mod checkpoints;
 mod sinks;
 mod summary;
 
@@ -10,16 +11,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+pub use checkpoints::RunCheckpoints;
 pub use summary::{PipelineSummary, SinkSummary, SourceSummary, Summary};
 
 use crate::compile::{CompiledSource, Project};
-use crate::connector::{SourceEvent, SourceOutput};
+use crate::connector::{SourceEvent, SourceOutput, SourceStart};
 use crate::exec::dataflow::{Dataflow, SinkBatch};
 use crate::exec::ids::StreamId;
 use crate::exec::isolate::RowDeadLetters;
 use crate::live::{LiveHub, LiveWriter};
 use crate::observe::RunStatus;
 use crate::observe::telemetry::{SinkTelemetry, SourceTelemetry};
+use checkpoints::{Checkpoints, Outcome};
 use sinks::SinkTasks;
 
 /// How a run ends besides its input running out, and what it reports while it runs.
@@ -36,6 +39,8 @@ pub struct RunControl {
     pub live: Option<Arc<LiveHub>>,
     /// Where rows that pipelines cannot evaluate are written (None: only counted).
     pub dead_letter_rows: Option<Arc<RowDeadLetters>>,
+    /// Checkpoints (`--state-dir`), if taken.
+    pub checkpoints: Option<RunCheckpoints>,
 }
 
 /// The grace period when none is given: Kubernetes' default 30 s termination grace minus
@@ -51,6 +56,7 @@ impl RunControl {
             status: RunStatus::new(),
             live: None,
             dead_letter_rows: None,
+            checkpoints: None,
         }
     }
 }
@@ -68,13 +74,20 @@ struct SourceTasks {
 
 impl SourceTasks {
     /// Starts a task per source; each sends its batches and, at its end, `End` or `Failed`.
-    fn start(sources: Vec<CompiledSource>) -> Self {
+    /// `committed[i]` tells source `i` which of its batches a complete checkpoint covers.
+    fn start(sources: Vec<CompiledSource>, committed: Vec<watch::Receiver<u64>>) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let (tx, events) = mpsc::channel::<SourceEvent>(EVENT_QUEUE);
         let names = sources.iter().map(|s| s.name.clone()).collect();
         let running = sources.len();
-        for s in sources {
-            let out = SourceOutput::new(s.stream, tx.clone(), stop_rx.clone(), s.telemetry);
+        for (s, committed) in sources.into_iter().zip(committed) {
+            let out = SourceOutput::new(
+                s.stream,
+                tx.clone(),
+                stop_rx.clone(),
+                s.telemetry,
+                committed,
+            );
             let done = tx.clone();
             let id = s.stream;
             info!(source = %s.name, connector = %s.connector, "source starting");
@@ -106,6 +119,19 @@ struct Run {
     sinks: SinkTasks,
     status: Arc<RunStatus>,
     failed: Vec<(String, String)>,
+    checkpoints: Option<Checkpoints>,
+    /// Stopping with open windows kept: sources that end do not end their streams (the
+    /// pipelines would emit their open windows).
+    holding_ends: bool,
+}
+
+/// What woke the run loop.
+enum Wake {
+    Event(Option<SourceEvent>),
+    Tick,
+    Stop(bool),
+    CheckpointDue,
+    CheckpointDone(Outcome),
 }
 
 impl Run {
@@ -113,11 +139,30 @@ impl Run {
     async fn on_event(&mut self, sources: &mut SourceTasks, ev: SourceEvent) {
         let now = Instant::now();
         let outs = match ev {
-            SourceEvent::Batch(id, b) => {
+            SourceEvent::Batch {
+                stream: id,
+                batch: b,
+                number,
+                progress,
+            } => {
+                if let Some(c) = &mut self.checkpoints {
+                    c.consumed(id, number, progress);
+                }
                 if let Some(l) = &mut self.live {
                     l.source_rows(id, &b, now);
                 }
                 self.dataflow.on_batch(id, b, now)
+            }
+            SourceEvent::CheckpointWanted(_) => {
+                if let Some(c) = &mut self.checkpoints {
+                    c.want();
+                }
+                return;
+            }
+            SourceEvent::End(id) if self.holding_ends => {
+                sources.running -= 1;
+                info!(source = %sources.name(id), "source stopped");
+                return;
             }
             SourceEvent::End(id) => {
                 sources.running -= 1;
@@ -133,15 +178,21 @@ impl Run {
                     l.source_failed(id);
                 }
                 self.failed.push((name, e));
+                if self.holding_ends {
+                    return;
+                }
                 self.dataflow.on_source_end(id)
             }
         };
         self.deliver(outs, now).await;
     }
 
-    /// Periodic work: idle sources, watermark lag, live tables.
+    /// Periodic work: idle sources, watermark lag, live tables, checkpoint age.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if let Some(c) = &self.checkpoints {
+            c.refresh_age();
+        }
         let outs = self.dataflow.on_tick(now);
         self.deliver(outs, now).await;
     }
@@ -154,32 +205,81 @@ impl Run {
     }
 
     /// Feeds the dataflow until every source has ended; a stop request stops the sources
-    /// (which then end). Returns when the stop was asked for, if it was.
+    /// (which then end). Checkpoints are taken between batches. Returns when the stop was
+    /// asked for, if it was.
     async fn until_sources_end(
         &mut self,
         sources: &mut SourceTasks,
         stop: &mut watch::Receiver<bool>,
+        keep_open_windows: bool,
     ) -> Option<tokio::time::Instant> {
         let mut stopped_at = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         while sources.running > 0 {
-            tokio::select! {
-                ev = sources.events.recv() => match ev {
-                    Some(ev) => self.on_event(sources, ev).await,
-                    None => break,
-                },
-                _ = tick.tick() => self.on_tick().await,
-                r = stop.changed(), if stopped_at.is_none() => {
-                    if r.is_err() || *stop.borrow() {
-                        stopped_at = Some(tokio::time::Instant::now());
-                        self.status.stopping();
-                        info!("stopping: sources stop, open windows are handled, sinks are flushed");
-                        let _ = sources.stop.send(true);
+            let wake = {
+                let checkpoint = async {
+                    match self.checkpoints.as_mut() {
+                        Some(c) if c.idle() => {
+                            c.due().await;
+                            Wake::CheckpointDue
+                        }
+                        Some(c) => Wake::CheckpointDone(c.done().await),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ev = sources.events.recv() => Wake::Event(ev),
+                    _ = tick.tick() => Wake::Tick,
+                    r = stop.changed(), if stopped_at.is_none() => {
+                        Wake::Stop(r.is_err() || *stop.borrow())
+                    }
+                    w = checkpoint => w,
+                }
+            };
+            match wake {
+                Wake::Event(Some(ev)) => self.on_event(sources, ev).await,
+                Wake::Event(None) => break,
+                Wake::Tick => self.on_tick().await,
+                Wake::Stop(true) => {
+                    stopped_at = Some(tokio::time::Instant::now());
+                    self.status.stopping();
+                    if keep_open_windows {
+                        self.holding_ends = true;
+                        info!(
+                            "stopping: sources stop, open windows are kept in the final checkpoint, sinks are flushed"
+                        );
+                    } else {
+                        info!(
+                            "stopping: sources stop, open windows are handled, sinks are flushed"
+                        );
+                    }
+                    let _ = sources.stop.send(true);
+                }
+                Wake::Stop(false) => {}
+                Wake::CheckpointDue => {
+                    if let Some(c) = &mut self.checkpoints {
+                        c.start(&mut self.dataflow, &self.sinks).await;
+                    }
+                }
+                Wake::CheckpointDone(outcome) => {
+                    if let Some(c) = &mut self.checkpoints {
+                        c.finished(outcome, &self.sinks).await;
                     }
                 }
             }
         }
         stopped_at
+    }
+
+    /// The last checkpoint of a run: after the one being written, one at the end, so that
+    /// a restart goes on from exactly here.
+    async fn final_checkpoint(&mut self) {
+        let Some(c) = &mut self.checkpoints else {
+            return;
+        };
+        c.settle(&self.sinks).await;
+        c.start(&mut self.dataflow, &self.sinks).await;
+        c.settle(&self.sinks).await;
     }
 }
 
@@ -192,10 +292,11 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         status,
         live,
         dead_letter_rows,
+        checkpoints,
     } = control;
     status.starting();
     let Project {
-        sources,
+        mut sources,
         sinks,
         mut dataflow,
         ..
@@ -208,19 +309,44 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         sources.iter().map(|s| Arc::clone(&s.telemetry)).collect();
     let sink_telemetry: Vec<Arc<SinkTelemetry>> =
         sinks.iter().map(|s| Arc::clone(&s.telemetry)).collect();
+    let keep_open_windows = checkpoints.as_ref().is_some_and(|c| c.keep_open_windows);
+    let checkpoint_telemetry = checkpoints.as_ref().map(|c| Arc::clone(&c.telemetry));
+    let sink_names: Vec<(String, Arc<SinkTelemetry>)> = sinks
+        .iter()
+        .map(|s| (s.name.clone(), Arc::clone(&s.telemetry)))
+        .collect();
+    let (checkpoints, committed, recover) = match checkpoints {
+        Some(settings) => {
+            let (c, committed, recover) =
+                Checkpoints::restore(settings, &mut dataflow, &mut sources, &sink_names).await;
+            (Some(c), committed, recover)
+        }
+        None => {
+            for s in &mut sources {
+                let _ = s.source.prepare(SourceStart::default());
+            }
+            let committed = sources.iter().map(|_| watch::channel(0).1).collect();
+            (None, committed, vec![None; sinks.len()])
+        }
+    };
     let mut run = Run {
-        sinks: SinkTasks::start(sinks),
+        sinks: SinkTasks::start(sinks, recover),
         dataflow,
         live,
         status: Arc::clone(&status),
         failed: Vec::new(),
+        checkpoints,
+        holding_ends: false,
     };
-    let mut source_tasks = SourceTasks::start(sources);
+    let mut source_tasks = SourceTasks::start(sources, committed);
     status.running(run.dataflow.pipeline_count(), source_telemetry.clone());
-    let stopped_at = run.until_sources_end(&mut source_tasks, &mut stop).await;
-    if !run.dataflow.is_finished() {
+    let stopped_at = run
+        .until_sources_end(&mut source_tasks, &mut stop, keep_open_windows)
+        .await;
+    if !run.dataflow.is_finished() && !run.holding_ends {
         warn!("not every pipeline finished");
     }
+    run.final_checkpoint().await;
     let processing = started.elapsed();
     status.stopping();
     let close_from = stopped_at.unwrap_or_else(tokio::time::Instant::now);
@@ -256,5 +382,6 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             })
             .collect(),
         failed_sources: run.failed,
+        checkpoints: checkpoint_telemetry.map(|t| t.counts()),
     }
 }

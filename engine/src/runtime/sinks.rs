@@ -5,37 +5,52 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::DEFAULT_GRACE;
 use crate::compile::CompiledSink;
-use crate::connector::Sink;
+use crate::connector::{Sink, SinkStart};
 use crate::exec::dataflow::SinkBatch;
-use crate::observe::telemetry::SinkTelemetry;
+use crate::observe::telemetry::{SinkCounts, SinkTelemetry};
+
+/// What a sink's pre-commit answers: its state for the checkpoint and its counters.
+pub(super) type PreCommitted = anyhow::Result<(serde_json::Value, SinkCounts)>;
+
+/// What the run tells a sink task, in order.
+pub(super) enum SinkMsg {
+    /// Rows to write.
+    Rows(RecordBatch),
+    /// Pre-commit what came since the last one as checkpoint `number`.
+    PreCommit(u64, oneshot::Sender<PreCommitted>),
+    /// Checkpoint `number` is complete; `oldest_kept` is the oldest still kept.
+    Commit(u64, u64),
+}
 
 /// Batches that may wait for one sink.
 const QUEUE: usize = 16;
 
 /// The running sink tasks.
 pub(super) struct SinkTasks {
-    inputs: Vec<mpsc::Sender<RecordBatch>>,
+    inputs: Vec<mpsc::Sender<SinkMsg>>,
     tasks: Vec<(JoinHandle<()>, Arc<SinkTelemetry>)>,
     close_by: watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl SinkTasks {
-    /// Starts a task per sink.
-    pub(super) fn start(sinks: Vec<CompiledSink>) -> Self {
+    /// Starts a task per sink; with checkpoints, `recover[i]` is what sink `i` recovers
+    /// from before anything else.
+    pub(super) fn start(sinks: Vec<CompiledSink>, recover: Vec<Option<SinkStart>>) -> Self {
         let (close_by, close_rx) = watch::channel(None);
         let mut inputs = Vec::new();
         let mut tasks = Vec::new();
-        for s in sinks {
+        for (s, recover) in sinks.into_iter().zip(recover) {
             let (tx, rx) = mpsc::channel(QUEUE);
             inputs.push(tx);
             let task = tokio::spawn(drive(
                 s.sink,
                 Arc::clone(&s.telemetry),
+                recover,
                 rx,
                 close_rx.clone(),
             ));
@@ -51,7 +66,33 @@ impl SinkTasks {
     /// Hands rows to their sinks, waiting while a sink's queue is full (backpressure).
     pub(super) async fn send(&self, batches: Vec<SinkBatch>) {
         for b in batches {
-            let _ = self.inputs[b.sink.index()].send(b.batch).await;
+            let _ = self.inputs[b.sink.index()]
+                .send(SinkMsg::Rows(b.batch))
+                .await;
+        }
+    }
+
+    /// Tells sink `i` something, in order with its rows.
+    async fn tell(&self, i: usize, msg: SinkMsg) {
+        let _ = self.inputs[i].send(msg).await;
+    }
+
+    /// Asks every sink to pre-commit as checkpoint `number`; the answers come on the
+    /// receivers, in sink order (a sink that is gone answers nothing: the receiver fails).
+    pub(super) async fn pre_commit(&self, number: u64) -> Vec<oneshot::Receiver<PreCommitted>> {
+        let mut answers = Vec::with_capacity(self.inputs.len());
+        for i in 0..self.inputs.len() {
+            let (tx, rx) = oneshot::channel();
+            self.tell(i, SinkMsg::PreCommit(number, tx)).await;
+            answers.push(rx);
+        }
+        answers
+    }
+
+    /// Tells every sink that checkpoint `number` is complete.
+    pub(super) async fn commit(&self, number: u64, oldest_kept: u64) {
+        for i in 0..self.inputs.len() {
+            self.tell(i, SinkMsg::Commit(number, oldest_kept)).await;
         }
     }
 
@@ -71,24 +112,38 @@ impl SinkTasks {
 async fn drive(
     mut sink: Box<dyn Sink>,
     telemetry: Arc<SinkTelemetry>,
-    mut rx: mpsc::Receiver<RecordBatch>,
+    recover: Option<SinkStart>,
+    mut rx: mpsc::Receiver<SinkMsg>,
     close_by: watch::Receiver<Option<tokio::time::Instant>>,
 ) {
+    if let Some(start) = recover
+        && let Err(e) = sink.recover(start).await
+    {
+        telemetry.failed("recovery", format!("{e:#}"));
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let result = tokio::select! {
-            b = rx.recv() => match b {
-                Some(b) => {
+        let (what, result) = tokio::select! {
+            m = rx.recv() => match m {
+                Some(SinkMsg::Rows(b)) => {
                     telemetry.wrote(b.num_rows() as u64);
-                    sink.write(b).await
+                    ("write", sink.write(b).await)
+                }
+                Some(SinkMsg::PreCommit(number, answer)) => {
+                    let r = sink.pre_commit(number).await;
+                    let _ = answer.send(r.map(|state| (state, telemetry.counts())));
+                    continue;
+                }
+                Some(SinkMsg::Commit(number, oldest)) => {
+                    ("commit", sink.commit(number, oldest).await)
                 }
                 None => break,
             },
-            _ = tick.tick() => sink.tick().await,
+            _ = tick.tick() => ("write", sink.tick().await),
         };
         if let Err(e) = result {
-            telemetry.failed("write", format!("{e:#}"));
+            telemetry.failed(what, format!("{e:#}"));
         }
     }
     let deadline = close_by

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::observe::telemetry::{PipelineCounts, SinkCounts, SourceCounts};
+use crate::observe::telemetry::{CheckpointCounts, PipelineCounts, SinkCounts, SourceCounts};
 
 /// What happened during a run.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,8 @@ pub struct Summary {
     pub sinks: Vec<SinkSummary>,
     /// Sources that failed, with their error.
     pub failed_sources: Vec<(String, String)>,
+    /// Checkpoints taken and restored, with `--state-dir`.
+    pub checkpoints: Option<CheckpointCounts>,
 }
 
 /// One source's counters.
@@ -161,6 +163,35 @@ impl std::fmt::Display for Summary {
                     sink.name, c.quarantined, c.quarantine_deleted
                 )?;
             }
+        }
+        if let Some(c) = &self.checkpoints {
+            if let Some(r) = &c.restored {
+                write!(
+                    f,
+                    "  restored checkpoint {} ({:.1}s old): {} open windows, {} groups",
+                    r.number,
+                    r.age.as_secs_f64(),
+                    r.windows,
+                    r.groups
+                )?;
+                if !r.changed.is_empty() {
+                    write!(f, "; started empty (changed): {}", r.changed.join(", "))?;
+                }
+                writeln!(f)?;
+            }
+            write!(f, "  checkpoints: {} taken", c.taken)?;
+            if c.taken > 0 {
+                write!(
+                    f,
+                    ", the last {} bytes in {:.1} ms",
+                    c.last_bytes,
+                    c.last_duration.as_secs_f64() * 1e3
+                )?;
+            }
+            if c.failed > 0 {
+                write!(f, ", {} failed", c.failed)?;
+            }
+            writeln!(f)?;
         }
         if self.sink_errors() > 0 {
             writeln!(f, "  sink write failures: {}", self.sink_errors())?;

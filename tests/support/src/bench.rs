@@ -134,3 +134,87 @@ pub fn ticks_per_second() -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// A source that sends the bench's batches over and over for `duration`, each pass shifted
+/// in event time by `span_ns` so that windows keep closing (column 2 is the event time).
+struct Replay {
+    batches: Arc<Vec<RecordBatch>>,
+    span_ns: i64,
+    duration: std::time::Duration,
+}
+
+#[async_trait]
+impl Source for Replay {
+    fn is_bounded(&self) -> bool {
+        true
+    }
+    async fn run(self: Box<Self>, out: SourceOutput) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        for pass in 0i64.. {
+            for b in self.batches.iter() {
+                if start.elapsed() >= self.duration {
+                    return Ok(());
+                }
+                let b = if pass == 0 {
+                    b.clone()
+                } else {
+                    shifted(b, pass * self.span_ns)
+                };
+                if out.send(b).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `b` with its event times (column 2) moved `by_ns` later.
+fn shifted(b: &RecordBatch, by_ns: i64) -> RecordBatch {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampNanosecondType;
+    let ts = b.column(2).as_primitive::<TimestampNanosecondType>();
+    let moved: TimestampNanosecondArray = ts.unary(|t| t + by_ns);
+    let mut cols = b.columns().to_vec();
+    cols[2] = Arc::new(moved);
+    RecordBatch::try_new(b.schema(), cols).unwrap()
+}
+
+/// `connector = 'replay'`: [`Replay`] over batches the bench made.
+pub struct ReplayFactory {
+    /// The batches, in order.
+    pub batches: Arc<Vec<RecordBatch>>,
+    /// Event time they span.
+    pub span_ns: i64,
+    /// How long to replay.
+    pub duration: std::time::Duration,
+}
+
+impl SourceFactory for ReplayFactory {
+    fn name(&self) -> &'static str {
+        "replay"
+    }
+    fn description(&self) -> &'static str {
+        "the benchmark's batches, replayed for a while"
+    }
+    fn options(&self) -> &'static [&'static [OptionSpec]] {
+        &[]
+    }
+    fn build(&self, _: &SourceSpec, _: &Options) -> Result<Box<dyn Source>, PipelineError> {
+        Ok(Box::new(Replay {
+            batches: Arc::clone(&self.batches),
+            span_ns: self.span_ns,
+            duration: self.duration,
+        }))
+    }
+}
+
+/// `sql` compiled with every connector and `replay`.
+pub async fn project_with_replay(sql: &str, replay: ReplayFactory) -> Project {
+    let mut c = weir_connectors::all();
+    c.add_source(Arc::new(replay));
+    let file = parse_file("bench.sql", sql, &|_| None).expect("parses");
+    weir_engine::compile(vec![file], &c, true)
+        .await
+        .expect("compiles")
+}

@@ -182,6 +182,37 @@ impl Harness {
         Some(arrow::compute::concat_batches(&b[0].schema(), b).unwrap())
     }
 
+    /// Takes a checkpoint of this dataflow, writes it into the state directory `dir` and
+    /// reads it back (as a restart would), and restores it into `into` (compiled from the
+    /// same or a changed text); what the restore did.
+    pub fn restore_into(
+        &mut self,
+        into: &mut Harness,
+        dir: &std::path::Path,
+    ) -> weir_engine::exec::snapshot::RestoreReport {
+        use weir_engine::checkpoint::{CheckpointStore, Manifest, Taken, manifest::FORMAT};
+        let mut files = Vec::new();
+        let (streams, pipelines) = self.project.dataflow.capture(&mut files).unwrap();
+        let store = CheckpointStore::open(dir, false).unwrap();
+        let number = store.complete().last().map_or(1, |n| n + 1);
+        let manifest = Manifest {
+            format: FORMAT,
+            number,
+            lineage: store.lineage().to_string(),
+            taken_ns: 0,
+            version: "test".into(),
+            streams,
+            pipelines,
+            sources: vec![],
+            sinks: vec![],
+        };
+        store.write(&Taken { manifest, files }).unwrap();
+        let mut restored = store.newest().unwrap();
+        assert_eq!(restored.manifest.number, number);
+        let bounded = vec![false; into.project.dataflow.pipeline_count() + 8];
+        into.project.dataflow.restore(&mut restored, &bounded)
+    }
+
     /// Late rows pipeline `pipeline` dropped.
     pub fn late_rows(&self, pipeline: usize) -> u64 {
         self.project

@@ -1,7 +1,8 @@
 //! What Weir's tests and benches share. With the default `full` feature: `weir run` as a
 //! child process ([`weir_process`]), the servers the tests start on free loopback ports
 //! ([`mosquitto`], [`s3`], [`modbus_server`], [`process`]), test certificates ([`certs`]),
-//! Flight SQL clients ([`flight`]), a TCP forwarder that can cut a link ([`tcp_proxy`]),
+//! Flight SQL clients ([`flight`]), result comparison against DataFusion batch SQL
+//! ([`compare`]), a TCP forwarder that can cut a link ([`tcp_proxy`]),
 //! readers of a run's output ([`run_output`]), a harness that feeds the dataflow by hand
 //! ([`harness`]) and the benches' fed source ([`bench`]). Without it only [`http`], which
 //! needs nothing but the standard library.
@@ -11,6 +12,8 @@
 pub mod bench;
 #[cfg(feature = "full")]
 pub mod certs;
+#[cfg(feature = "full")]
+pub mod compare;
 #[cfg(feature = "full")]
 pub mod flight;
 #[cfg(feature = "full")]

@@ -23,6 +23,28 @@ pub fn weir_bin() -> PathBuf {
     dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// `weir run pipeline.sql ARGS` in `dir`, its output appended to `stdout.txt` and
+/// `stderr.txt` there.
+fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let append = |name: &str| {
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    Command::new(weir_bin())
+        .args(["run", "pipeline.sql"])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(append("stdout.txt"))
+        .stderr(append("stderr.txt"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -35,21 +57,37 @@ impl WeirProcess {
 
     /// As [`WeirProcess::start`], with more arguments after `run pipeline.sql`.
     pub fn start_with(pipeline: &str, args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
+        Self::start_with_files(pipeline, &[], args, env)
+    }
+
+    /// As [`WeirProcess::start_with`], with `files` (name, contents) written into the
+    /// working directory first.
+    pub fn start_with_files(
+        pipeline: &str,
+        files: &[(&str, &[u8])],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> WeirProcess {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
-        let out = std::fs::File::create(dir.path().join("stdout.txt")).unwrap();
-        let err = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
-        let child = Command::new(weir_bin())
-            .args(["run", "pipeline.sql"])
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdout(out)
-            .stderr(err)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let child = spawn(dir.path(), args, env);
         WeirProcess { child, dir }
+    }
+
+    /// Starts `weir run pipeline.sql ARGS` again in the same directory once the previous
+    /// process has exited (or was killed); its output is appended to the same files.
+    pub fn respawn(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        assert!(!self.is_running(), "the previous weir still runs");
+        self.child = spawn(self.dir.path(), args, env);
+    }
+
+    /// Kills the process with SIGKILL (a crash, a power cut) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A file in the working directory.

@@ -36,6 +36,21 @@ pub struct Processed {
     pub failed: Vec<RowFailure>,
 }
 
+/// An operator's state as Arrow arrays and a few numbers, taken for a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorState {
+    /// Its bookkeeping besides the partial aggregates (watermark, windows emitted early,
+    /// session ids), as JSON.
+    pub meta: serde_json::Value,
+    /// The partial aggregate state: one row per (window or pane, group key) with its keys
+    /// and each aggregate's state columns (`GroupsAccumulator::state`); `None` when empty.
+    pub batch: Option<RecordBatch>,
+    /// Open windows (panes for tumbling and hopping windows, sessions).
+    pub windows: usize,
+    /// Groups over all of them.
+    pub groups: usize,
+}
+
 /// A stateful windowed aggregation fed batch after batch.
 pub trait WindowOperator: Send {
     /// Adds the rows of `batch` (the pipeline's pre-aggregate rows). Rows that are late, or
@@ -56,6 +71,17 @@ pub trait WindowOperator: Send {
     /// While `refuse` is true, rows whose group key has no state in their window yet are not
     /// taken (and reported as refused).
     fn refuse_new_keys(&mut self, refuse: bool);
+    /// The whole state, for a checkpoint; the operator goes on as if nothing happened (its
+    /// partial aggregates are taken out with `state` and merged back).
+    fn snapshot(&mut self) -> Result<OperatorState>;
+    /// Replaces the (empty) state with one taken by [`WindowOperator::snapshot`] from an
+    /// operator of the same plan.
+    fn restore(&mut self, state: OperatorState) -> Result<()>;
+}
+
+/// A checkpointed operator's bookkeeping that does not read.
+pub(crate) fn meta_error(e: impl std::fmt::Display) -> datafusion::common::DataFusionError {
+    datafusion::common::DataFusionError::Execution(format!("checkpointed window state: {e}"))
 }
 
 /// A window as written in `TUMBLE`, `HOP` or `SESSION`.

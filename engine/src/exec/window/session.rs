@@ -5,16 +5,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, UInt64Array};
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::state::{Absorb, AggSpec, Declined, OutputLayout, Prepared, process, time_values};
-use super::{Emitted, Processed, WindowOperator};
+use super::state::{
+    Absorb, AggSpec, Declined, OutputLayout, Prepared, process, state_batch, time_values,
+};
+use super::{Emitted, OperatorState, Processed, WindowOperator, meta_error};
+
+/// What a session operator keeps besides its sessions, in a checkpoint.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SessionMeta {
+    watermark: i64,
+    next_id: u64,
+    /// Key columns of the state batch (after `id`, `start`, `end`).
+    keys: usize,
+    /// State columns per aggregate.
+    widths: Vec<usize>,
+}
+
+/// Columns of the state batch before the keys: `id`, `start`, `end`.
+const LEADING: usize = 3;
 
 /// One open session of one key.
 struct Session {
@@ -335,5 +352,128 @@ impl WindowOperator for SessionAggregate {
 
     fn refuse_new_keys(&mut self, refuse: bool) {
         self.refuse_new = refuse;
+    }
+
+    /// One row per open session: `id`, `start`, `end`, the keys, the aggregates' states.
+    fn snapshot(&mut self) -> Result<OperatorState> {
+        let mut ids: Vec<u64> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        let mut starts = Vec::with_capacity(n);
+        let mut ends = Vec::with_capacity(n);
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::with_capacity(self.aggs.len());
+        for id in &ids {
+            let fresh = self.new_accumulators()?;
+            let s = self.sessions.get_mut(id).expect("open session");
+            starts.push(s.start);
+            ends.push(s.end);
+            // `state` may leave an accumulator unusable: the session goes on with fresh
+            // accumulators that merged it
+            for (a, (acc, mut again)) in s.accs.iter_mut().zip(fresh).enumerate() {
+                let state = acc.state()?;
+                let arrays = state
+                    .iter()
+                    .map(|v| v.to_array())
+                    .collect::<Result<Vec<_>>>()?;
+                again.merge_batch(&arrays)?;
+                *acc = again;
+                if states.len() <= a {
+                    states.push(vec![Vec::with_capacity(n); state.len()]);
+                }
+                for (column, v) in states[a].iter_mut().zip(state) {
+                    column.push(v);
+                }
+            }
+        }
+        let widths: Vec<usize> = states.iter().map(Vec::len).collect();
+        let keys = self
+            .converter
+            .convert_rows(ids.iter().map(|id| self.sessions[id].key.row()))?;
+        let meta = SessionMeta {
+            watermark: self.watermark,
+            next_id: self.next_id,
+            keys: keys.len(),
+            widths,
+        };
+        let batch = if n == 0 {
+            None
+        } else {
+            let mut cols: Vec<(String, ArrayRef)> = vec![
+                ("id".into(), Arc::new(UInt64Array::from(ids))),
+                ("start".into(), Arc::new(Int64Array::from(starts))),
+                ("end".into(), Arc::new(Int64Array::from(ends))),
+            ];
+            cols.extend(
+                keys.into_iter()
+                    .enumerate()
+                    .map(|(i, k)| (format!("k{i}"), k)),
+            );
+            for (a, columns) in states.into_iter().enumerate() {
+                for (j, values) in columns.into_iter().enumerate() {
+                    cols.push((format!("s{a}_{j}"), ScalarValue::iter_to_array(values)?));
+                }
+            }
+            Some(state_batch(cols, n)?)
+        };
+        Ok(OperatorState {
+            meta: serde_json::to_value(meta).map_err(meta_error)?,
+            batch,
+            windows: n,
+            groups: n,
+        })
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let meta: SessionMeta = serde_json::from_value(state.meta).map_err(meta_error)?;
+        self.watermark = meta.watermark;
+        self.next_id = meta.next_id;
+        self.sessions.clear();
+        self.by_key.clear();
+        self.bytes = 0;
+        let Some(batch) = state.batch else {
+            return Ok(());
+        };
+        let needed = LEADING + meta.keys + meta.widths.iter().sum::<usize>();
+        if batch.num_columns() != needed {
+            return Err(meta_error(format!(
+                "{} columns, the plan needs {needed}",
+                batch.num_columns()
+            )));
+        }
+        let column = |i: usize| batch.column(i);
+        let ids = column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| meta_error("session ids are not UInt64"))?;
+        let (starts, ends) = match (
+            column(1).as_primitive_opt::<Int64Type>(),
+            column(2).as_primitive_opt::<Int64Type>(),
+        ) {
+            (Some(s), Some(e)) => (s, e),
+            _ => return Err(meta_error("session bounds are not Int64")),
+        };
+        let keys = self
+            .converter
+            .convert_columns(&batch.columns()[LEADING..LEADING + meta.keys])?;
+        for i in 0..batch.num_rows() {
+            let mut accs = self.new_accumulators()?;
+            let mut at = LEADING + meta.keys;
+            for (acc, w) in accs.iter_mut().zip(&meta.widths) {
+                let state: Vec<ArrayRef> = (at..at + w).map(|c| column(c).slice(i, 1)).collect();
+                acc.merge_batch(&state)?;
+                at += w;
+            }
+            let id = ids.value(i);
+            let key = keys.row(i).owned();
+            self.by_key.entry(key.clone()).or_default().push(id);
+            let session = Session {
+                key,
+                start: starts.value(i),
+                end: ends.value(i),
+                accs,
+            };
+            self.bytes += session.size();
+            self.sessions.insert(id, session);
+        }
+        Ok(())
     }
 }

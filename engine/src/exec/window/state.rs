@@ -213,6 +213,18 @@ impl LiveGroups {
         Ok(StateChunk { keys, states, rows })
     }
 
+    /// The same state as a fresh accumulator set holding `chunk` (merged in).
+    pub fn from_chunk(
+        key_schema: &SchemaRef,
+        aggs: &[AggSpec],
+        chunk: &StateChunk,
+    ) -> Result<Self> {
+        let mut live = Self::new(key_schema, aggs)?;
+        let mut groups = Vec::new();
+        live.merge(chunk, &mut groups)?;
+        Ok(live)
+    }
+
     /// Every group's key values, in group id order; the groups keep their ids.
     pub fn keys_snapshot(&mut self) -> Result<(Vec<ArrayRef>, usize)> {
         let rows = self.keys.len();
@@ -246,6 +258,54 @@ impl LiveGroups {
 }
 
 impl StateChunk {
+    /// Columns for a checkpoint: the keys (`k0`, `k1`, ...), then each aggregate's state
+    /// columns (`s0_0`, `s0_1`, `s1_0`, ...); fields nullable.
+    pub fn columns(&self) -> Vec<(String, ArrayRef)> {
+        let keys = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("k{i}"), Arc::clone(k)));
+        let states = self.states.iter().enumerate().flat_map(|(a, cols)| {
+            cols.iter()
+                .enumerate()
+                .map(move |(j, c)| (format!("s{a}_{j}"), Arc::clone(c)))
+        });
+        keys.chain(states).collect()
+    }
+
+    /// How many state columns each aggregate has.
+    pub fn widths(&self) -> Vec<usize> {
+        self.states.iter().map(Vec::len).collect()
+    }
+
+    /// A chunk of `rows` rows from columns laid out as [`StateChunk::columns`] makes them:
+    /// `keys` key columns, then `widths[a]` state columns per aggregate.
+    pub fn from_columns(
+        cols: &[ArrayRef],
+        keys: usize,
+        widths: &[usize],
+        rows: usize,
+    ) -> Result<Self> {
+        let needed = keys + widths.iter().sum::<usize>();
+        if cols.len() != needed {
+            return datafusion::common::internal_err!(
+                "checkpointed window state has {} columns, the plan needs {needed}",
+                cols.len()
+            );
+        }
+        let mut rest = cols[keys..].iter();
+        let states = widths
+            .iter()
+            .map(|w| rest.by_ref().take(*w).cloned().collect())
+            .collect();
+        Ok(Self {
+            keys: cols[..keys].to_vec(),
+            states,
+            rows,
+        })
+    }
+
     /// Its group keys.
     pub fn keys(&self) -> &[ArrayRef] {
         &self.keys
@@ -269,6 +329,19 @@ impl StateChunk {
                 .map(|a| a.get_array_memory_size())
                 .sum::<usize>()
     }
+}
+
+/// A batch of state columns for a checkpoint, every field nullable.
+pub fn state_batch(columns: Vec<(String, ArrayRef)>, rows: usize) -> Result<RecordBatch> {
+    let fields: Vec<arrow::datatypes::Field> = columns
+        .iter()
+        .map(|(n, c)| arrow::datatypes::Field::new(n, c.data_type().clone(), true))
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, c)| c).collect(),
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
 }
 
 /// Where each column of the aggregate's output comes from.

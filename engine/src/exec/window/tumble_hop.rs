@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, UInt32Array};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
+use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -13,9 +13,21 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::state::{
     Absorb, AggInputs, AggSpec, Declined, LiveGroups, OutputLayout, Prepared, StateChunk, process,
-    time_values,
+    state_batch, time_values,
 };
-use super::{Emitted, Panes, Processed, WindowOperator};
+use super::{Emitted, OperatorState, Panes, Processed, WindowOperator, meta_error};
+
+/// What a pane operator keeps besides its panes' partial aggregates, in a checkpoint.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PaneMeta {
+    watermark: i64,
+    /// Starts of open windows emitted early.
+    flushed: Vec<i64>,
+    /// Key columns of the state batch (after its `pane` column).
+    keys: usize,
+    /// State columns per aggregate.
+    widths: Vec<usize>,
+}
 
 /// How rows are assigned to windows.
 #[derive(Debug, Clone, Copy)]
@@ -170,18 +182,7 @@ impl PaneAggregate {
 
     /// A pane's merged state (sealed chunks and live accumulators), if it has any.
     fn pane_state(&self, pane: Pane) -> Result<Option<LiveGroups>> {
-        if pane.chunks.is_empty() {
-            return Ok(pane.live);
-        }
-        let mut merged = LiveGroups::new(&self.key_schema, &self.aggs)?;
-        let mut groups = Vec::new();
-        for chunk in &pane.chunks {
-            merged.merge(chunk, &mut groups)?;
-        }
-        if let Some(live) = pane.live {
-            merged.merge(&live.seal()?, &mut groups)?;
-        }
-        Ok(Some(merged))
+        merged_state(pane, &self.key_schema, &self.aggs)
     }
 
     /// Emits the window starting at `start` (ns) from the panes it covers.
@@ -408,6 +409,116 @@ impl WindowOperator for PaneAggregate {
             }
         }
     }
+
+    /// One row per (pane, group): `pane` (its start), the keys, the aggregates' states.
+    /// Each pane's sealed chunks and live accumulators are merged into one live set.
+    fn snapshot(&mut self) -> Result<OperatorState> {
+        let mut parts = Vec::new();
+        let mut widths = Vec::new();
+        let mut groups = 0;
+        for (&start, pane) in self.panes.iter_mut() {
+            let taken = Pane {
+                chunks: std::mem::take(&mut pane.chunks),
+                live: pane.live.take(),
+                key_hashes: None,
+            };
+            let Some(state) = merged_state(taken, &self.key_schema, &self.aggs)? else {
+                continue;
+            };
+            let chunk = state.seal()?;
+            pane.live = Some(LiveGroups::from_chunk(
+                &self.key_schema,
+                &self.aggs,
+                &chunk,
+            )?);
+            if chunk.rows() == 0 {
+                continue;
+            }
+            groups += chunk.rows();
+            widths = chunk.widths();
+            let mut cols: Vec<(String, ArrayRef)> = vec![(
+                "pane".into(),
+                Arc::new(Int64Array::from(vec![start; chunk.rows()])),
+            )];
+            cols.extend(chunk.columns());
+            parts.push(state_batch(cols, chunk.rows())?);
+        }
+        let batch = match parts.first() {
+            Some(first) => Some(arrow::compute::concat_batches(&first.schema(), &parts)?),
+            None => None,
+        };
+        let meta = PaneMeta {
+            watermark: self.watermark,
+            flushed: self.flushed.iter().copied().collect(),
+            keys: self.key_schema.fields().len(),
+            widths,
+        };
+        Ok(OperatorState {
+            meta: serde_json::to_value(meta).map_err(meta_error)?,
+            batch,
+            windows: parts.len(),
+            groups,
+        })
+    }
+
+    fn restore(&mut self, state: OperatorState) -> Result<()> {
+        let meta: PaneMeta = serde_json::from_value(state.meta).map_err(meta_error)?;
+        self.watermark = meta.watermark;
+        self.flushed = meta.flushed.into_iter().collect();
+        self.panes.clear();
+        let Some(batch) = state.batch else {
+            return Ok(());
+        };
+        let starts = batch
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| {
+                meta_error("the first column of checkpointed pane state is not the pane start")
+            })?;
+        let n = batch.num_rows();
+        let mut i = 0;
+        while i < n {
+            let start = starts.value(i);
+            let mut j = i + 1;
+            while j < n && starts.value(j) == start {
+                j += 1;
+            }
+            let part = batch.slice(i, j - i);
+            let chunk =
+                StateChunk::from_columns(&part.columns()[1..], meta.keys, &meta.widths, j - i)?;
+            let live = LiveGroups::from_chunk(&self.key_schema, &self.aggs, &chunk)?;
+            self.panes.insert(
+                start,
+                Pane {
+                    chunks: Vec::new(),
+                    live: Some(live),
+                    key_hashes: None,
+                },
+            );
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// A pane's merged state (sealed chunks and live accumulators), if it has any.
+fn merged_state(
+    pane: Pane,
+    key_schema: &SchemaRef,
+    aggs: &[AggSpec],
+) -> Result<Option<LiveGroups>> {
+    if pane.chunks.is_empty() {
+        return Ok(pane.live);
+    }
+    let mut merged = LiveGroups::new(key_schema, aggs)?;
+    let mut groups = Vec::new();
+    for chunk in &pane.chunks {
+        merged.merge(chunk, &mut groups)?;
+    }
+    if let Some(live) = pane.live {
+        merged.merge(&live.seal()?, &mut groups)?;
+    }
+    Ok(Some(merged))
 }
 
 /// The rows at `idx` of evaluated keys and aggregate inputs.

@@ -10,6 +10,7 @@
 //! its folder and hands them to the registry ([`crate::connector::SourceFactory::metrics`]),
 //! so `Connectors::metrics` is the one list `/metrics` describes and the README documents.
 
+mod checkpoint;
 mod flight;
 mod limit;
 mod pipeline;
@@ -19,6 +20,7 @@ mod source;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use checkpoint::{CheckpointCounts, CheckpointTelemetry, RestoredCheckpoint};
 pub use flight::{FlightTelemetry, QueryResult};
 pub use limit::LogLimit;
 pub use pipeline::{PipelineCounts, PipelineTelemetry};
@@ -165,6 +167,28 @@ impl MetricDef {
     }
 }
 
+/// A label value read back (from a checkpoint) as the `&'static str` that counters are
+/// keyed by. Reasons are a small vocabulary: each distinct value is kept once.
+pub(crate) fn intern(s: &str) -> &'static str {
+    static KNOWN: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        OnceLock::new();
+    let mut known = crate::sync::lock(KNOWN.get_or_init(Default::default));
+    if let Some(k) = known.get(s) {
+        return k;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    known.insert(leaked);
+    leaked
+}
+
+/// Deserializes a map of counts by reason, interning the reasons.
+pub(crate) fn by_reason<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<&'static str, u64>, D::Error> {
+    let m: std::collections::BTreeMap<String, u64> = serde::Deserialize::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (intern(&k), v)).collect())
+}
+
 /// A handle created on first use: series appear on `/metrics` only once something happened.
 #[derive(Debug)]
 pub(crate) struct Lazy<T>(OnceLock<T>);
@@ -193,6 +217,14 @@ impl Count {
     pub(crate) fn add(&self, n: u64, make: impl FnOnce() -> metrics::Counter) {
         self.value.fetch_add(n, Ordering::Relaxed);
         self.metric.get(make).increment(n);
+    }
+
+    /// Adds a count carried over from a checkpoint (nothing when zero: the series appears
+    /// only once something happened).
+    pub(crate) fn carry(&self, n: u64, make: impl FnOnce() -> metrics::Counter) {
+        if n > 0 {
+            self.add(n, make);
+        }
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -393,6 +425,40 @@ pub const SINK_CONNECTED: MetricDef = MetricDef::gauge(
     &["sink"],
     "1 while the MQTT sink is connected to its broker, 0 while it reconnects",
 );
+/// Checkpoints.
+pub const CHECKPOINTS: MetricDef = MetricDef::counter(
+    "weir_checkpoints_total",
+    &["result"],
+    "Checkpoints by result (ok: complete and durable; failed: the previous one stays), with --state-dir",
+);
+/// Checkpoint duration.
+pub const CHECKPOINT_DURATION: MetricDef = MetricDef::histogram(
+    "weir_checkpoint_duration_seconds",
+    &[],
+    "Time from a checkpoint's cut until it is durable (state taken, sinks pre-committed, files written and fsynced); the dataflow pauses only while the state is taken",
+)
+.in_unit(metrics::Unit::Seconds);
+/// Checkpoint size.
+pub const CHECKPOINT_BYTES: MetricDef = MetricDef::gauge(
+    "weir_checkpoint_bytes",
+    &[],
+    "Size of the newest complete checkpoint on disk",
+)
+.in_unit(metrics::Unit::Bytes);
+/// Checkpoint age.
+pub const CHECKPOINT_AGE: MetricDef = MetricDef::gauge(
+    "weir_checkpoint_age_seconds",
+    &[],
+    "Time since the cut of the newest complete checkpoint (what a crash now would replay)",
+)
+.in_unit(metrics::Unit::Seconds);
+/// The gap of a live source after a restore.
+pub const SOURCE_GAP: MetricDef = MetricDef::gauge(
+    "weir_source_gap_seconds",
+    &["source"],
+    "For sources that cannot replay (Modbus, OPC UA): time between the last batch the restored checkpoint covers and the restart, the values missed",
+)
+.in_unit(metrics::Unit::Seconds);
 /// Readiness.
 pub const READY: MetricDef = MetricDef::gauge(
     "weir_ready",
@@ -491,6 +557,11 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     SINK_QUARANTINE_DELETED,
     SINK_PUBLISHED,
     SINK_CONNECTED,
+    CHECKPOINTS,
+    CHECKPOINT_DURATION,
+    CHECKPOINT_BYTES,
+    CHECKPOINT_AGE,
+    SOURCE_GAP,
     READY,
     RELOADS,
     FLIGHT_QUERIES,

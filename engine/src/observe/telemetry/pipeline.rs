@@ -18,7 +18,8 @@ use super::{
 };
 
 /// A pipeline's counters at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PipelineCounts {
     /// Rows read.
     pub rows_in: u64,
@@ -32,6 +33,7 @@ pub struct PipelineCounts {
     /// apart, such as an aggregate's state).
     pub errors: u64,
     /// Rows dropped because evaluating them failed, by reason.
+    #[serde(deserialize_with = "super::by_reason")]
     pub row_errors: BTreeMap<&'static str, u64>,
     /// Group keys in its latest table.
     pub latest_keys: u64,
@@ -274,6 +276,39 @@ impl PipelineTelemetry {
     /// It stopped because its state reached its budget (`fail`).
     pub fn state_failed(&self) {
         self.state_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Carries on from counters a checkpoint kept: the counters (not the gauges, nor the
+    /// live tables' counts, which start anew) grow by them, on `/metrics` too.
+    pub fn restore(&self, c: &PipelineCounts) {
+        let n = &self.name;
+        self.rows_in
+            .carry(c.rows_in, || PIPELINE_ROWS_IN.counter_with(&[n]));
+        self.rows_out
+            .carry(c.rows_out, || PIPELINE_ROWS_OUT.counter_with(&[n]));
+        self.late_rows
+            .carry(c.late_rows, || LATE_ROWS.counter_with(&[n]));
+        self.windows
+            .carry(c.windows_emitted, || PIPELINE_WINDOWS.counter_with(&[n]));
+        self.errors
+            .carry(c.errors, || PIPELINE_ERRORS.counter_with(&[n]));
+        self.early_windows.carry(c.windows_emitted_early, || {
+            PIPELINE_EARLY_WINDOWS.counter_with(&[n])
+        });
+        self.refused_rows
+            .carry(c.refused_rows, || PIPELINE_REFUSED_ROWS.counter_with(&[n]));
+        let mut r = lock(&self.row_errors);
+        for (reason, count) in &c.row_errors {
+            let e = r.entry(reason).or_insert_with(|| RowErrors {
+                count: 0,
+                metric: PIPELINE_ROW_ERRORS.counter_with(&[n, reason]),
+            });
+            e.count += count;
+            e.metric.increment(*count);
+        }
+        if c.state_failed {
+            self.state_failed();
+        }
     }
 
     /// The counters now.

@@ -15,7 +15,8 @@ use super::{
 };
 
 /// A sink's counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SinkCounts {
     /// Rows handed to the sink.
     pub rows: u64,
@@ -193,6 +194,34 @@ impl SinkTelemetry {
         self.connected
             .get(|| SINK_CONNECTED.gauge_with(&[&self.name]))
             .set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Carries on from counters a checkpoint kept (not the spill gauges: the spill
+    /// directory is read again).
+    pub fn restore(&self, c: &SinkCounts) {
+        let n = &self.name;
+        self.rows.fetch_add(c.rows, Ordering::Relaxed);
+        self.batches.fetch_add(c.batches, Ordering::Relaxed);
+        self.failures
+            .carry(c.failures, || SINK_ERRORS.counter_with(&[n]));
+        self.uploads_ok
+            .carry(c.uploads_ok, || SINK_UPLOADS.counter_with(&[n, "ok"]));
+        self.uploads_failed.carry(c.uploads_failed, || {
+            SINK_UPLOADS.counter_with(&[n, "failed"])
+        });
+        self.uploaded_bytes
+            .carry(c.uploaded_bytes, || SINK_UPLOADED_BYTES.counter_with(&[n]));
+        self.dropped_files
+            .carry(c.dropped_files, || SINK_DROPPED_FILES.counter_with(&[n]));
+        self.dropped_rows
+            .carry(c.dropped_rows, || SINK_DROPPED_ROWS.counter_with(&[n]));
+        self.quarantined
+            .carry(c.quarantined, || SINK_SPILL_QUARANTINED.counter_with(&[n]));
+        self.quarantine_deleted.carry(c.quarantine_deleted, || {
+            SINK_QUARANTINE_DELETED.counter_with(&[n])
+        });
+        self.published
+            .carry(c.published, || SINK_PUBLISHED.counter_with(&[n]));
     }
 
     /// The counters now.

@@ -38,15 +38,18 @@ impl Connection {
 }
 
 /// A source's counters at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SourceCounts {
     /// Rows read (and handed to the pipelines).
     pub rows: u64,
     /// Rows dropped for a null event time.
     pub null_time_rows: u64,
     /// Inputs the source skipped (malformed, oversized, failed reads, ...), by reason.
+    #[serde(deserialize_with = "super::by_reason")]
     pub skipped: BTreeMap<&'static str, u64>,
     /// Connection state.
+    #[serde(skip)]
     pub connection: Connection,
 }
 
@@ -165,6 +168,24 @@ impl SourceTelemetry {
             1 => Connection::Up,
             2 => Connection::Down,
             _ => Connection::NotApplicable,
+        }
+    }
+
+    /// Carries on from counters a checkpoint kept (on `/metrics` too).
+    pub fn restore(&self, c: &SourceCounts) {
+        let n = &self.name;
+        self.rows.carry(c.rows, || SOURCE_ROWS.counter_with(&[n]));
+        self.null_time_rows.carry(c.null_time_rows, || {
+            SOURCE_ROWS_DROPPED.counter_with(&[n, "null_event_time"])
+        });
+        let mut s = lock(&self.skipped);
+        for (reason, count) in &c.skipped {
+            let e = s.entry(reason).or_insert_with(|| Skip {
+                count: 0,
+                metric: SOURCE_SKIPPED.counter_with(&[n, reason]),
+            });
+            e.count += count;
+            e.metric.increment(*count);
         }
     }
 
