@@ -1,5 +1,6 @@
 //! The `weir` command: run and check pipeline files.
 
+mod logs;
 mod query;
 mod serve_options;
 mod signals;
@@ -161,23 +162,10 @@ fn state_limits(given: Option<MaxStateBytes>, policy: StatePolicy) -> StateLimit
     limits
 }
 
-fn init_logs(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_level, cli.log_format);
+    logs::init(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Check { paths, explain } => {
             match supervise::load(&paths, true, StateLimits::default()).await {

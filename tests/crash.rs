@@ -140,9 +140,28 @@ fn tear_newest_checkpoint(state: &Path) -> bool {
     true
 }
 
+/// `args` and `--open-windows emit`: the last run of a test emits its open windows when it
+/// is stopped.
+fn emitting<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .chain(["--open-windows", "emit"])
+        .collect()
+}
+
+/// True while a checkpoint is being written (its temporary directory exists).
+fn writing_checkpoint(state: &Path) -> bool {
+    std::fs::read_dir(state.join("checkpoints")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+    })
+}
+
 /// Kills `w` with SIGKILL `kills` times at random moments (`min_ms`..`max_ms` after each
-/// start), starting it again with `args` each time, tearing the newest checkpoint after the
-/// kill numbered `tear_after` (if any), and calling `between(kill number)` while it is down.
+/// start), starting it again with `args` each time; the second kill comes while a checkpoint
+/// is being written, and the newest checkpoint is torn after the kill numbered `tear_after`
+/// (once the checkpoint before it was complete and committed); `between(kill number)` runs
+/// while it is down.
 fn kill_loop(
     w: &mut WeirProcess,
     args: &[&str],
@@ -153,13 +172,21 @@ fn kill_loop(
     mut between: impl FnMut(usize),
 ) {
     let mut rng = Lcg(seed);
+    let state = w.path("state");
     for k in 1..=kills {
         std::thread::sleep(Duration::from_millis(min_ms + rng.below(max_ms - min_ms)));
+        if k == 2 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !writing_checkpoint(&state) {
+                assert!(Instant::now() < deadline, "no checkpoint written");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
         if tear_after == Some(k) {
             // a checkpoint completes and its output is committed: then the disk damages it
-            let before = newest_checkpoint(&w.path("state"));
+            let before = newest_checkpoint(&state);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while newest_checkpoint(&w.path("state")) == before {
+            while newest_checkpoint(&state) == before {
                 assert!(Instant::now() < deadline, "no new checkpoint");
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -172,7 +199,7 @@ fn kill_loop(
         );
         w.kill9();
         if tear_after == Some(k) {
-            assert!(tear_newest_checkpoint(&w.path("state")), "nothing to tear");
+            assert!(tear_newest_checkpoint(&state), "nothing to tear");
         }
         between(k);
         w.respawn(args, &[]);
@@ -437,12 +464,7 @@ async fn mqtt_to_s3_killed_twelve_times_is_exactly_once() {
     assert!(spilled.get(), "files were spilled while the store was down");
     // the last run takes the rest; stopped, it emits its open windows
     w.kill9();
-    let last: Vec<&str> = args
-        .iter()
-        .copied()
-        .chain(["--open-windows", "emit"])
-        .collect();
-    w.respawn(&last, &[]);
+    w.respawn(&emitting(&args), &[]);
     let n = rows.len() as f64;
     let counted = || {
         request(http, "GET", "/metrics")
@@ -614,12 +636,7 @@ fn live_sources_restore_their_windows_and_report_the_gap() {
     let (status, mut w) = w.stop();
     assert!(status.success(), "{}", w.stderr());
     std::thread::sleep(Duration::from_secs(2));
-    let last: Vec<&str> = args
-        .iter()
-        .copied()
-        .chain(["--open-windows", "emit"])
-        .collect();
-    w.respawn(&last, &[]);
+    w.respawn(&emitting(&args), &[]);
     w.wait_log("cannot replay", 2);
     let page = request(http, "GET", "/metrics").unwrap().1;
     for source in ["plc", "ua"] {

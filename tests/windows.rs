@@ -67,6 +67,48 @@ fn ts_col(b: &RecordBatch, name: &str) -> Vec<i64> {
         .to_vec()
 }
 
+/// Batch SQL's 5-second tumbling windows over `rows`: count, sum, min, max, stddev, avg.
+async fn tumble_reference(rows: &[Row]) -> RecordBatch {
+    batch_sql(
+        rows,
+        None,
+        "SELECT k, date_bin(INTERVAL '5 seconds', ts) AS ws, date_bin(INTERVAL '5 seconds', ts) + INTERVAL '5 seconds' AS we, \
+         count(*), sum(v), min(v), max(v), stddev(v), avg(v) FROM t GROUP BY 1, 2, 3",
+    )
+    .await
+}
+
+/// Batch SQL's hopping windows (6 s every 2 s) over `rows` expanded by hand: each row belongs
+/// to the 3 windows [s, s+6) with s a multiple of 2 and s <= ts < s + 6.
+async fn hop_reference(rows: &[Row]) -> RecordBatch {
+    let mut expanded = Vec::new();
+    let mut starts = Vec::new();
+    for r in rows {
+        let last = r.ts.div_euclid(2 * SEC) * 2 * SEC;
+        for j in 0..3 {
+            expanded.push(r.clone());
+            starts.push(last - j * 2 * SEC);
+        }
+    }
+    batch_sql(
+        &expanded,
+        Some(&starts),
+        "SELECT k, ws, ws + INTERVAL '6 seconds', count(*), sum(v), max(v), avg(v) FROM t GROUP BY k, ws",
+    )
+    .await
+}
+
+/// Batch SQL's `ewma` and `zscore` over the 1-second averages of `rows` per key.
+async fn running_reference(rows: &[Row]) -> RecordBatch {
+    batch_sql_with_udfs(
+        rows,
+        &vec![0; rows.len()],
+        "SELECT k, we, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY we), zscore(m, 5) OVER (PARTITION BY k ORDER BY we) \
+         FROM (SELECT k, date_bin(INTERVAL '1 second', ts) + INTERVAL '1 second' AS we, avg(v) AS m FROM t GROUP BY k, we)",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn tumble_matches_batch_sql_with_disorder_and_batch_boundaries() {
     let sql = format!(
@@ -99,13 +141,7 @@ async fn tumble_matches_batch_sql_with_disorder_and_batch_boundaries() {
     h.end_all();
     assert_eq!(h.late_rows(0), 0);
     let got = h.sink(0).unwrap();
-    let want = batch_sql(
-        &rows,
-        None,
-        "SELECT k, date_bin(INTERVAL '5 seconds', ts) AS ws, date_bin(INTERVAL '5 seconds', ts) + INTERVAL '5 seconds' AS we, \
-         count(*), sum(v), min(v), max(v), stddev(v), avg(v) FROM t GROUP BY 1, 2, 3",
-    )
-    .await;
+    let want = tumble_reference(&rows).await;
     assert_rows_eq(&rows_of(&got), &rows_of(&want));
     assert!(got.num_rows() > 30);
 }
@@ -172,23 +208,7 @@ async fn hop_matches_expanded_batch_sql() {
     }
     h.end_all();
     assert_eq!(h.late_rows(0), 0);
-    // Independent expansion: each row belongs to the 3 windows [s, s+6) with s a multiple
-    // of 2 and s <= ts < s + 6.
-    let mut expanded = Vec::new();
-    let mut starts = Vec::new();
-    for r in &rows {
-        let last = r.ts.div_euclid(2 * SEC) * 2 * SEC;
-        for j in 0..3 {
-            expanded.push(r.clone());
-            starts.push(last - j * 2 * SEC);
-        }
-    }
-    let want = batch_sql(
-        &expanded,
-        Some(&starts),
-        "SELECT k, ws, ws + INTERVAL '6 seconds', count(*), sum(v), max(v), avg(v) FROM t GROUP BY k, ws",
-    )
-    .await;
+    let want = hop_reference(&rows).await;
     assert_rows_eq(&rows_of(&h.sink(0).unwrap()), &rows_of(&want));
 }
 
@@ -631,13 +651,7 @@ async fn ewma_and_zscore_keep_per_key_state_across_batches() {
     assert!(h.out[0].len() > 10, "results arrive in many batches");
     // reference: DataFusion's batch evaluation of the same window functions over the
     // per-second averages computed by date_bin
-    let want = batch_sql_with_udfs(
-        &rows,
-        &vec![0; rows.len()],
-        "SELECT k, we, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY we), zscore(m, 5) OVER (PARTITION BY k ORDER BY we) \
-         FROM (SELECT k, date_bin(INTERVAL '1 second', ts) + INTERVAL '1 second' AS we, avg(v) AS m FROM t GROUP BY k, we)",
-    )
-    .await;
+    let want = running_reference(&rows).await;
     assert_rows_eq(&rows_of(&got), &rows_of(&want));
 }
 
@@ -1239,39 +1253,10 @@ async fn windows_go_on_exactly_across_checkpoint_restores() {
         });
     }
     let got = run_with_restarts(&sql, &rows, &[700, 1500, 1501, 3100], 3).await;
-    let tumble = batch_sql(
-        &rows,
-        None,
-        "SELECT k, date_bin(INTERVAL '5 seconds', ts) AS ws, date_bin(INTERVAL '5 seconds', ts) + INTERVAL '5 seconds' AS we, \
-         count(*), sum(v), min(v), max(v), stddev(v), avg(v) FROM t GROUP BY 1, 2, 3",
-    )
-    .await;
-    assert_rows_eq(&rows_of(&got[0]), &rows_of(&tumble));
-    let mut expanded = Vec::new();
-    let mut starts = Vec::new();
-    for r in &rows {
-        let last = r.ts.div_euclid(2 * SEC) * 2 * SEC;
-        for j in 0..3 {
-            expanded.push(r.clone());
-            starts.push(last - j * 2 * SEC);
-        }
-    }
-    let hop = batch_sql(
-        &expanded,
-        Some(&starts),
-        "SELECT k, ws, ws + INTERVAL '6 seconds', count(*), sum(v), max(v), avg(v) FROM t GROUP BY k, ws",
-    )
-    .await;
-    assert_rows_eq(&rows_of(&got[1]), &rows_of(&hop));
+    assert_rows_eq(&rows_of(&got[0]), &rows_of(&tumble_reference(&rows).await));
+    assert_rows_eq(&rows_of(&got[1]), &rows_of(&hop_reference(&rows).await));
     assert_rows_eq(&rows_of(&got[2]), &reference_sessions(&rows, 3 * SEC));
-    let running = batch_sql_with_udfs(
-        &rows,
-        &vec![0; rows.len()],
-        "SELECT k, we, m, ewma(m, 0.3) OVER (PARTITION BY k ORDER BY we), zscore(m, 5) OVER (PARTITION BY k ORDER BY we) \
-         FROM (SELECT k, date_bin(INTERVAL '1 second', ts) + INTERVAL '1 second' AS we, avg(v) AS m FROM t GROUP BY k, we)",
-    )
-    .await;
-    assert_rows_eq(&rows_of(&got[3]), &rows_of(&running));
+    assert_rows_eq(&rows_of(&got[3]), &rows_of(&running_reference(&rows).await));
 }
 
 /// A pipeline whose query changed starts empty (named in the report); the unchanged one
