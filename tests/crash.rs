@@ -681,3 +681,61 @@ fn live_sources_restore_their_windows_and_report_the_gap() {
         );
     }
 }
+
+/// A Parquet file source every reader of which filters on its sensor: the reader leaves the
+/// other rows out (half the rows are read, the results are the same), and it goes on
+/// exactly where its checkpoint left off after each of 8 kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_parquet_source_reads_only_what_its_pipelines_want() {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    let rows = telemetry_rows();
+    let input = telemetry_batch(&rows);
+    let mut parquet = Vec::new();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(2000))
+        .build();
+    let mut w = ArrowWriter::try_new(&mut parquet, input.schema(), Some(props)).unwrap();
+    w.write(&input).unwrap();
+    w.close().unwrap();
+    let pipeline = "CREATE SOURCE telemetry (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'file', path = 'input.parquet', pace = 'original', speed = '3', batch_rows = '100',
+            event_time = 'ts', watermark = '100ms');
+         CREATE SINK per_second WITH (connector = 'file', path = 'out/per_second', format = 'parquet');
+         CREATE SINK peaks WITH (connector = 'file', path = 'out/peaks', format = 'parquet');
+         INSERT INTO per_second SELECT machine, window_start, count(*) AS n, avg(value) AS mean
+           FROM TUMBLE(telemetry, ts, INTERVAL '1' SECOND) WHERE sensor = 'vib'
+           GROUP BY machine, window_start, window_end;
+         INSERT INTO peaks SELECT machine, ts, value FROM telemetry WHERE sensor = 'vib' AND value > 0.9;";
+    let args = ["--state-dir", "state", "--checkpoint-interval", "250ms"];
+    let mut w = WeirProcess::start_with_files(
+        pipeline,
+        &[("input.parquet", parquet.as_slice())],
+        &args,
+        &[],
+    );
+    kill_loop(&mut w, &args, 8, (300, 1100), None, 53, |_| {});
+    let status = w.wait_exit(Duration::from_secs(120));
+    let log = w.stderr();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("rows no pipeline reads are left out"), "{log}");
+    let vib = rows.iter().filter(|r| r.1 == "vib").count();
+    assert!(
+        log.contains(&format!("source telemetry: {vib} rows")),
+        "only the vibration rows are read: {log}"
+    );
+    let input = [input];
+    for (sink, sql) in [
+        (
+            "per_second",
+            "SELECT machine, date_bin(INTERVAL '1 second', ts), count(*), avg(value) FROM t WHERE sensor = 'vib' GROUP BY 1, 2",
+        ),
+        (
+            "peaks",
+            "SELECT machine, ts, value FROM t WHERE sensor = 'vib' AND value > 0.9",
+        ),
+    ] {
+        let got = concat(&parquet_dir(&w.path(&format!("out/{sink}")))).unwrap();
+        assert_rows_eq(&rows_of(&got), &rows_of(&batch_sql(&input, sql).await));
+    }
+}

@@ -1,6 +1,7 @@
 //! `connector = 'file'`: replays Parquet, CSV or NDJSON files as a source, and writes
 //! Parquet or NDJSON files into a local directory as a sink.
 
+mod pushdown;
 mod records;
 mod settings;
 mod sink;

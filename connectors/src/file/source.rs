@@ -13,10 +13,15 @@ use arrow::array::AsArray;
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
+};
 use weir_engine::connector::{Progress, Source, SourceOutput, SourceSpec, SourceStart};
 use weir_engine::observe::telemetry::SourceTelemetry;
 
+use super::pushdown;
 use super::records::{BadRecord, Records, decode_isolating};
 use super::settings::{InputFormat, Pace, SourceSettings};
 use super::times::{implausible, scale_epochs};
@@ -39,7 +44,13 @@ pub struct FileSource {
     /// Where a checkpoint left off: the file (its index in `files`) and the records of it
     /// already read.
     resume: Option<(usize, u64)>,
+    /// What every pipeline reading the source filters first (Parquet files: applied while
+    /// reading).
+    filter: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
+
+/// Chunks of CSV or NDJSON records being decoded at a time (on blocking threads).
+const DECODING: usize = 2;
 
 /// The source's position: the file being read and the records of it read so far (rows of
 /// a Parquet file; data records of a CSV or NDJSON file, bad ones included).
@@ -65,8 +76,46 @@ impl FileSource {
             event_time: spec.event_time,
             unit: settings.unit,
             resume: None,
+            filter: None,
         }
     }
+}
+
+/// The columns of a Parquet file (its Arrow schema `file`) that the source declares (by name,
+/// ignoring case), and, when some text or binary columns are declared as views, the file's
+/// schema with those decoded straight to views (no cast afterwards).
+fn declared_columns(file: &SchemaRef, declared: &SchemaRef) -> (Vec<usize>, Option<SchemaRef>) {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut columns = Vec::new();
+    let mut views = false;
+    let fields: Vec<Field> = file
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let want = declared
+                .fields()
+                .iter()
+                .find(|d| d.name().eq_ignore_ascii_case(f.name()));
+            if want.is_some() {
+                columns.push(i);
+            }
+            let ty = match (f.data_type(), want.map(|d| d.data_type())) {
+                (DataType::Utf8 | DataType::LargeUtf8, Some(DataType::Utf8View)) => {
+                    DataType::Utf8View
+                }
+                (DataType::Binary | DataType::LargeBinary, Some(DataType::BinaryView)) => {
+                    DataType::BinaryView
+                }
+                (t, _) => t.clone(),
+            };
+            views |= &ty != f.data_type();
+            f.as_ref().clone().with_data_type(ty)
+        })
+        .collect();
+    let decoded =
+        views.then(|| Arc::new(Schema::new_with_metadata(fields, file.metadata().clone())));
+    (columns, decoded)
 }
 
 /// Counts, logs and dead-letters records that do not decode, and stops the source past
@@ -164,15 +213,54 @@ impl FileSource {
         let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         crate::parquet_footer::check_file(&mut file)
             .with_context(|| format!("reading Parquet {}", path.display()))?;
-        let batches = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading Parquet {}", path.display()))?
-            .with_batch_size(self.batch_rows)
-            .with_offset(skip as usize)
-            .build()?;
+        let reading = || format!("reading Parquet {}", path.display());
+        let meta =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).with_context(reading)?;
+        let (columns, decoded) = declared_columns(meta.schema(), &self.schema);
+        let meta = if decoded.is_some() || self.filter.is_some() {
+            let mut options = ArrowReaderOptions::new();
+            if let Some(schema) = decoded {
+                options = options.with_schema(schema);
+            }
+            if self.filter.is_some() {
+                options = options.with_virtual_columns(vec![pushdown::row_number_field()])?;
+            }
+            ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options)
+                .with_context(reading)?
+        } else {
+            meta
+        };
+        let rows_in_file = meta.metadata().file_metadata().num_rows().max(0) as usize;
+        let filter = self
+            .filter
+            .as_ref()
+            .and_then(|f| pushdown::row_filter(f, &self.schema, &meta, meta.parquet_schema()));
+        let mask = ProjectionMask::roots(meta.parquet_schema(), columns);
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            .with_projection(mask)
+            .with_batch_size(self.batch_rows);
+        let filtered = filter.is_some();
+        builder = match filter {
+            Some(filter) => {
+                let skip = (skip as usize).min(rows_in_file);
+                builder
+                    .with_row_selection(RowSelection::from(vec![
+                        RowSelector::skip(skip),
+                        RowSelector::select(rows_in_file - skip),
+                    ]))
+                    .with_row_filter(filter)
+            }
+            None => builder.with_offset(skip as usize),
+        };
+        let batches = builder.build()?;
         let mut records = skip;
         for batch in batches {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            records += batch.num_rows() as u64;
+            records = match pushdown::next_row(&batch) {
+                // rows the filter left out were read too
+                Some(next) if filtered => next,
+                _ => records + batch.num_rows() as u64,
+            };
             let batch = scale_epochs(batch, &self.schema, self.unit)
                 .with_context(|| format!("reading {}", path.display()))?;
             let batch = conform(&batch, &self.schema)?;
@@ -204,36 +292,53 @@ impl FileSource {
         while read_so_far < skip && records.next_record().map_err(read)?.is_some() {
             read_so_far += 1;
         }
+        // chunks are decoded on blocking threads, up to DECODING at a time, while the next
+        // chunks are read; their rows go out in file order
+        let mut decoding = std::collections::VecDeque::new();
+        let mut more = true;
         loop {
-            let mut chunk = Vec::with_capacity(self.batch_rows.min(1 << 16));
-            while chunk.len() < self.batch_rows {
-                match records.next_record().map_err(read)? {
-                    Some(r) => chunk.push(r),
-                    None => break,
+            while more && decoding.len() < DECODING {
+                let mut chunk = Vec::with_capacity(self.batch_rows.min(1 << 16));
+                while chunk.len() < self.batch_rows {
+                    match records.next_record().map_err(read)? {
+                        Some(r) => chunk.push(r),
+                        None => break,
+                    }
                 }
+                if chunk.is_empty() {
+                    more = false;
+                    break;
+                }
+                read_so_far += chunk.len() as u64;
+                let (schema, format, unit) = (Arc::clone(&self.schema), self.format, self.unit);
+                let decoded = tokio::task::spawn_blocking(move || {
+                    let (good, bad) = decode_isolating(&schema, format, unit, chunk);
+                    // one batch per chunk: its position is the end of the chunk
+                    let good = good
+                        .iter()
+                        .map(|b| conform(b, &schema))
+                        .collect::<Result<Vec<_>, _>>()
+                        .and_then(|g| {
+                            (!g.is_empty())
+                                .then(|| arrow::compute::concat_batches(&schema, &g))
+                                .transpose()
+                        });
+                    (good, bad)
+                });
+                decoding.push_back((decoded, read_so_far));
             }
-            if chunk.is_empty() {
+            let Some((decoded, end)) = decoding.pop_front() else {
                 return Ok(true);
-            }
-            read_so_far += chunk.len() as u64;
-            let (good, bad) = decode_isolating(&self.schema, self.format, self.unit, chunk);
+            };
+            let (good, bad) = decoded.await?;
             for b in bad {
                 bad_rows.record(path, b)?;
             }
-            // one batch per chunk: its position is the end of the chunk
-            let good = good
-                .iter()
-                .map(|b| conform(b, &self.schema))
-                .collect::<Result<Vec<_>, _>>()?;
-            if good.is_empty() {
+            let Some(batch) = good? else {
                 continue;
-            }
-            let batch = arrow::compute::concat_batches(&self.schema, &good)?;
+            };
             self.check_times(path, &batch, pacer);
-            if !self
-                .send(batch, position(path, read_so_far), pacer, out)
-                .await
-            {
+            if !self.send(batch, position(path, end), pacer, out).await {
                 return Ok(false);
             }
         }
@@ -262,6 +367,13 @@ impl Source for FileSource {
     }
 
     fn prepare(&mut self, start: SourceStart) -> anyhow::Result<()> {
+        if self.format == InputFormat::Parquet {
+            self.filter = start.filter;
+            if let Some(f) = &self.filter {
+                tracing::info!(source = %self.name, filter = %f,
+                    "every pipeline reading the source filters it first: rows no pipeline reads are left out while reading");
+            }
+        }
         let Some(offset) = start.resume.and_then(|r| r.offset) else {
             self.resume = None;
             return Ok(());

@@ -216,6 +216,10 @@ pub struct SourceStart {
     /// Where the restored checkpoint left the source, if one was restored and the source's
     /// statement is unchanged.
     pub resume: Option<Resume>,
+    /// A predicate over the source's columns that every pipeline reading it filters its
+    /// rows with first: a source may leave out rows for which it is not true (the pipelines
+    /// filter again, so results are the same; rows left out are not counted as read).
+    pub filter: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
 /// A source's position in a restored checkpoint.

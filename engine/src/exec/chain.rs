@@ -124,6 +124,11 @@ impl Chain {
         Self { steps }
     }
 
+    /// Its steps, in order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
     /// Its steps with state across batches (`ewma`, `zscore`), in order.
     pub fn running(&self) -> impl Iterator<Item = &KeyedRunning> {
         self.steps.iter().filter_map(|s| match s {

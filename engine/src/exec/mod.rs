@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod ids;
 pub mod isolate;
 pub(crate) mod pipeline;
+pub mod pushdown;
 pub(crate) mod running;
 pub mod snapshot;
 pub(crate) mod window;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::UInt64Array;
 use arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -98,6 +99,7 @@ impl Checkpoints {
         dataflow: &mut Dataflow,
         sources: &mut [CompiledSource],
         sinks: &[(String, Arc<SinkTelemetry>)],
+        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     ) -> (Self, Vec<watch::Receiver<u64>>, Vec<Option<SinkStart>>) {
         let store = Arc::clone(&settings.store);
         let restored = tokio::task::spawn_blocking(move || store.newest())
@@ -135,12 +137,12 @@ impl Checkpoints {
             settings,
         };
         let restored_sinks = match restored {
-            Some(r) => me.apply(r, dataflow, sources, sinks),
+            Some(r) => me.apply(r, dataflow, sources, sinks, filters),
             None => {
                 info!(state_dir = %me.settings.store.dir().display(),
                     "no checkpoint to restore: starting from the beginning");
-                for s in sources.iter_mut() {
-                    me.prepare(s, None);
+                for (s, filter) in sources.iter_mut().zip(filters) {
+                    me.prepare(s, None, filter);
                 }
                 vec![None; sinks.len()]
             }
@@ -157,10 +159,16 @@ impl Checkpoints {
         (me, receivers, recover)
     }
 
-    fn prepare(&self, s: &mut CompiledSource, resume: Option<Resume>) {
+    fn prepare(
+        &self,
+        s: &mut CompiledSource,
+        resume: Option<Resume>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+    ) {
         let start = SourceStart {
             checkpoints: true,
             resume,
+            filter: filter.clone(),
         };
         if let Err(e) = s.source.prepare(start) {
             error!(source = %s.name, error = %format!("{e:#}"),
@@ -168,6 +176,7 @@ impl Checkpoints {
             let _ = s.source.prepare(SourceStart {
                 checkpoints: true,
                 resume: None,
+                filter,
             });
         }
     }
@@ -179,6 +188,7 @@ impl Checkpoints {
         dataflow: &mut Dataflow,
         sources: &mut [CompiledSource],
         sinks: &[(String, Arc<SinkTelemetry>)],
+        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     ) -> Vec<Option<(u64, serde_json::Value)>> {
         let number = r.manifest.number;
         if r.manifest.lineage != self.settings.store.lineage() {
@@ -198,7 +208,7 @@ impl Checkpoints {
         let report = dataflow.restore(&mut r, &bounded);
         let entries = std::mem::take(&mut r.manifest.sources);
         let mut positions = Vec::new();
-        for (i, s) in sources.iter_mut().enumerate() {
+        for ((i, s), filter) in sources.iter_mut().enumerate().zip(filters) {
             let entry = entries.iter().find(|e| e.name == s.name);
             let resume = match entry {
                 Some(e) if e.fingerprint == hex(self.sources[i].fingerprint) => {
@@ -237,7 +247,7 @@ impl Checkpoints {
                 }
                 None => None,
             };
-            self.prepare(s, resume);
+            self.prepare(s, resume, filter);
         }
         let sink_states: Vec<Option<(u64, serde_json::Value)>> = sinks
             .iter()

@@ -315,15 +315,26 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         .iter()
         .map(|s| (s.name.clone(), Arc::clone(&s.telemetry)))
         .collect();
+    let filters: Vec<_> = sources
+        .iter()
+        .map(|s| dataflow.source_filter(s.stream))
+        .collect();
     let (checkpoints, committed, recover) = match checkpoints {
         Some(settings) => {
             let (c, committed, recover) =
-                Checkpoints::restore(settings, &mut dataflow, &mut sources, &sink_names).await;
+                Checkpoints::restore(settings, &mut dataflow, &mut sources, &sink_names, filters)
+                    .await;
             (Some(c), committed, recover)
         }
         None => {
-            for s in &mut sources {
-                let _ = s.source.prepare(SourceStart::default());
+            for (s, filter) in sources.iter_mut().zip(filters) {
+                let start = SourceStart {
+                    filter,
+                    ..Default::default()
+                };
+                if let Err(e) = s.source.prepare(start) {
+                    warn!(source = %s.name, error = %format!("{e:#}"), "the source could not be prepared");
+                }
             }
             let committed = sources.iter().map(|_| watch::channel(0).1).collect();
             (None, committed, vec![None; sinks.len()])
