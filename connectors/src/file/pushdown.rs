@@ -1,16 +1,20 @@
 //! The filter every pipeline reading a file source applies first, evaluated by the Parquet
-//! reader itself: it decodes the filter's columns, and the other columns only for the rows
-//! that pass. Each row the reader hands on carries its row number in the file, so the
-//! source's position stays exact.
+//! reader itself: row groups whose statistics show that no row can pass are skipped, and in
+//! the others it decodes the filter's columns, and the other columns only for the rows that
+//! pass. Each row the reader hands on carries its row number in the file, so the source's
+//! position stays exact.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, RowFilter};
 use parquet::schema::types::SchemaDescriptor;
 
@@ -120,4 +124,180 @@ pub fn row_filter(
         })
     });
     Some(RowFilter::new(vec![Box::new(predicate)]))
+}
+
+/// Row-group statistics of a Parquet file, as DataFusion's pruning asks for them.
+struct RowGroupStatistics<'a> {
+    meta: &'a ArrowReaderMetadata,
+    declared: &'a SchemaRef,
+}
+
+impl RowGroupStatistics<'_> {
+    fn converter(&self, column: &datafusion::common::Column) -> Option<StatisticsConverter<'_>> {
+        let file = self.meta.schema();
+        let name = file
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(&column.name))?
+            .name()
+            .clone();
+        StatisticsConverter::try_new(&name, file, self.meta.parquet_schema()).ok()
+    }
+
+    /// `array` as the declared type of `column` (what the predicate compares with).
+    fn declared(&self, column: &datafusion::common::Column, array: ArrayRef) -> Option<ArrayRef> {
+        let t = self
+            .declared
+            .field_with_name(&column.name)
+            .ok()?
+            .data_type();
+        if array.data_type() == t {
+            Some(array)
+        } else {
+            arrow::compute::cast(&array, t).ok()
+        }
+    }
+}
+
+impl PruningStatistics for RowGroupStatistics<'_> {
+    fn min_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        let rgs = self.meta.metadata().row_groups();
+        let a = self.converter(column)?.row_group_mins(rgs.iter()).ok()?;
+        self.declared(column, a)
+    }
+
+    fn max_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        let rgs = self.meta.metadata().row_groups();
+        let a = self.converter(column)?.row_group_maxes(rgs.iter()).ok()?;
+        self.declared(column, a)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.meta.metadata().num_row_groups()
+    }
+
+    fn null_counts(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        let rgs = self.meta.metadata().row_groups();
+        let a = self
+            .converter(column)?
+            .row_group_null_counts(rgs.iter())
+            .ok()?;
+        Some(Arc::new(a))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let rows: UInt64Array = self
+            .meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| Some(rg.num_rows().max(0) as u64))
+            .collect();
+        Some(Arc::new(rows))
+    }
+
+    fn contained(
+        &self,
+        _column: &datafusion::common::Column,
+        _values: &std::collections::HashSet<datafusion::common::ScalarValue>,
+    ) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Per row group of the file: whether `filter` may be true for one of its rows, by its
+/// min/max statistics (true where they cannot tell).
+pub fn row_groups(
+    filter: &Arc<dyn PhysicalExpr>,
+    declared: &SchemaRef,
+    meta: &ArrowReaderMetadata,
+) -> Vec<bool> {
+    let all = vec![true; meta.metadata().num_row_groups()];
+    let Some(pruning) = PruningPredicateBuilder::new()
+        .with_file_schema(Arc::clone(declared))
+        .build(Arc::clone(filter))
+    else {
+        return all;
+    };
+    pruning
+        .prune(&RowGroupStatistics { meta, declared })
+        .unwrap_or(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::Schema;
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::file::properties::WriterProperties;
+
+    /// A file of three row groups, sensors `a`, `b`, `c` in turn, three rows each.
+    fn file() -> bytes::Bytes {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "sensor",
+                Arc::new(StringArray::from_iter_values([
+                    "a", "a", "a", "b", "b", "b", "c", "c", "c",
+                ])) as ArrayRef,
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(0..9)) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3))
+            .build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        bytes::Bytes::from(out)
+    }
+
+    fn sensor_is(s: &str) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("sensor", 0)),
+            Operator::Eq,
+            Arc::new(Literal::new(ScalarValue::Utf8View(Some(s.into())))),
+        ))
+    }
+
+    #[test]
+    fn statistics_skip_row_groups_and_the_row_filter_keeps_row_numbers() {
+        let declared = Arc::new(Schema::new(vec![
+            Field::new("sensor", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let data = file();
+        let options = ArrowReaderOptions::new()
+            .with_virtual_columns(vec![row_number_field()])
+            .unwrap();
+        let meta = ArrowReaderMetadata::load(&data, options).unwrap();
+        assert_eq!(
+            row_groups(&sensor_is("b"), &declared, &meta),
+            vec![false, true, false]
+        );
+        assert_eq!(
+            row_groups(&sensor_is("z"), &declared, &meta),
+            vec![false; 3]
+        );
+        let filter = row_filter(&sensor_is("c"), &declared, &meta, meta.parquet_schema()).unwrap();
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(data, meta)
+                .with_row_filter(filter)
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 3);
+        assert_eq!(next_row(batches.last().unwrap()), Some(9));
+    }
 }

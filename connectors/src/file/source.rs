@@ -230,24 +230,46 @@ impl FileSource {
         } else {
             meta
         };
-        let rows_in_file = meta.metadata().file_metadata().num_rows().max(0) as usize;
+        // row groups no row of which can pass, by their statistics, are not read; of the
+        // others, the reader decodes only the rows that pass
+        let kept = match &self.filter {
+            Some(f) => pushdown::row_groups(f, &self.schema, &meta),
+            None => Vec::new(),
+        };
         let filter = self
             .filter
             .as_ref()
             .and_then(|f| pushdown::row_filter(f, &self.schema, &meta, meta.parquet_schema()));
         let mask = ProjectionMask::roots(meta.parquet_schema(), columns);
+        let group_rows: Vec<usize> = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as usize)
+            .collect();
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
             .with_projection(mask)
             .with_batch_size(self.batch_rows);
         let filtered = filter.is_some();
         builder = match filter {
             Some(filter) => {
-                let skip = (skip as usize).min(rows_in_file);
+                // the rows after `skip` of the row groups that may hold rows that pass
+                let (mut groups, mut selection, mut first) = (Vec::new(), Vec::new(), 0);
+                for (g, rows) in group_rows.iter().enumerate() {
+                    let end = first + rows;
+                    if kept.get(g).copied().unwrap_or(true) && end > skip as usize {
+                        groups.push(g);
+                        let skipped = (skip as usize).saturating_sub(first).min(*rows);
+                        if skipped > 0 {
+                            selection.push(RowSelector::skip(skipped));
+                        }
+                        selection.push(RowSelector::select(rows - skipped));
+                    }
+                    first = end;
+                }
                 builder
-                    .with_row_selection(RowSelection::from(vec![
-                        RowSelector::skip(skip),
-                        RowSelector::select(rows_in_file - skip),
-                    ]))
+                    .with_row_groups(groups)
+                    .with_row_selection(RowSelection::from(selection))
                     .with_row_filter(filter)
             }
             None => builder.with_offset(skip as usize),
