@@ -47,6 +47,7 @@ pub mod files;
 pub mod flight;
 pub mod json;
 pub mod live;
+pub mod node;
 pub mod observe;
 pub mod parse;
 pub mod runtime;

@@ -247,9 +247,12 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn recover(&mut self, start: SinkStart) -> anyhow::Result<()> {
+    async fn start(&mut self, start: SinkStart) -> anyhow::Result<()> {
+        let Some(checkpoints) = start.checkpoints else {
+            return Ok(());
+        };
         self.held = Some(Vec::new());
-        self.recover_files(start.restored)
+        self.recover_files(checkpoints.restored)
     }
 
     async fn pre_commit(&mut self, number: u64) -> anyhow::Result<serde_json::Value> {

@@ -229,12 +229,15 @@ impl Sink for ObjectStoreSink {
         Ok(())
     }
 
-    async fn recover(&mut self, start: SinkStart) -> anyhow::Result<()> {
+    async fn start(&mut self, start: SinkStart) -> anyhow::Result<()> {
+        let Some(checkpoints) = start.checkpoints else {
+            return Ok(());
+        };
         let outbox = Outbox {
             dir: self.spill_dir.join("pending"),
-            lineage: start.lineage,
+            lineage: checkpoints.lineage,
         };
-        let found = outbox::recover(&self.name, &outbox, &self.spill_dir, start.restored)?;
+        let found = outbox::recover(&self.name, &outbox, &self.spill_dir, checkpoints.restored)?;
         if let Some(seq) = found.next_seq {
             self.seq = seq;
         }

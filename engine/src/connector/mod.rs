@@ -281,8 +281,17 @@ pub struct SinkSpec {
 }
 
 /// What a sink is told before its first row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SinkStart {
+    /// The pipelines that insert into it: their names and plan fingerprints (hex).
+    pub inputs: Vec<(String, String)>,
+    /// With checkpoints (`--state-dir`): what to recover.
+    pub checkpoints: Option<SinkCheckpoints>,
+}
+
+/// A sink's part of the checkpoints.
+#[derive(Debug, Clone)]
+pub struct SinkCheckpoints {
     /// The state directory's lineage: sinks tag what they commit with it.
     pub lineage: String,
     /// The checkpoint the run restored: its number and what this sink's pre-commit returned
@@ -293,10 +302,11 @@ pub struct SinkStart {
 /// A running output.
 #[async_trait]
 pub trait Sink: Send {
-    /// With checkpoints, before the first row: what was pending for the restored checkpoint
-    /// is committed, and what the sink wrote after it (it comes again) is removed. Until this
-    /// is called the sink writes as without checkpoints.
-    async fn recover(&mut self, start: SinkStart) -> anyhow::Result<()> {
+    /// Before the first row: the pipelines that insert into the sink and, with checkpoints,
+    /// what to recover — what was pending for the restored checkpoint is committed, and what
+    /// the sink wrote after it (it comes again) is removed. Without checkpoints the sink
+    /// commits what it writes as it goes.
+    async fn start(&mut self, start: SinkStart) -> anyhow::Result<()> {
         let _ = start;
         Ok(())
     }

@@ -246,6 +246,15 @@ impl Dataflow {
         &self.streams[id.index()].schema
     }
 
+    /// The pipelines that insert into sink `sink`: their names and plan fingerprints.
+    pub fn pipelines_into(&self, sink: SinkId) -> Vec<(String, String)> {
+        self.pipelines
+            .iter()
+            .filter(|p| p.target == Target::Sink(sink))
+            .map(|p| (p.name.clone(), crate::checkpoint::hex(p.fingerprint)))
+            .collect()
+    }
+
     /// The counters of pipeline `p`.
     pub fn pipeline_counts(&self, p: PipelineId) -> PipelineCounts {
         self.pipelines[p.index()].telemetry.counts()

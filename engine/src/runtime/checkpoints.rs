@@ -21,7 +21,7 @@ use crate::checkpoint::{
     CheckpointStore, Manifest, Restored, SinkEntry, SourceEntry, Taken, hex, manifest::FORMAT,
 };
 use crate::compile::CompiledSource;
-use crate::connector::{Progress, Resume, SinkStart, SourceStart};
+use crate::connector::{Progress, Resume, SinkCheckpoints, SourceStart};
 use crate::exec::dataflow::Dataflow;
 use crate::exec::ids::StreamId;
 use crate::observe::telemetry::{
@@ -92,15 +92,15 @@ pub(super) type Outcome = Result<anyhow::Result<u64>, oneshot::error::RecvError>
 impl Checkpoints {
     /// Restores the newest complete checkpoint of the state directory into `dataflow` and
     /// prepares the sources (their positions). Returns the checkpoints, per source the
-    /// receiver of its committed batches, and per sink what it recovers from before its
-    /// first row.
+    /// receiver of its committed batches, and per sink what it recovers before its first
+    /// row.
     pub(super) async fn restore(
         settings: RunCheckpoints,
         dataflow: &mut Dataflow,
         sources: &mut [CompiledSource],
         sinks: &[(String, Arc<SinkTelemetry>)],
         filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    ) -> (Self, Vec<watch::Receiver<u64>>, Vec<Option<SinkStart>>) {
+    ) -> (Self, Vec<watch::Receiver<u64>>, Vec<SinkCheckpoints>) {
         let store = Arc::clone(&settings.store);
         let restored = tokio::task::spawn_blocking(move || store.newest())
             .await
@@ -149,11 +149,9 @@ impl Checkpoints {
         };
         let recover = restored_sinks
             .into_iter()
-            .map(|restored| {
-                Some(SinkStart {
-                    lineage: me.settings.store.lineage().to_string(),
-                    restored,
-                })
+            .map(|restored| SinkCheckpoints {
+                lineage: me.settings.store.lineage().to_string(),
+                restored,
             })
             .collect();
         (me, receivers, recover)

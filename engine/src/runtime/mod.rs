@@ -15,9 +15,9 @@ pub use checkpoints::RunCheckpoints;
 pub use summary::{PipelineSummary, SinkSummary, SourceSummary, Summary};
 
 use crate::compile::{CompiledSource, Project};
-use crate::connector::{SourceEvent, SourceOutput, SourceStart};
+use crate::connector::{SinkStart, SourceEvent, SourceOutput, SourceStart};
 use crate::exec::dataflow::{Dataflow, SinkBatch};
-use crate::exec::ids::StreamId;
+use crate::exec::ids::{SinkId, StreamId};
 use crate::exec::isolate::RowDeadLetters;
 use crate::live::{LiveHub, LiveWriter};
 use crate::observe::RunStatus;
@@ -319,12 +319,12 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         .iter()
         .map(|s| dataflow.source_filter(s.stream))
         .collect();
-    let (checkpoints, committed, recover) = match checkpoints {
+    let (checkpoints, committed, mut recover) = match checkpoints {
         Some(settings) => {
             let (c, committed, recover) =
                 Checkpoints::restore(settings, &mut dataflow, &mut sources, &sink_names, filters)
                     .await;
-            (Some(c), committed, recover)
+            (Some(c), committed, recover.into_iter().map(Some).collect())
         }
         None => {
             for (s, filter) in sources.iter_mut().zip(filters) {
@@ -340,8 +340,14 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             (None, committed, vec![None; sinks.len()])
         }
     };
+    let starts = (0..sinks.len())
+        .map(|i| SinkStart {
+            inputs: dataflow.pipelines_into(SinkId::new(i)),
+            checkpoints: recover[i].take(),
+        })
+        .collect();
     let mut run = Run {
-        sinks: SinkTasks::start(sinks, recover),
+        sinks: SinkTasks::start(sinks, starts),
         dataflow,
         live,
         status: Arc::clone(&status),

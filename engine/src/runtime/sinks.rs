@@ -38,19 +38,18 @@ pub(super) struct SinkTasks {
 }
 
 impl SinkTasks {
-    /// Starts a task per sink; with checkpoints, `recover[i]` is what sink `i` recovers
-    /// from before anything else.
-    pub(super) fn start(sinks: Vec<CompiledSink>, recover: Vec<Option<SinkStart>>) -> Self {
+    /// Starts a task per sink; `starts[i]` is what sink `i` is told before anything else.
+    pub(super) fn start(sinks: Vec<CompiledSink>, starts: Vec<SinkStart>) -> Self {
         let (close_by, close_rx) = watch::channel(None);
         let mut inputs = Vec::new();
         let mut tasks = Vec::new();
-        for (s, recover) in sinks.into_iter().zip(recover) {
+        for (s, start) in sinks.into_iter().zip(starts) {
             let (tx, rx) = mpsc::channel(QUEUE);
             inputs.push(tx);
             let task = tokio::spawn(drive(
                 s.sink,
                 Arc::clone(&s.telemetry),
-                recover,
+                start,
                 rx,
                 close_rx.clone(),
             ));
@@ -112,14 +111,12 @@ impl SinkTasks {
 async fn drive(
     mut sink: Box<dyn Sink>,
     telemetry: Arc<SinkTelemetry>,
-    recover: Option<SinkStart>,
+    start: SinkStart,
     mut rx: mpsc::Receiver<SinkMsg>,
     close_by: watch::Receiver<Option<tokio::time::Instant>>,
 ) {
-    if let Some(start) = recover
-        && let Err(e) = sink.recover(start).await
-    {
-        telemetry.failed("recovery", format!("{e:#}"));
+    if let Err(e) = sink.start(start).await {
+        telemetry.failed("start", format!("{e:#}"));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
