@@ -77,6 +77,10 @@ enum Command {
         /// Discard the state directory's checkpoints at start (a new beginning on purpose).
         #[arg(long, requires = "state_dir")]
         state_reset: bool,
+        /// This node's id in a fleet: the object-store sink puts it into every key (default:
+        /// WEIR_NODE_NAME, the Kubernetes node name, else the host name).
+        #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
+        node_id: Option<String>,
         /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
         /// 0.0.0.0:9464 (off when not given).
         #[arg(long, env = "WEIR_HTTP_ADDR")]
@@ -195,6 +199,7 @@ async fn main() -> ExitCode {
             state_dir,
             checkpoint_interval,
             state_reset,
+            node_id,
             http_addr,
             shutdown_grace,
             watch,
@@ -228,6 +233,10 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some(id) = &node_id {
+                weir_engine::node::set(id);
+            }
+            tracing::info!(node = weir_engine::node::id(), "node id");
             let open_windows = match (open_windows, &state_dir) {
                 (Some(OpenWindows::Keep), None) => {
                     eprintln!(

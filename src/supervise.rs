@@ -146,7 +146,9 @@ fn finish(summary: Result<Summary, tokio::task::JoinError>) -> ExitCode {
     match summary {
         Ok(summary) => {
             eprint!("{summary}");
-            if !summary.failed_sources.is_empty() {
+            if !summary.failed_sinks.is_empty() {
+                ExitCode::from(2)
+            } else if !summary.failed_sources.is_empty() {
                 ExitCode::from(1)
             } else if summary.sinks_lost_output() {
                 error!(

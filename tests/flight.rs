@@ -752,15 +752,7 @@ async fn errors_metadata_prepared_statements_and_plain_flight() {
     assert_eq!(e.code(), Code::NotFound);
 }
 
-/// Python from the virtual environment scripts/test makes.
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
+use weir_test_support::process::python;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pyarrow_and_adbc_clients_get_the_expected_rows() {

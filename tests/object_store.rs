@@ -45,6 +45,7 @@ fn env(secret: &str) -> Vec<(&'static str, String)> {
     vec![
         ("S3_KEY", ACCESS_KEY.to_string()),
         ("S3_SECRET", secret.to_string()),
+        ("WEIR_NODE_ID", "edge-1".to_string()),
     ]
 }
 
@@ -54,12 +55,36 @@ fn start(pipeline: &str, secret: &str) -> WeirProcess {
     WeirProcess::start(pipeline, &env)
 }
 
+/// `b` with its times as zoneless nanoseconds, whatever their unit and zone (the bucket's
+/// files hold UTC microseconds, the local sink's zoneless nanoseconds).
+fn zoneless_times(b: &RecordBatch) -> RecordBatch {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
+    let cols = b
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => arrow::compute::cast(c, &ns).unwrap(),
+            _ => std::sync::Arc::clone(c),
+        })
+        .collect::<Vec<_>>();
+    let fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .zip(&cols)
+        .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
 /// Rows as canonical JSON text, sorted (a multiset: duplicates stay).
 fn json_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let batches: Vec<RecordBatch> = batches.iter().map(zoneless_times).collect();
     let mut buf = Vec::new();
     {
         let mut w: arrow::json::LineDelimitedWriter<_> = weir_engine::json::writer(&mut buf);
-        for b in batches {
+        for b in &batches {
             w.write(b).unwrap();
         }
         w.finish().unwrap();
@@ -166,18 +191,21 @@ fn every_window_lands_once_under_the_documented_keys() {
     assert!(spilled(&weir.path("spill/cloud")).is_empty());
 }
 
-/// `site-7/pipeline=cloud/dt=2026-01-01/hour=00/part-<start>-<end>-<seq>.parquet`.
+/// `site-7/pipeline=cloud/node=edge-1/dt=2026-01-01/hour=00/part-<start>-<end>-edge-1-<seq>.parquet`.
 fn regex_like_key(key: &str) -> bool {
-    let Some(rest) =
-        key.strip_prefix("site-7/pipeline=cloud/dt=2026-01-01/hour=00/part-20260101T0000")
+    let Some(rest) = key
+        .strip_prefix("site-7/pipeline=cloud/node=edge-1/dt=2026-01-01/hour=00/part-20260101T0000")
     else {
         return false;
     };
-    let parts: Vec<&str> = rest.trim_end_matches(".parquet").split('-').collect();
-    parts.len() == 3
+    let Some(rest) = rest.strip_suffix(".parquet") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    parts.len() == 5
         && parts[1].starts_with("20260101T0000")
-        && parts[2].len() == 6
-        && key.ends_with(".parquet")
+        && parts[2..4] == ["edge", "1"]
+        && parts[4].len() == 6
 }
 
 #[test]
@@ -489,4 +517,234 @@ fn the_quarantine_is_capped_and_counts_in_the_spill_budget() {
         .map(|f| f.metadata().unwrap().len())
         .sum();
     assert!(backlog <= 8 * 1024, "{backlog}");
+}
+
+/// The fleet pipeline: a generator (the same seed on every node) summarised per second into
+/// the bucket's prefix `fleet` through `endpoint`, and into local Parquet files.
+fn fleet_pipeline(endpoint: &str, extra: &str) -> String {
+    format!(
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'generator', machines = '3', sensors = 'temp', interval = '10ms', rate = '2000',
+            limit = '6000', seed = '11', start = '2026-01-01T00:00:00Z', event_time = 'ts');
+         CREATE SINK cloud WITH (connector = 'object_store', url = 's3://edge/fleet', endpoint = '{endpoint}',
+            region = 'us-east-1', access_key_id = '${{S3_KEY}}', secret_access_key = '${{S3_SECRET}}',
+            roll_interval = '300ms', timeout = '1s'{extra});
+         CREATE SINK archive WITH (connector = 'file', path = 'local', format = 'parquet');
+         CREATE VIEW per_second AS
+           SELECT machine, window_start, window_end, count(*) AS n, avg(value) AS mean
+           FROM TUMBLE(g, ts, INTERVAL '1' SECOND) GROUP BY machine, window_start, window_end;
+         INSERT INTO cloud SELECT * FROM per_second;
+         INSERT INTO archive SELECT * FROM per_second;"
+    )
+}
+
+/// Runs a Python script (the test venv's DuckDB) that prints one line of JSON.
+fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(weir_test_support::process::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// DuckDB reads the bucket as one Hive-partitioned table and the nodes' local files; both
+/// as sorted rows `node, machine, window start (epoch µs), n, mean`.
+const READ_FLEET: &str = r#"
+import duckdb, json, sys
+bucket, locals = sys.argv[1], sys.argv[2:]
+con = duckdb.connect()
+cloud = con.sql(f"""
+    SELECT node, machine, epoch_us(window_start) AS ws, n, mean
+    FROM read_parquet('{bucket}/**/*.parquet', hive_partitioning = true)
+    ORDER BY ALL""").fetchall()
+local = []
+for spec in locals:
+    node, path = spec.split('=', 1)
+    local += con.sql(f"""
+        SELECT '{node}' AS node, machine, epoch_us(window_start) AS ws, n, mean
+        FROM read_parquet('{path}/*.parquet')""").fetchall()
+local.sort()
+types = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{bucket}/**/*.parquet', hive_partitioning = true)").fetchall()
+print(json.dumps({"cloud": [list(r) for r in cloud], "local": [list(r) for r in local],
+                  "types": {t[0]: t[1] for t in types}}))
+"#;
+
+/// Three nodes run the same pipeline with the same seed into one bucket at once — one of
+/// them with its link cut for a while, so it spills and replays: every object is its own,
+/// and DuckDB's Hive reader reads the bucket as one table equal to the union of the three
+/// nodes' local files, with the right `node` column.
+#[test]
+fn three_nodes_write_one_bucket_without_overwriting_each_other() {
+    use weir_test_support::tcp_proxy::TcpProxy;
+    let server = S3Server::start();
+    let proxy = TcpProxy::start(server.port);
+    let endpoint = |port: u16| format!("http://127.0.0.1:{port}");
+    let mut nodes = Vec::new();
+    for (node, port) in [("n1", server.port), ("n2", server.port), ("n3", proxy.port)] {
+        let mut env = env(SECRET_KEY);
+        env.retain(|(k, _)| *k != "WEIR_NODE_ID");
+        env.push(("WEIR_NODE_ID", node.to_string()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push(WeirProcess::start(
+            &fleet_pipeline(&endpoint(port), ""),
+            &env,
+        ));
+    }
+    // n3 is cut off from the store for a while: its files spill, then replay
+    nodes[2].wait_log("source starting", 1);
+    proxy.cut();
+    nodes[2].wait_log("spilling files to disk", 1);
+    std::thread::sleep(Duration::from_millis(800));
+    proxy.restore();
+    for n in &mut nodes {
+        let status = n.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "{}", n.stderr());
+    }
+    assert!(nodes[2].stderr().contains("object store reachable again"));
+    let rt = runtime();
+    let objects = rt.block_on(server.objects("fleet"));
+    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    for node in ["n1", "n2", "n3"] {
+        let own = keys
+            .iter()
+            .filter(|k| k.contains(&format!("/node={node}/")))
+            .count();
+        assert!(own >= 3, "{node} wrote {own} objects: {keys:?}");
+        assert!(
+            keys.iter()
+                .filter(|k| k.contains(&format!("/node={node}/")))
+                .all(|k| k.contains(&format!("-{node}-"))),
+            "the node is in the file name too"
+        );
+    }
+    let locals: Vec<String> = nodes
+        .iter()
+        .zip(["n1", "n2", "n3"])
+        .map(|(w, n)| format!("{n}={}", w.path("local").display()))
+        .collect();
+    let mut args = vec![
+        server
+            .bucket_dir("edge")
+            .join("fleet")
+            .display()
+            .to_string(),
+    ];
+    args.extend(locals);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let read = python_json(READ_FLEET, &args);
+    let (cloud, local) = (&read["cloud"], &read["local"]);
+    assert!(
+        local.as_array().unwrap().len() >= 3 * 6,
+        "every node's windows: {local}"
+    );
+    assert_eq!(cloud, local, "the bucket is the union of the nodes' output");
+    // the columns as documented: UTC microsecond times, and the partitions as columns
+    let types = &read["types"];
+    assert_eq!(types["window_start"], "TIMESTAMP WITH TIME ZONE");
+    assert_eq!(types["machine"], "VARCHAR");
+    for partition in ["pipeline", "node", "dt", "hour"] {
+        assert!(types.get(partition).is_some(), "{partition}: {types}");
+    }
+}
+
+/// A sink whose columns change never writes them into a partition that holds the old ones:
+/// with the default layout the run is refused (exit 2, both column lists named); with
+/// `{schema}` in `key_layout` each set of columns gets its own `schema=` partition, and DuckDB
+/// reads both.
+#[test]
+fn a_changed_output_never_shares_a_partition_with_the_old_one() {
+    let server = S3Server::start();
+    let v1 = |extra: &str| {
+        fleet_pipeline(&server.endpoint(), extra).replace("rate = '2000'", "rate = 'max'")
+    };
+    let v2 = |extra: &str| {
+        v1(extra).replace(
+            "avg(value) AS mean",
+            "avg(value) AS mean, max(value) AS peak",
+        )
+    };
+    let env = env(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut w = WeirProcess::start(&v1(""), &env);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.stderr()
+    );
+    std::fs::write(w.path("pipeline.sql"), v2("")).unwrap();
+    w.respawn(&[], &env);
+    let status = w.wait_exit(Duration::from_secs(60));
+    let log = w.stderr();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("changed since this node last wrote")
+            && log.contains("mean Float64")
+            && log.contains("peak Float64"),
+        "{log}"
+    );
+    // versioned by schema: both sets of columns side by side
+    let layout = ", key_layout = 'v/pipeline={pipeline}/schema={schema}/node={node}/dt={date}/part-{start}-{node}-{seq}.parquet'";
+    let mut a = WeirProcess::start(&v1(layout), &env);
+    assert!(
+        a.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        a.stderr()
+    );
+    std::fs::write(a.path("pipeline.sql"), v2(layout)).unwrap();
+    a.respawn(&[], &env);
+    assert!(
+        a.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        a.stderr()
+    );
+    let rt = runtime();
+    let objects = rt.block_on(server.objects("fleet/v"));
+    let mut versions: Vec<&str> = objects
+        .iter()
+        .map(|(k, _)| {
+            k.split("/schema=")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 2, "{objects:?}");
+    for (k, batches) in &objects {
+        let peak = batches[0].schema().column_with_name("peak").is_some();
+        let v2_files = objects
+            .iter()
+            .filter(|(o, _)| o.contains(k.split("/node=").next().unwrap()))
+            .all(|(_, b)| b[0].schema().column_with_name("peak").is_some() == peak);
+        assert!(v2_files, "one schema per partition: {k}");
+    }
+    let read = python_json(
+        r#"
+import duckdb, json, sys
+r = duckdb.sql(f"SELECT schema, count(*) AS n, count(peak) AS peaks FROM read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = true, union_by_name = true) GROUP BY schema ORDER BY peaks").fetchall()
+print(json.dumps([list(x) for x in r]))
+"#,
+        &[&server
+            .bucket_dir("edge")
+            .join("fleet/v")
+            .display()
+            .to_string()],
+    );
+    let groups = read.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{read}");
+    assert_eq!(groups[0][2], 0, "the first schema has no peak");
+    assert_eq!(
+        groups[1][1], groups[1][2],
+        "every row of the second has one"
+    );
 }

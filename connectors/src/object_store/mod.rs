@@ -7,6 +7,7 @@
 
 pub mod keys;
 mod outbox;
+pub mod output;
 mod settings;
 mod sink;
 pub mod spill;

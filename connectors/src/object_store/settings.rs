@@ -10,6 +10,7 @@ use weir_engine::PipelineError;
 use weir_engine::parse::Options;
 use weir_engine::parse::options::{OptionSpec, OptionType};
 
+use super::keys::{self, KeyLayout};
 use super::store::{self, Target};
 use super::uploader::Policy;
 
@@ -100,6 +101,13 @@ pub const ROLL_INTERVAL: OptionSpec = OptionSpec::new(
     "a file is closed and uploaded at this age (checked every second, also without new rows)",
 )
 .default("1m");
+/// `key_layout`.
+pub const KEY_LAYOUT: OptionSpec = OptionSpec::new(
+    "key_layout",
+    OptionType::Text,
+    "object keys below the URL's prefix: `/`-separated parts with `{pipeline}` (the sink's name), `{node}` (`--node-id`), `{schema}` (a hash of the output columns), `{date}`, `{hour}` (of the rows' first window start, UTC), `{start}`, `{end}` (their window range) and `{seq}` (required); without `{node}` two nodes writing to the same prefix overwrite each other's files (warned), without `{schema}` a changed output is refused",
+)
+.default(keys::DEFAULT_LAYOUT);
 /// `spill_dir`.
 pub const SPILL_DIR: OptionSpec = OptionSpec::new(
     "spill_dir",
@@ -137,6 +145,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     ROLL_ROWS,
     ROLL_BYTES,
     ROLL_INTERVAL,
+    KEY_LAYOUT,
     SPILL_DIR,
     SPILL_MAX_BYTES,
     SPILL_POLICY,
@@ -158,6 +167,8 @@ pub struct Roll {
 pub struct Settings {
     /// Where files go.
     pub target: Target,
+    /// How their keys are made.
+    pub layout: KeyLayout,
     /// How files are written.
     pub props: WriterProperties,
     /// When files are closed.
@@ -174,6 +185,18 @@ impl Settings {
     /// Reads the options of sink `name`.
     pub fn from_options(o: &Options, name: &str) -> Result<Self, PipelineError> {
         let target = store::target(o)?;
+        let layout = match o.entry(&KEY_LAYOUT) {
+            Some(e) => KeyLayout::parse(&e.value).map_err(|m| o.value_error(e, &m))?,
+            None => KeyLayout::parse(keys::DEFAULT_LAYOUT).expect("the default layout reads"),
+        };
+        if !layout.uses("node") {
+            tracing::warn!(
+                sink = name,
+                file = o.file(),
+                line = o.statement_location().line,
+                "key_layout has no {{node}}: two Weir nodes writing this sink to the same prefix would overwrite each other's files"
+            );
+        }
         let level = o.value::<u64>(&ZSTD_LEVEL)?.clamp(1, 22) as i32;
         let compression = match o.value::<String>(&COMPRESSION)?.as_str() {
             "snappy" => Compression::SNAPPY,
@@ -200,6 +223,7 @@ impl Settings {
             .build();
         Ok(Self {
             target,
+            layout,
             props,
             roll,
             spill_dir,

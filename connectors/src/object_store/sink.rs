@@ -23,8 +23,9 @@ use tracing::error;
 use weir_engine::connector::{Sink, SinkStart};
 use weir_engine::observe::telemetry::SinkTelemetry;
 
-use super::keys::{TimeRange, object_key};
+use super::keys::{KeyLayout, KeyParts, TimeRange};
 use super::outbox;
+use super::output;
 use super::settings::{Roll, Settings};
 use super::spill::{KEY_METADATA, SpillDir};
 use super::store;
@@ -78,6 +79,14 @@ pub struct ObjectStoreSink {
     telemetry: Arc<SinkTelemetry>,
     /// With checkpoints.
     checkpointed: Option<Checkpointed>,
+    /// How keys are made.
+    layout: KeyLayout,
+    /// The writer's node id.
+    node: String,
+    /// The pipelines inserting into the sink (name, plan fingerprint).
+    inputs: Vec<(String, String)>,
+    /// The schema files are written with, and its version.
+    file_schema: Option<(SchemaRef, String)>,
 }
 
 impl ObjectStoreSink {
@@ -97,7 +106,55 @@ impl ObjectStoreSink {
             deadline: watch::channel(None).0,
             telemetry,
             checkpointed: None,
+            layout: settings.layout,
+            node: weir_engine::node::id().to_string(),
+            inputs: Vec::new(),
+            file_schema: None,
         }
+    }
+
+    /// The schema files are written with for rows of `schema`, and its version.
+    fn file_schema(&mut self, schema: &SchemaRef) -> (SchemaRef, String) {
+        self.file_schema
+            .get_or_insert_with(|| {
+                let f = output::file_schema(schema);
+                let v = output::version(&f);
+                (f, v)
+            })
+            .clone()
+    }
+
+    /// Without `{schema}` in the layout, the files of this node under this prefix must all
+    /// have one schema: the schema last written is kept in the spill directory, and a
+    /// different one is refused.
+    fn check_schema(&self, schema: &SchemaRef, version: &str) -> anyhow::Result<()> {
+        if self.layout.uses("schema") {
+            return Ok(());
+        }
+        let marker = self.spill_dir.join(".schema");
+        let now = serde_json::json!({
+            "prefix": self.target.display,
+            "version": version,
+            "columns": output::columns(schema),
+        });
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && let Ok(before) = serde_json::from_str::<serde_json::Value>(&text)
+            && before["prefix"] == now["prefix"]
+            && before["version"] != now["version"]
+        {
+            anyhow::bail!(
+                "the columns of sink {} changed since this node last wrote to {}: before ({}), now ({}). One partition never mixes two schemas: add {{schema}} to key_layout (a schema=VERSION partition per set of columns), or write to another prefix",
+                self.name,
+                self.target.display,
+                before["columns"].as_str().unwrap_or("?"),
+                now["columns"].as_str().unwrap_or("?"),
+            );
+        }
+        if std::fs::create_dir_all(&self.spill_dir).is_ok() {
+            weir_engine::checkpoint::store::write_durably(&marker, now.to_string().as_bytes())
+                .with_context(|| format!("cannot write {}", marker.display()))?;
+        }
+        Ok(())
     }
 
     /// Starts the uploader (on the first write: spilled files of earlier runs are replayed
@@ -143,7 +200,11 @@ impl ObjectStoreSink {
     }
 
     fn open(&mut self, schema: &SchemaRef) -> anyhow::Result<&mut OpenFile> {
-        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.props.clone()))?;
+        let (schema, version) = self.file_schema(schema);
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.props.clone()))?;
+        for kv in output::metadata(&self.node, &version, &self.inputs) {
+            writer.append_key_value_metadata(kv);
+        }
         let opened_ns = weir_engine::clock::now_nanos();
         Ok(self.open.insert(OpenFile {
             writer,
@@ -161,7 +222,18 @@ impl ObjectStoreSink {
             return Ok(());
         };
         let seq = self.seq;
-        let key = object_key(&self.target.prefix, &self.name, f.range, seq, f.opened_ns);
+        let version = self.file_schema.as_ref().map_or("", |(_, v)| v.as_str());
+        let key = self.layout.key(
+            &self.target.prefix,
+            KeyParts {
+                pipeline: &self.name,
+                node: &self.node,
+                schema: version,
+                range: f.range,
+                seq,
+                opened_ns: f.opened_ns,
+            },
+        );
         self.seq += 1;
         f.writer
             .append_key_value_metadata(KeyValue::new(KEY_METADATA.to_string(), key.clone()));
@@ -205,12 +277,13 @@ impl Sink for ObjectStoreSink {
         }
         // start replaying what earlier runs spilled as soon as there is work
         self.uploader()?;
-        let schema = batch.schema();
+        let (file_schema, _) = self.file_schema(&batch.schema());
+        let rows = output::to_file(&batch, &file_schema)?;
         let f = match self.open.as_mut() {
             Some(f) => f,
-            None => self.open(&schema)?,
+            None => self.open(&batch.schema())?,
         };
-        f.writer.write(&batch)?;
+        f.writer.write(&rows)?;
         f.range.add(&batch);
         f.rows += batch.num_rows() as u64;
         if self.open.as_ref().is_some_and(|f| self.due(f)) {
@@ -230,6 +303,11 @@ impl Sink for ObjectStoreSink {
     }
 
     async fn start(&mut self, start: SinkStart) -> anyhow::Result<()> {
+        self.inputs = start.inputs;
+        if let Some(schema) = &start.schema {
+            let (file_schema, version) = self.file_schema(schema);
+            self.check_schema(&file_schema, &version)?;
+        }
         let Some(checkpoints) = start.checkpoints else {
             return Ok(());
         };

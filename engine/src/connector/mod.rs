@@ -285,6 +285,8 @@ pub struct SinkSpec {
 pub struct SinkStart {
     /// The pipelines that insert into it: their names and plan fingerprints (hex).
     pub inputs: Vec<(String, String)>,
+    /// The columns they insert (one sink takes one set of columns).
+    pub schema: Option<SchemaRef>,
     /// With checkpoints (`--state-dir`): what to recover.
     pub checkpoints: Option<SinkCheckpoints>,
 }

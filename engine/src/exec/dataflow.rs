@@ -255,6 +255,14 @@ impl Dataflow {
             .collect()
     }
 
+    /// The columns the pipelines inserting into sink `sink` produce.
+    pub fn sink_schema(&self, sink: SinkId) -> Option<SchemaRef> {
+        self.pipelines
+            .iter()
+            .find(|p| p.target == Target::Sink(sink))
+            .map(|p| Arc::clone(&p.schema))
+    }
+
     /// The counters of pipeline `p`.
     pub fn pipeline_counts(&self, p: PipelineId) -> PipelineCounts {
         self.pipelines[p.index()].telemetry.counts()

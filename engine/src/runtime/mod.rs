@@ -285,7 +285,7 @@ impl Run {
 
 /// Runs `project` until every source has ended (or `control.stop` fires).
 pub async fn run(project: Project, control: RunControl) -> Summary {
-    let started = Instant::now();
+    let started_at = Instant::now();
     let RunControl {
         mut stop,
         grace,
@@ -343,11 +343,29 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     let starts = (0..sinks.len())
         .map(|i| SinkStart {
             inputs: dataflow.pipelines_into(SinkId::new(i)),
+            schema: dataflow.sink_schema(SinkId::new(i)),
             checkpoints: recover[i].take(),
         })
         .collect();
+    let (sink_tasks, started) = SinkTasks::start(sinks, starts);
+    let mut failed_sinks = Vec::new();
+    for (name, answer) in started {
+        if let Ok(Err(e)) = answer.await {
+            error!(sink = %name, error = %e, "sink cannot start: nothing is started");
+            failed_sinks.push((name, e));
+        }
+    }
+    if !failed_sinks.is_empty() {
+        status.finished();
+        sink_tasks.close(tokio::time::Instant::now() + grace).await;
+        return Summary {
+            elapsed: started_at.elapsed(),
+            failed_sinks,
+            ..Summary::default()
+        };
+    }
     let mut run = Run {
-        sinks: SinkTasks::start(sinks, starts),
+        sinks: sink_tasks,
         dataflow,
         live,
         status: Arc::clone(&status),
@@ -364,7 +382,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         warn!("not every pipeline finished");
     }
     run.final_checkpoint().await;
-    let processing = started.elapsed();
+    let processing = started_at.elapsed();
     status.stopping();
     let close_from = stopped_at.unwrap_or_else(tokio::time::Instant::now);
     run.sinks.close(close_from + grace * 4 / 5).await;
@@ -373,7 +391,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     }
     status.finished();
     Summary {
-        elapsed: started.elapsed(),
+        elapsed: started_at.elapsed(),
         processing,
         sources: source_telemetry
             .iter()
@@ -400,5 +418,6 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             .collect(),
         failed_sources: run.failed,
         checkpoints: checkpoint_telemetry.map(|t| t.counts()),
+        failed_sinks: Vec::new(),
     }
 }

@@ -39,27 +39,35 @@ pub(super) struct SinkTasks {
 
 impl SinkTasks {
     /// Starts a task per sink; `starts[i]` is what sink `i` is told before anything else.
-    pub(super) fn start(sinks: Vec<CompiledSink>, starts: Vec<SinkStart>) -> Self {
+    /// The receivers answer, per sink, whether it could start (with the error if not).
+    pub(super) fn start(
+        sinks: Vec<CompiledSink>,
+        starts: Vec<SinkStart>,
+    ) -> (Self, Vec<(String, oneshot::Receiver<Result<(), String>>)>) {
         let (close_by, close_rx) = watch::channel(None);
         let mut inputs = Vec::new();
         let mut tasks = Vec::new();
+        let mut started = Vec::new();
         for (s, start) in sinks.into_iter().zip(starts) {
             let (tx, rx) = mpsc::channel(QUEUE);
             inputs.push(tx);
+            let (ready, answer) = oneshot::channel();
+            started.push((s.name.clone(), answer));
             let task = tokio::spawn(drive(
                 s.sink,
                 Arc::clone(&s.telemetry),
-                start,
+                (start, ready),
                 rx,
                 close_rx.clone(),
             ));
             tasks.push((task, s.telemetry));
         }
-        Self {
+        let tasks = Self {
             inputs,
             tasks,
             close_by,
-        }
+        };
+        (tasks, started)
     }
 
     /// Hands rows to their sinks, waiting while a sink's queue is full (backpressure).
@@ -111,13 +119,11 @@ impl SinkTasks {
 async fn drive(
     mut sink: Box<dyn Sink>,
     telemetry: Arc<SinkTelemetry>,
-    start: SinkStart,
+    (start, ready): (SinkStart, oneshot::Sender<Result<(), String>>),
     mut rx: mpsc::Receiver<SinkMsg>,
     close_by: watch::Receiver<Option<tokio::time::Instant>>,
 ) {
-    if let Err(e) = sink.start(start).await {
-        telemetry.failed("start", format!("{e:#}"));
-    }
+    let _ = ready.send(sink.start(start).await.map_err(|e| format!("{e:#}")));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

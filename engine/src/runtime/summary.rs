@@ -23,6 +23,8 @@ pub struct Summary {
     pub failed_sources: Vec<(String, String)>,
     /// Checkpoints taken and restored, with `--state-dir`.
     pub checkpoints: Option<CheckpointCounts>,
+    /// Sinks that could not start, with their error: nothing was started.
+    pub failed_sinks: Vec<(String, String)>,
 }
 
 /// One source's counters.
@@ -153,6 +155,9 @@ impl std::fmt::Display for Summary {
         }
         for (name, e) in &self.failed_sources {
             writeln!(f, "  source {name} FAILED: {e}")?;
+        }
+        for (name, e) in &self.failed_sinks {
+            writeln!(f, "  sink {name} could not start: {e}")?;
         }
         for sink in &self.sinks {
             let c = &sink.counts;

@@ -63,3 +63,15 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// Python from the virtual environment `scripts/test` makes (pyarrow, ADBC, DuckDB), else
+/// the system's `python3`.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-tools/venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        std::path::PathBuf::from("python3")
+    }
+}

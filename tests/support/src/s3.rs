@@ -91,6 +91,12 @@ impl S3Server {
         );
     }
 
+    /// Where the server keeps the objects of `bucket`: one file per object, at its key (what
+    /// a query engine reads as the bucket's contents).
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join("data").join(bucket)
+    }
+
     /// A client of [`BUCKET`].
     pub fn client(&self) -> Arc<dyn ObjectStore> {
         self.client_of(BUCKET)
