@@ -748,3 +748,116 @@ print(json.dumps([list(x) for x in r]))
         "every row of the second has one"
     );
 }
+
+/// Two nodes run `queries/bearing_health.sql` (each with its own faulty machine) into one
+/// bucket; `queries/cloud/fleet_bearing_health.sql`, run by DuckDB over the bucket, ranks
+/// each site's faulty machine first.
+#[test]
+fn the_fleet_query_ranks_each_sites_faulty_machine_first() {
+    let server = S3Server::start();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let edge = std::fs::read_to_string(repo.join("queries/bearing_health.sql")).unwrap();
+    let mut nodes = Vec::new();
+    for (node, faulty) in [("site-a", "M2"), ("site-b", "M4")] {
+        let pipeline = edge
+            .replace("faults     = 'M2:bearing'", &format!("faults = '{faulty}:bearing'"))
+            .replace("duration   = '3m'", "duration = '2m'")
+            .replace(
+                "CREATE SINK summaries WITH (connector = 'file', path = 'out/bearing_health', format = 'parquet');",
+                &format!(
+                    "CREATE SINK bearing WITH (connector = 'object_store', url = 's3://edge/fleet', endpoint = '{}',
+                        region = 'us-east-1', access_key_id = '${{S3_KEY}}', secret_access_key = '${{S3_SECRET}}');",
+                    server.endpoint()
+                ),
+            )
+            .replace("INSERT INTO summaries", "INSERT INTO bearing");
+        let mut env = env(SECRET_KEY);
+        env.retain(|(k, _)| *k != "WEIR_NODE_ID");
+        env.push(("WEIR_NODE_ID", node.to_string()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push(WeirProcess::start(&pipeline, &env));
+    }
+    for n in &mut nodes {
+        assert!(
+            n.wait_exit(Duration::from_secs(120)).success(),
+            "{}",
+            n.stderr()
+        );
+    }
+    let query =
+        std::fs::read_to_string(repo.join("queries/cloud/fleet_bearing_health.sql")).unwrap();
+    let ranking = python_json(
+        r#"
+import duckdb, json, sys
+con = duckdb.connect()
+con.sql(f"SET VARIABLE summaries = '{sys.argv[1]}'")
+con.sql("SET VARIABLE since = TIMESTAMP '2026-01-01 00:00:00'")
+rows = con.sql(sys.argv[2]).fetchall()
+print(json.dumps([[r[0], r[1], r[-1]] for r in rows]))
+"#,
+        &[
+            &server
+                .bucket_dir("edge")
+                .join("fleet")
+                .display()
+                .to_string(),
+            &query,
+        ],
+    );
+    let first: Vec<(String, String)> = ranking
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[2] == 1)
+        .map(|r| (r[0].as_str().unwrap().into(), r[1].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        first,
+        vec![
+            ("site-a".to_string(), "M2".to_string()),
+            ("site-b".to_string(), "M4".to_string())
+        ],
+        "{ranking}"
+    );
+    assert_eq!(
+        ranking.as_array().unwrap().len(),
+        8,
+        "4 machines per site: {ranking}"
+    );
+}
+
+/// `weir check` warns about a layout without the node, and refuses one it cannot use.
+#[test]
+fn check_warns_about_layouts_that_could_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |layout: &str| {
+        std::fs::write(
+            dir.path().join("p.sql"),
+            format!(
+                "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', limit = '1', event_time = 'ts');
+                 CREATE SINK cloud WITH (connector = 'object_store', url = 's3://edge/x', key_layout = '{layout}');
+                 INSERT INTO cloud SELECT * FROM g;"
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(weir_process::weir_bin())
+            .args(["check", "p.sql"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = write("dt={date}/part-{seq}.parquet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("key_layout has no {node}") && err.contains("cloud"),
+        "{err}"
+    );
+    let out = write("dt={date}/part-{when}-{seq}.parquet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("p.sql:2:") && err.contains("unknown placeholder {when}"),
+        "{err}"
+    );
+}

@@ -14,6 +14,9 @@ use crate::connector::{Sink, SinkStart};
 use crate::exec::dataflow::SinkBatch;
 use crate::observe::telemetry::{SinkCounts, SinkTelemetry};
 
+/// Per sink, its name and whether it could start (with its error if not).
+pub(super) type Started = Vec<(String, oneshot::Receiver<Result<(), String>>)>;
+
 /// What a sink's pre-commit answers: its state for the checkpoint and its counters.
 pub(super) type PreCommitted = anyhow::Result<(serde_json::Value, SinkCounts)>;
 
@@ -43,7 +46,7 @@ impl SinkTasks {
     pub(super) fn start(
         sinks: Vec<CompiledSink>,
         starts: Vec<SinkStart>,
-    ) -> (Self, Vec<(String, oneshot::Receiver<Result<(), String>>)>) {
+    ) -> (Self, Started) {
         let (close_by, close_rx) = watch::channel(None);
         let mut inputs = Vec::new();
         let mut tasks = Vec::new();

@@ -1,4 +1,6 @@
--- Edge pipeline shipped with the Kubernetes manifests (ConfigMap `weir-pipelines`):
+-- Edge pipeline shipped with the Kubernetes manifests (ConfigMap `weir-pipelines`), run by
+-- every node of the fleet (a DaemonSet); all write one bucket, each under its own node=
+-- partition (the node id comes from WEIR_NODE_NAME, set from spec.nodeName).
 -- synthetic telemetry summarised in 1-second windows and uploaded to the object store
 -- named by WEIR_OUTPUT_URL (with WEIR_S3_ENDPOINT and the credentials from the Secret
 -- `weir-credentials`). While the uplink is down the summaries wait in the spill directory
@@ -18,7 +20,7 @@ CREATE SOURCE telemetry (
 
 CREATE SINK cloud WITH (
     connector         = 'object_store',
-    url               = '${WEIR_OUTPUT_URL}/${WEIR_NODE_NAME}',
+    url               = '${WEIR_OUTPUT_URL}',          -- every key carries this node's id (node=...)
     endpoint          = '${WEIR_S3_ENDPOINT}',
     access_key_id     = '${AWS_ACCESS_KEY_ID}',
     secret_access_key = '${AWS_SECRET_ACCESS_KEY}',
