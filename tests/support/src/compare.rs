@@ -24,7 +24,8 @@ pub async fn batch_sql(rows: &[RecordBatch], sql: &str) -> RecordBatch {
     arrow::compute::concat_batches(&out[0].schema(), &out).unwrap()
 }
 
-/// Rows of a batch as sorted strings, floats with 12 decimals.
+/// Rows of a batch as sorted strings, floats with 12 decimals, times as zoneless nanoseconds
+/// whatever their unit and zone.
 pub fn rows_of(b: &RecordBatch) -> Vec<Vec<String>> {
     // text columns as Utf8 once (casting per row would be quadratic)
     let columns: Vec<arrow::array::ArrayRef> = b
@@ -34,6 +35,11 @@ pub fn rows_of(b: &RecordBatch) -> Vec<Vec<String>> {
             DataType::Utf8View | DataType::LargeUtf8 => {
                 arrow::compute::cast(c, &DataType::Utf8).unwrap()
             }
+            DataType::Timestamp(..) => arrow::compute::cast(
+                c,
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            )
+            .unwrap(),
             _ => Arc::clone(c),
         })
         .collect();
