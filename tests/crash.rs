@@ -492,6 +492,67 @@ async fn mqtt_to_s3_killed_twelve_times_is_exactly_once() {
     drop(broker);
 }
 
+/// Exactly-once acknowledgements are not bound to the checkpoint interval (an hour here):
+/// the broker stops at 20 unacknowledged messages, and the source asks for the checkpoints
+/// that let it acknowledge them — at half of `max_unacked`, or, told a limit ten times too
+/// high, when the messages stop coming. Every message arrives, once. (Mosquitto 2.0.11
+/// holds the first 20 back and may let more through later, so how many checkpoints that
+/// takes depends on the broker; that none comes from the interval does not.)
+#[test]
+fn exactly_once_mqtt_is_not_bound_to_the_checkpoint_interval() {
+    use weir_test_support::mosquitto::Mosquitto;
+    let rows: Vec<_> = telemetry_rows().into_iter().take(3000).collect();
+    for max_unacked in [20, 200] {
+        let broker = Mosquitto::start("max_inflight_messages 20\nmax_queued_messages 0");
+        let http = free_port();
+        let pipeline = format!(
+            "CREATE SOURCE telemetry (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+                connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'plant/data', qos = '1',
+                client_id = 'weir-early', clean_session = 'false', max_unacked = '{max_unacked}',
+                batch_latency = '20ms', event_time = 'ts');
+             CREATE SINK raw WITH (connector = 'file', path = 'out/raw', format = 'parquet');
+             INSERT INTO raw SELECT * FROM telemetry;",
+            port = broker.port,
+        );
+        let http_arg = format!("127.0.0.1:{http}");
+        let args = [
+            "--state-dir",
+            "state",
+            "--checkpoint-interval",
+            "1h",
+            "--http-addr",
+            &http_arg,
+        ];
+        let mut w = WeirProcess::start_with(&pipeline, &args, &[]);
+        w.wait_log("mqtt connected", 1);
+        std::thread::sleep(Duration::from_millis(300));
+        publish(broker.port, rows.clone(), 100_000);
+        let page = || {
+            request(http, "GET", "/metrics")
+                .map(|(_, p)| p)
+                .unwrap_or_default()
+        };
+        let counted = || metric(&page(), "weir_source_rows_total{source=\"telemetry\"}");
+        w.wait_for("every message", Duration::from_secs(60), |_| {
+            counted() == Some(rows.len() as f64)
+        });
+        let p = page();
+        let asked = metric(
+            &p,
+            "weir_mqtt_checkpoints_asked_total{source=\"telemetry\"}",
+        );
+        let taken = metric(&p, "weir_checkpoints_total{result=\"ok\"}");
+        let (status, w) = w.stop();
+        let log = w.stderr();
+        assert!(status.success(), "{log}");
+        // two checkpoints at least to acknowledge the first 20, every one asked for
+        assert!(asked >= Some(2.0), "{asked:?} asked for");
+        assert!(taken >= asked, "{taken:?} taken, {asked:?} asked for");
+        let raw = concat(&parquet_dir(&w.path("out/raw"))).unwrap();
+        assert_eq!(raw.num_rows(), rows.len(), "each message once");
+    }
+}
+
 /// A generator into a 1-minute window `a` that never changes and a 1-minute window `b` whose
 /// aggregate does; the raw rows with their sequence numbers.
 fn changing_pipeline(b_aggregate: &str) -> String {

@@ -73,6 +73,10 @@ impl Acks {
     }
 
     fn remember(&mut self, digests: Vec<u64>) {
+        if digests.is_empty() {
+            // a commit that acknowledged nothing does not push older ones out
+            return;
+        }
         self.recent_set.extend(&digests);
         self.recent.push_back(digests);
         while self.recent.len() > RECENT_COMMITS + 1 {
@@ -182,10 +186,19 @@ mod tests {
         assert_eq!(a.redelivered(d1, 1), Seen::Covered);
         assert_eq!(a.redelivered(digest(4, "t", b"d"), 1), Seen::New);
         assert_eq!(a.committed(2), vec![ack(3, 1)], "on the new connection");
-        // remembered for two more commits only
-        a.committed(3);
-        a.committed(4);
+        // checkpoints that cover nothing new do not make it forget
+        assert_eq!(a.committed(2), vec![]);
+        assert_eq!(a.committed(2), vec![]);
+        assert_eq!(a.redelivered(d1, 1), Seen::Covered);
+        // remembered for two more commits that acknowledge something only
+        for (n, pkid) in [(3, 5), (4, 6)] {
+            let d = digest(pkid, "t", b"e");
+            a.taken(d, ack(pkid, 1));
+            a.sent(n);
+            assert_eq!(a.committed(n), vec![ack(pkid, 1)]);
+        }
         assert_eq!(a.redelivered(d1, 2), Seen::New);
+        assert_eq!(a.redelivered(d3, 2), Seen::Covered);
     }
 
     #[test]

@@ -564,6 +564,13 @@ impl EarlyCheckpoints {
         }
     }
 
+    /// A checkpoint completed with `unacked` messages still waiting (they are acknowledged
+    /// once the next one covers them too): ask again at the threshold, or watch for a stall.
+    async fn committed(&mut self, unacked: usize, out: &SourceOutput) {
+        self.asked = false;
+        self.after_batch(unacked, out).await;
+    }
+
     /// Nothing arrived for a while with `unacked` messages waiting: quiet input, or the
     /// broker stopped at its limit. A checkpoint is asked for; when it stops three times in
     /// a row at the same number, lower than `max_unacked` says, that is its limit.
@@ -674,7 +681,7 @@ impl Source for MqttSource {
                     if r.is_ok() {
                         let n = *committed.borrow_and_update();
                         intake.committed(n);
-                        early.asked = false;
+                        early.committed(intake.unacked(), &out).await;
                     }
                     false
                 }

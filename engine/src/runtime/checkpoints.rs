@@ -435,9 +435,13 @@ impl Checkpoints {
             // a batch may be acknowledged once the checkpoint before the newest covers it
             // too: the run falls back to that one if the newest turns out damaged, and a
             // broker delivers nothing it was told is done
-            if s.cuts.len() >= 2 {
-                s.committed.send_replace(s.cuts[s.cuts.len() - 2]);
-            }
+            // every checkpoint is announced (a source waiting for one to ask for the next
+            // wakes), with 0 while nothing may be acknowledged yet
+            let acknowledgeable = match s.cuts.len() {
+                n if n >= 2 => s.cuts[n - 2],
+                _ => 0,
+            };
+            s.committed.send_replace(acknowledgeable);
             // ids are kept while an acknowledgement of theirs may not have reached the
             // broker: batches after the cut three checkpoints ago (ids a restored checkpoint
             // carried over, batch 0, as long)

@@ -43,10 +43,7 @@ pub(super) struct SinkTasks {
 impl SinkTasks {
     /// Starts a task per sink; `starts[i]` is what sink `i` is told before anything else.
     /// The receivers answer, per sink, whether it could start (with the error if not).
-    pub(super) fn start(
-        sinks: Vec<CompiledSink>,
-        starts: Vec<SinkStart>,
-    ) -> (Self, Started) {
+    pub(super) fn start(sinks: Vec<CompiledSink>, starts: Vec<SinkStart>) -> (Self, Started) {
         let (close_by, close_rx) = watch::channel(None);
         let mut inputs = Vec::new();
         let mut tasks = Vec::new();
