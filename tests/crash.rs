@@ -536,12 +536,24 @@ fn exactly_once_mqtt_is_not_bound_to_the_checkpoint_interval() {
         w.wait_for("every message", Duration::from_secs(60), |_| {
             counted() == Some(rows.len() as f64)
         });
-        let p = page();
-        let asked = metric(
-            &p,
-            "weir_mqtt_checkpoints_asked_total{source=\"telemetry\"}",
+        // a checkpoint asked for is taken a moment later: wait for the last one to complete
+        let asked_and_taken = || {
+            let p = page();
+            let asked = metric(
+                &p,
+                "weir_mqtt_checkpoints_asked_total{source=\"telemetry\"}",
+            );
+            (asked, metric(&p, "weir_checkpoints_total{result=\"ok\"}"))
+        };
+        w.wait_for(
+            "every checkpoint asked for",
+            Duration::from_secs(30),
+            |_| {
+                let (asked, taken) = asked_and_taken();
+                taken >= asked
+            },
         );
-        let taken = metric(&p, "weir_checkpoints_total{result=\"ok\"}");
+        let (asked, taken) = asked_and_taken();
         let (status, w) = w.stop();
         let log = w.stderr();
         assert!(status.success(), "{log}");

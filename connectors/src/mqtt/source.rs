@@ -697,7 +697,11 @@ impl Source for MqttSource {
                     if rows > 0 && deadline.is_none() {
                         deadline = Some(Instant::now() + source.batch_latency);
                     }
+                    // with exactly-once acknowledgements, the batch that brings the waiting
+                    // messages to the threshold goes at once: the broker may send no more
+                    // until a checkpoint covers them
                     rows >= source.batch_rows
+                        || (exactly_once && !early.asked && intake.unacked() >= early.threshold)
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => true,
                 _ = tokio::time::sleep_until(early.stall_at.unwrap_or_else(Instant::now)), if early.stall_at.is_some() => {
