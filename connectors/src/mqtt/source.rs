@@ -536,6 +536,10 @@ struct EarlyCheckpoints {
     /// Unacknowledged messages at which to ask (half of `max_unacked`, or what the broker
     /// showed to be its limit).
     threshold: usize,
+    /// The broker's limit of unacknowledged messages (`max_unacked`, or what it showed).
+    limit: usize,
+    /// The waiting messages were at the limit when the last messages arrived.
+    full: bool,
     /// Asked since the last commit.
     asked: bool,
     /// Unacknowledged messages wait and none arrived since the last batch: the broker may
@@ -548,6 +552,17 @@ struct EarlyCheckpoints {
 }
 
 impl EarlyCheckpoints {
+    /// Messages arrived and `unacked` wait: true when the batch must go at once — it brings
+    /// them to the threshold (a checkpoint is about to be asked for), or to the broker's
+    /// limit (a broker that holds to it sends no more until checkpoints cover them). Once per
+    /// reach, so a broker that lets more through does not get one batch per message.
+    fn flush_now(&mut self, unacked: usize) -> bool {
+        let full = unacked >= self.limit;
+        let reached = full && !self.full;
+        self.full = full;
+        reached || (!self.asked && unacked >= self.threshold)
+    }
+
     async fn ask(&mut self, out: &SourceOutput) {
         if !self.asked {
             self.asked = true;
@@ -591,6 +606,7 @@ impl EarlyCheckpoints {
                 "the broker stops sending at fewer unacknowledged messages than max_unacked says: asking for checkpoints at that number from now on (set max_unacked to the broker's max_inflight_messages)"
             );
             self.threshold = unacked;
+            self.limit = unacked;
         }
         self.ask(out).await;
     }
@@ -662,6 +678,8 @@ impl Source for MqttSource {
         };
         let mut early = EarlyCheckpoints {
             threshold: (source.max_unacked / 2).max(1),
+            limit: source.max_unacked.max(1),
+            full: false,
             asked: false,
             stall_at: None,
             stall_after: (source.batch_latency * 4).max(Duration::from_millis(200)),
@@ -697,11 +715,8 @@ impl Source for MqttSource {
                     if rows > 0 && deadline.is_none() {
                         deadline = Some(Instant::now() + source.batch_latency);
                     }
-                    // with exactly-once acknowledgements, the batch that brings the waiting
-                    // messages to the threshold goes at once: the broker may send no more
-                    // until a checkpoint covers them
                     rows >= source.batch_rows
-                        || (exactly_once && !early.asked && intake.unacked() >= early.threshold)
+                        || (exactly_once && early.flush_now(intake.unacked()))
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => true,
                 _ = tokio::time::sleep_until(early.stall_at.unwrap_or_else(Instant::now)), if early.stall_at.is_some() => {
@@ -739,5 +754,47 @@ impl Source for MqttSource {
             out.send_last(b, progress).await;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn early(max_unacked: usize) -> EarlyCheckpoints {
+        EarlyCheckpoints {
+            threshold: max_unacked / 2,
+            limit: max_unacked,
+            full: false,
+            asked: false,
+            stall_at: None,
+            stall_after: Duration::from_millis(200),
+            counter: metrics::Counter::noop(),
+            stalls: (0, 0),
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_at_once_at_the_threshold_and_at_each_reach_of_the_limit() {
+        let mut e = early(20);
+        assert!(!e.flush_now(9));
+        assert!(
+            e.flush_now(10),
+            "the threshold: a checkpoint is about to be asked for"
+        );
+        e.asked = true;
+        assert!(!e.flush_now(15), "asked already: messages batch up");
+        assert!(e.flush_now(20), "the limit: a strict broker sends no more");
+        // a broker that lets more through than its limit does not get a batch per message
+        assert!(!e.flush_now(21));
+        assert!(!e.flush_now(400));
+        // acknowledgements bring the count below the limit: the next reach flushes again
+        assert!(!e.flush_now(12));
+        assert!(e.flush_now(20));
+        e.asked = false;
+        assert!(
+            e.flush_now(20),
+            "not asked since the last commit, at the threshold"
+        );
     }
 }
