@@ -13,13 +13,39 @@ use super::settings::InputFormat;
 use super::times::{parse_times, text_schema};
 use crate::columns::EpochUnit;
 
-/// One record of a text file and where it starts.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// 1-based line number of its first line.
-    pub line: u64,
-    /// Its bytes, line ends included.
-    pub bytes: Vec<u8>,
+/// Consecutive records of a text file in one buffer, as they were read.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The records' bytes one after another, line ends included.
+    bytes: Vec<u8>,
+    /// Where each record starts in `bytes`.
+    starts: Vec<usize>,
+    /// 1-based line number of the first record's first line.
+    first_line: u64,
+}
+
+impl Chunk {
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// True when it holds no record (the input ended).
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Its records, each with the line it starts on.
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut line = self.first_line;
+        self.starts.iter().enumerate().map(move |(i, &start)| {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+            let record = &self.bytes[start..end];
+            let first = line;
+            line += record.iter().filter(|b| **b == b'\n').count() as u64;
+            (first, record)
+        })
+    }
 }
 
 /// A record that did not decode.
@@ -52,14 +78,35 @@ impl<R: BufRead> Records<R> {
         }
     }
 
-    /// The next record; `None` at the end of the input.
-    pub fn next_record(&mut self) -> std::io::Result<Option<Record>> {
-        let mut bytes = Vec::new();
-        let first = self.line + 1;
+    /// The next `max` records (fewer at the end of the input, none after it), in one buffer.
+    pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk> {
+        let mut chunk = Chunk {
+            bytes: Vec::new(),
+            starts: Vec::with_capacity(max.min(1 << 16)),
+            first_line: self.line + 1,
+        };
+        while chunk.starts.len() < max {
+            let start = chunk.bytes.len();
+            if !self.read_record(&mut chunk.bytes)? {
+                break;
+            }
+            chunk.starts.push(start);
+        }
+        Ok(chunk)
+    }
+
+    /// Reads past the next record; false at the end of the input.
+    pub fn skip_record(&mut self) -> std::io::Result<bool> {
+        self.read_record(&mut Vec::new())
+    }
+
+    /// Appends the next record to `bytes`; false at the end of the input.
+    fn read_record(&mut self, bytes: &mut Vec<u8>) -> std::io::Result<bool> {
+        let begin = bytes.len();
         let mut quotes = 0usize;
         loop {
             let before = bytes.len();
-            let n = self.input.read_until(b'\n', &mut bytes)?;
+            let n = self.input.read_until(b'\n', bytes)?;
             if n == 0 {
                 break;
             }
@@ -72,13 +119,13 @@ impl<R: BufRead> Records<R> {
             }
             break;
         }
-        Ok((!bytes.is_empty()).then_some(Record { line: first, bytes }))
+        Ok(bytes.len() > begin)
     }
 }
 
 /// True when a record holds nothing but white space (blank lines are not records).
-pub fn is_blank(r: &Record) -> bool {
-    r.bytes.iter().all(u8::is_ascii_whitespace)
+fn is_blank(record: &[u8]) -> bool {
+    record.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Why a record failed, from the decoder's message.
@@ -105,26 +152,24 @@ pub fn reason(format: InputFormat, e: &ArrowError) -> &'static str {
     }
 }
 
-/// Decodes records into a batch of `schema` (CSV positionally, as the declared columns);
-/// times are RFC 3339 text or epoch numbers of `unit`.
+/// Decodes `rows` records, one after another in `bytes`, into a batch of `schema` (CSV
+/// positionally, as the declared columns); times are RFC 3339 text or epoch numbers of `unit`.
 fn decode(
     schema: &SchemaRef,
     format: InputFormat,
     unit: EpochUnit,
-    records: &[Record],
+    rows: usize,
+    bytes: &[u8],
 ) -> Result<Option<RecordBatch>, ArrowError> {
-    let rows = records.len().max(1);
     let read = text_schema(schema);
     let batch = match format {
         InputFormat::Csv => {
             let mut d = arrow::csv::ReaderBuilder::new(read)
                 .with_header(false)
-                .with_batch_size(rows)
+                .with_batch_size(rows.max(1))
                 .build_decoder();
-            for r in records {
-                feed(&r.bytes, |b| d.decode(b))?;
-            }
-            if records.last().is_some_and(|r| !r.bytes.ends_with(b"\n")) {
+            feed(bytes, |b| d.decode(b))?;
+            if !bytes.ends_with(b"\n") {
                 // a last record without a line end
                 feed(b"\n", |b| d.decode(b))?;
             }
@@ -133,12 +178,10 @@ fn decode(
         _ => {
             // numbers may fill text columns, and the times read as text
             let mut d = arrow::json::ReaderBuilder::new(read)
-                .with_batch_size(rows)
+                .with_batch_size(rows.max(1))
                 .with_coerce_primitive(true)
                 .build_decoder()?;
-            for r in records {
-                feed(&r.bytes, |b| d.decode(b))?;
-            }
+            feed(bytes, |b| d.decode(b))?;
             d.flush()?
         }
     };
@@ -164,31 +207,40 @@ fn feed(
     Ok(())
 }
 
-/// The records decoded, those that do not decode set aside: the whole group first, then,
+/// The records decoded, those that do not decode set aside: the whole chunk first, then,
 /// when it fails, one record at a time.
 pub fn decode_isolating(
     schema: &SchemaRef,
     format: InputFormat,
     unit: EpochUnit,
-    records: Vec<Record>,
+    chunk: Chunk,
 ) -> (Vec<RecordBatch>, Vec<BadRecord>) {
-    let records: Vec<Record> = records.into_iter().filter(|r| !is_blank(r)).collect();
-    if records.is_empty() {
+    let blanks = chunk.records().filter(|(_, r)| is_blank(r)).count();
+    let rows = chunk.len() - blanks;
+    if rows == 0 {
         return (vec![], vec![]);
     }
-    if let Ok(b) = decode(schema, format, unit, &records) {
+    let whole: std::borrow::Cow<[u8]> = if blanks == 0 {
+        (&chunk.bytes).into()
+    } else {
+        let kept = chunk.records().filter(|(_, r)| !is_blank(r));
+        kept.flat_map(|(_, r)| r.iter().copied())
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    if let Ok(b) = decode(schema, format, unit, rows, &whole) {
         return (b.into_iter().collect(), vec![]);
     }
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for r in records {
-        match decode(schema, format, unit, std::slice::from_ref(&r)) {
+    for (line, record) in chunk.records().filter(|(_, r)| !is_blank(r)) {
+        match decode(schema, format, unit, 1, record) {
             Ok(b) => good.extend(b),
             Err(e) => bad.push(BadRecord {
-                line: r.line,
+                line,
                 reason: reason(format, &e),
                 detail: e.to_string(),
-                bytes: r.bytes,
+                bytes: record.to_vec(),
             }),
         }
     }
@@ -211,9 +263,10 @@ mod tests {
         ]))
     }
 
-    fn records(text: &str, format: InputFormat) -> Vec<Record> {
-        let mut r = Records::new(text.as_bytes(), format);
-        std::iter::from_fn(|| r.next_record().unwrap()).collect()
+    fn records(text: &str, format: InputFormat) -> Chunk {
+        Records::new(text.as_bytes(), format)
+            .next_chunk(usize::MAX)
+            .unwrap()
     }
 
     fn values(batches: &[RecordBatch]) -> Vec<i64> {
@@ -248,6 +301,48 @@ mod tests {
         assert_ne!(lines[1].1, "malformed", "{bad:#?}");
     }
 
+    /// A reader that hands out one byte per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            out[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn records_are_cut_the_same_whatever_the_reads_and_chunk_sizes() {
+        let text = "a,1\n\"b\nc\",2\n\n\"q\"\"x\",3\nd,4";
+        let whole = records(text, InputFormat::Csv);
+        let want: Vec<(u64, &[u8])> = whole.records().collect();
+        let lines: Vec<u64> = want.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![1, 2, 4, 5, 6]);
+        assert_eq!(want[1].1, b"\"b\nc\",2\n");
+        assert_eq!(want[4].1, b"d,4");
+        for max in [1, 2, 3, 10] {
+            let mut r = Records::new(
+                std::io::BufReader::with_capacity(1, Trickle(text.as_bytes())),
+                InputFormat::Csv,
+            );
+            let mut got = Vec::new();
+            loop {
+                let chunk = r.next_chunk(max).unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                assert!(chunk.len() <= max);
+                got.extend(chunk.records().map(|(l, b)| (l, b.to_vec())));
+            }
+            let got: Vec<(u64, &[u8])> = got.iter().map(|(l, b)| (*l, b.as_slice())).collect();
+            assert_eq!(got, want, "chunks of {max}");
+        }
+    }
+
     #[test]
     fn csv_records_span_quoted_line_ends_and_bad_ones_are_set_aside() {
         let s: SchemaRef = Arc::new(Schema::new(vec![
@@ -257,7 +352,7 @@ mod tests {
         let text = "a,1\n\"b\nc\",2\nd,3,extra\ne,x\nf,6\n";
         let recs = records(text, InputFormat::Csv);
         assert_eq!(
-            recs.iter().map(|r| r.line).collect::<Vec<_>>(),
+            recs.records().map(|(line, _)| line).collect::<Vec<_>>(),
             vec![1, 2, 4, 5, 6]
         );
         let (good, bad) = decode_isolating(&s, InputFormat::Csv, EpochUnit::Millis, recs);

@@ -305,13 +305,13 @@ impl FileSource {
         out: &SourceOutput,
     ) -> anyhow::Result<bool> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut records = Records::new(BufReader::new(file), self.format);
+        let mut records = Records::new(BufReader::with_capacity(1 << 20, file), self.format);
         let read = |e| anyhow::anyhow!("reading {}: {e}", path.display());
         if self.format == InputFormat::Csv {
-            records.next_record().map_err(read)?; // the header
+            records.skip_record().map_err(read)?; // the header
         }
         let mut read_so_far = 0;
-        while read_so_far < skip && records.next_record().map_err(read)?.is_some() {
+        while read_so_far < skip && records.skip_record().map_err(read)? {
             read_so_far += 1;
         }
         // chunks are decoded on blocking threads, up to DECODING at a time, while the next
@@ -320,13 +320,7 @@ impl FileSource {
         let mut more = true;
         loop {
             while more && decoding.len() < DECODING {
-                let mut chunk = Vec::with_capacity(self.batch_rows.min(1 << 16));
-                while chunk.len() < self.batch_rows {
-                    match records.next_record().map_err(read)? {
-                        Some(r) => chunk.push(r),
-                        None => break,
-                    }
-                }
+                let chunk = records.next_chunk(self.batch_rows).map_err(read)?;
                 if chunk.is_empty() {
                     more = false;
                     break;
@@ -340,10 +334,10 @@ impl FileSource {
                         .iter()
                         .map(|b| conform(b, &schema))
                         .collect::<Result<Vec<_>, _>>()
-                        .and_then(|g| {
-                            (!g.is_empty())
-                                .then(|| arrow::compute::concat_batches(&schema, &g))
-                                .transpose()
+                        .and_then(|mut g| match g.len() {
+                            0 => Ok(None),
+                            1 => Ok(g.pop()),
+                            _ => arrow::compute::concat_batches(&schema, &g).map(Some),
                         });
                     (good, bad)
                 });

@@ -60,6 +60,10 @@ pub fn parse_times(
         }
         let text = cast(&cols[i], &DataType::Utf8)?;
         let text = text.as_string::<i32>();
+        if let Some(times) = integer_epochs(text, unit) {
+            cols[i] = cast(&times, f.data_type())?;
+            continue;
+        }
         let mut out = ColumnBuffer::new(f.data_type()).expect("timestamps are supported");
         for v in text.iter() {
             match v {
@@ -73,6 +77,21 @@ pub fn parse_times(
         cols[i] = out.finish()?;
     }
     RecordBatch::try_new(Arc::clone(schema), cols)
+}
+
+/// The times of `text` when every one is a plain integer (epoch numbers of `unit`, as machines
+/// write them) scaled to nanoseconds in one pass; `None` when any is not (RFC 3339 text,
+/// fractions, blanks, white space, nulls, overflow): the row-by-row parser takes those.
+fn integer_epochs(text: &arrow::array::StringArray, unit: EpochUnit) -> Option<ArrayRef> {
+    if text.null_count() > 0 {
+        return None;
+    }
+    let scale = unit.nanos();
+    let ns = text
+        .iter()
+        .map(|v| v?.parse::<i64>().ok()?.checked_mul(scale))
+        .collect::<Option<Vec<i64>>>()?;
+    Some(Arc::new(arrow::array::TimestampNanosecondArray::from(ns)))
 }
 
 /// Integer and float columns of a Parquet batch that fill declared `TIMESTAMP` columns,
@@ -186,6 +205,52 @@ mod tests {
         )
         .unwrap();
         let e = parse_times(bad, &s, EpochUnit::Millis).unwrap_err();
+        assert!(e.to_string().contains("cannot parse column ts"), "{e}");
+    }
+
+    /// Integer epochs take the one-pass path; a column with anything else in it takes the
+    /// row-by-row parser; both give the same times, and overflow is still an error.
+    #[test]
+    fn integer_epochs_take_the_fast_path_with_the_same_result() {
+        let s = declared();
+        let times = |values: Vec<&str>, unit| {
+            let n = values.len() as i64;
+            let b = RecordBatch::try_new(
+                text_schema(&s),
+                vec![
+                    Arc::new(StringArray::from(values)),
+                    Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap();
+            parse_times(b, &s, unit).map(|b| {
+                let t = b
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+                t.iter().collect::<Vec<_>>()
+            })
+        };
+        let ints = vec!["1700000000", "-5", "+7", "0"];
+        assert!(integer_epochs(&StringArray::from(ints.clone()), EpochUnit::Seconds).is_some());
+        let fast = times(ints.clone(), EpochUnit::Seconds).unwrap();
+        let s_ns = 1_000_000_000;
+        assert_eq!(
+            fast,
+            vec![
+                Some(1_700_000_000 * s_ns),
+                Some(-5 * s_ns),
+                Some(7 * s_ns),
+                Some(0)
+            ]
+        );
+        // the same integers with white space or a blank among them: the slow path
+        let mixed = vec![" 1700000000", "-5", "+7", "0 ", ""];
+        assert!(integer_epochs(&StringArray::from(mixed.clone()), EpochUnit::Seconds).is_none());
+        let slow = times(mixed, EpochUnit::Seconds).unwrap();
+        assert_eq!(slow[..4], fast[..]);
+        assert_eq!(slow[4], None);
+        // epoch seconds beyond what nanoseconds hold
+        let e = times(vec!["9300000000000"], EpochUnit::Seconds).unwrap_err();
         assert!(e.to_string().contains("cannot parse column ts"), "{e}");
     }
 

@@ -59,14 +59,7 @@ pub fn version(schema: &SchemaRef) -> String {
 }
 
 /// `name type, ...`: the columns, for messages and the version.
-pub fn columns(schema: &SchemaRef) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub use weir_engine::compile::columns;
 
 /// The key-value metadata of every file: Weir's version, the node, the schema version, the
 /// pipelines (name and plan fingerprint) writing to the sink.

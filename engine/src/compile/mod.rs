@@ -749,7 +749,8 @@ fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
-fn columns(schema: &SchemaRef) -> String {
+/// `name type, ...`: a schema's columns, for messages.
+pub fn columns(schema: &SchemaRef) -> String {
     schema
         .fields()
         .iter()
