@@ -35,6 +35,16 @@ impl Chunk {
         self.starts.is_empty()
     }
 
+    /// Its records' bytes.
+    fn record_bytes(&self) -> impl Iterator<Item = &[u8]> {
+        let ends = self.starts.iter().skip(1).copied();
+        let ends = ends.chain(std::iter::once(self.bytes.len()));
+        self.starts
+            .iter()
+            .zip(ends)
+            .map(|(&a, b)| &self.bytes[a..b])
+    }
+
     /// Its records, each with the line it starts on.
     fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
         let mut line = self.first_line;
@@ -215,7 +225,7 @@ pub fn decode_isolating(
     unit: EpochUnit,
     chunk: Chunk,
 ) -> (Vec<RecordBatch>, Vec<BadRecord>) {
-    let blanks = chunk.records().filter(|(_, r)| is_blank(r)).count();
+    let blanks = chunk.record_bytes().filter(|r| is_blank(r)).count();
     let rows = chunk.len() - blanks;
     if rows == 0 {
         return (vec![], vec![]);
@@ -223,10 +233,8 @@ pub fn decode_isolating(
     let whole: std::borrow::Cow<[u8]> = if blanks == 0 {
         (&chunk.bytes).into()
     } else {
-        let kept = chunk.records().filter(|(_, r)| !is_blank(r));
-        kept.flat_map(|(_, r)| r.iter().copied())
-            .collect::<Vec<u8>>()
-            .into()
+        let kept = chunk.record_bytes().filter(|r| !is_blank(r));
+        kept.flatten().copied().collect::<Vec<u8>>().into()
     };
     if let Ok(b) = decode(schema, format, unit, rows, &whole) {
         return (b.into_iter().collect(), vec![]);
