@@ -17,7 +17,7 @@ use weir_engine::exec::budget::{self, MaxStateBytes, StateLimits, StatePolicy};
 use weir_engine::exec::isolate::RowDeadLetters;
 use weir_engine::flight;
 use weir_engine::live::LiveHub;
-use weir_engine::observe::{Endpoints, RunStatus};
+use weir_engine::observe::{Endpoints, Page, PageInfo, RunStatus};
 
 /// Weir: an edge stream-processing and local analytics engine. Pipelines are SQL files of
 /// CREATE SOURCE, CREATE SINK, CREATE VIEW and INSERT INTO statements.
@@ -81,10 +81,19 @@ enum Command {
         /// WEIR_NODE_NAME, the Kubernetes node name, else the host name).
         #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
         node_id: Option<String>,
-        /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
-        /// 0.0.0.0:9464 (off when not given).
+        /// Serve the operator page (/ and /api/status), /metrics (Prometheus), /healthz and
+        /// /readyz on this address, e.g. 0.0.0.0:9464 (off when not given).
         #[arg(long, env = "WEIR_HTTP_ADDR")]
         http_addr: Option<SocketAddr>,
+        /// Token the operator page (/) and /api/* require (as 'Authorization: Bearer' or
+        /// the cookie /?token= sets); default: the Flight SQL token. /metrics, /healthz and
+        /// /readyz stay open.
+        #[arg(long, env = "WEIR_HTTP_TOKEN", hide_env_values = true)]
+        http_token: Option<String>,
+        /// Serve only /metrics, /healthz and /readyz on --http-addr: no operator page (and no
+        /// live state kept for it unless Flight SQL is on).
+        #[arg(long, env = "WEIR_NO_OPERATOR_PAGE")]
+        no_operator_page: bool,
         /// After SIGTERM/SIGINT: time to stop sources, handle open windows and flush or
         /// spill pending uploads before the process exits anyway.
         #[arg(long, env = "WEIR_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
@@ -201,6 +210,8 @@ async fn main() -> ExitCode {
             state_reset,
             node_id,
             http_addr,
+            http_token,
+            no_operator_page,
             shutdown_grace,
             watch,
             watch_interval,
@@ -274,28 +285,58 @@ async fn main() -> ExitCode {
                 }
             };
             let status = RunStatus::with_unready_after(unready_after);
-            let live = serve.flight().map(|settings| {
-                let hub = LiveHub::new(serve.live());
-                flight::start(settings, Arc::clone(&hub), Arc::clone(&status))
-                    .map(|server| (hub, server))
-            });
-            let (live, _flight) = match live.transpose() {
-                Ok(Some((hub, server))) => (Some(hub), Some(server)),
-                Ok(None) => {
+            let page = http_addr.is_some() && !no_operator_page;
+            // the live state feeds Flight SQL and the operator page
+            let hub = (page || serve.flight().is_some()).then(|| LiveHub::new(serve.live()));
+            let flight_server = match (serve.flight(), &hub) {
+                (Some(settings), Some(hub)) => {
+                    match flight::start(settings, Arc::clone(hub), Arc::clone(&status)) {
+                        Ok(server) => Some(server),
+                        Err(e) => {
+                            eprintln!("weir: {e:#}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                _ => {
                     tracing::info!(
                         "Flight SQL off: set a token (--flight-token or WEIR_FLIGHT_TOKEN) or pass --flight-no-auth to serve live tables"
                     );
-                    (None, None)
-                }
-                Err(e) => {
-                    eprintln!("weir: {e:#}");
-                    return ExitCode::from(2);
+                    None
                 }
             };
             if let Some(addr) = http_addr {
-                let metrics = weir_connectors::all().metrics();
+                let connectors = weir_connectors::all();
+                let metrics = connectors.metrics();
                 let served = match Endpoints::install(status.clone(), &metrics) {
-                    Ok(e) => weir_engine::observe::serve(addr, e).await,
+                    Ok(e) => {
+                        let e = match hub.as_ref().filter(|_| page) {
+                            Some(hub) => e.with_page(Page::new(
+                                PageInfo {
+                                    version: env!("CARGO_PKG_VERSION").to_string(),
+                                    features: Vec::new(),
+                                    sources: connectors
+                                        .source_names()
+                                        .iter()
+                                        .map(|s| s.to_string())
+                                        .collect(),
+                                    sinks: connectors
+                                        .sink_names()
+                                        .iter()
+                                        .map(|s| s.to_string())
+                                        .collect(),
+                                    checkpoints: checkpoints
+                                        .as_ref()
+                                        .map(|c| Arc::clone(&c.telemetry)),
+                                    started: std::time::Instant::now(),
+                                },
+                                Arc::clone(hub),
+                                http_token.or_else(|| serve.flight_token.clone()),
+                            )),
+                            None => e,
+                        };
+                        weir_engine::observe::serve(addr, e).await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = served {
@@ -303,6 +344,8 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            let _flight = flight_server;
+            let live = hub;
             supervise::run_files(
                 supervise::RunOptions {
                     paths,

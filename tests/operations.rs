@@ -899,3 +899,635 @@ fn manifests_render_validate_and_carry_probes_mounts_and_security() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+// ---- the operator page, the Grafana dashboard and the alert rules ----
+
+const PAGE_TOKEN: &str = "page-token-0815";
+
+/// The `data-value` of cell `field` in the table row of `kind` `name` on a dumped page.
+fn page_value(dom: &str, kind: &str, name: &str, field: &str) -> Option<f64> {
+    let start = dom.find(&format!(r#"data-kind="{kind}" data-name="{name}""#))?;
+    let row = &dom[start..start + dom[start..].find("</tr>")?];
+    let at = row.find(&format!(r#"data-field="{field}" data-value=""#))?;
+    let rest = &row[at..];
+    let value = rest.split('"').nth(3)?;
+    value.parse().ok()
+}
+
+/// `/api/status` with the token.
+fn api_status(port: u16) -> serde_json::Value {
+    let r = http::request_with(
+        port,
+        "GET",
+        "/api/status",
+        &[("Authorization", &format!("Bearer {PAGE_TOKEN}"))],
+    )
+    .unwrap();
+    assert_eq!(r.code, 200, "{}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn named<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
+/// The `cloud` sink into an object store nothing listens for, rolling a file every 300 ms:
+/// uploads fail and the files are spilled.
+fn store_down_sink() -> String {
+    let dead = free_port();
+    format!(
+        "CREATE SINK cloud WITH (connector = 'object_store', url = 's3://edge/x',
+            endpoint = 'http://127.0.0.1:{dead}', region = 'us-east-1', access_key_id = 'K',
+            secret_access_key = 'S', roll_interval = '300ms', timeout = '1s', spill_dir = 'spill');
+         INSERT INTO cloud SELECT * FROM per_second;"
+    )
+}
+
+#[test]
+fn operator_page_in_a_real_browser_shows_every_part_and_the_failing_store() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut w = WeirProcess::start_with(
+        &live_pipeline(&store_down_sink()),
+        &["--http-addr", &addr, "--http-token", PAGE_TOKEN],
+        &[],
+    );
+    wait_status(&mut w, port, "/readyz", 200);
+
+    // the token: the page and its API need it, the probes and /metrics do not
+    assert_eq!(http(port, "GET", "/metrics").unwrap().0, 200);
+    assert_eq!(http(port, "GET", "/healthz").unwrap().0, 200);
+    let page = http(port, "GET", "/").unwrap();
+    assert_eq!(page.0, 401);
+    assert!(
+        page.1.contains("name=\"token\""),
+        "a login form: {}",
+        page.1
+    );
+    assert_eq!(http(port, "GET", "/api/status").unwrap().0, 401);
+    let wrong = http::request_with(
+        port,
+        "GET",
+        "/api/status",
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(wrong.unwrap().code, 401);
+    let login = http::request_with(port, "GET", &format!("/?token={PAGE_TOKEN}"), &[]).unwrap();
+    assert_eq!(login.code, 303);
+    let cookie = login.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let with_cookie = http::request_with(port, "GET", "/", &[("Cookie", &cookie)]).unwrap();
+    assert_eq!(with_cookie.code, 200);
+    assert!(with_cookie.body.contains("/weir.js"));
+    assert!(
+        with_cookie
+            .header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'none'")),
+        "{}",
+        with_cookie.head
+    );
+
+    // wait until the store has failed and files wait in the spill directory
+    w.wait_for("spilled files", Duration::from_secs(30), |_| {
+        let s = api_status(port);
+        let find = |list: &str, name: &str| {
+            s[list]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["name"] == name))
+                .cloned()
+        };
+        find("sinks", "cloud").is_some_and(|c| c["spill_files"].as_u64() >= Some(2))
+            && find("sources", "telemetry")
+                .is_some_and(|t| t["rows_per_second"].as_f64() > Some(0.0))
+    });
+
+    // the JSON API agrees with /metrics taken right after it (within one 100-row batch)
+    let mut last = String::new();
+    let agreed = (0..20).any(|_| {
+        let s = api_status(port);
+        let m = samples(&http(port, "GET", "/metrics").unwrap().1);
+        let metric = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        // (list, part, field, metric, within)
+        let pairs = [
+            (
+                "sources",
+                "telemetry",
+                "rows",
+                r#"weir_source_rows_total{source="telemetry"}"#,
+                100.0,
+            ),
+            (
+                "pipelines",
+                "per_second",
+                "rows_in",
+                r#"weir_pipeline_rows_in_total{pipeline="per_second"}"#,
+                100.0,
+            ),
+            (
+                "pipelines",
+                "per_second",
+                "windows_emitted",
+                r#"weir_pipeline_windows_total{pipeline="per_second"}"#,
+                1.0,
+            ),
+            (
+                "pipelines",
+                "per_second",
+                "rows_out",
+                r#"weir_pipeline_rows_out_total{pipeline="per_second"}"#,
+                6.0,
+            ),
+            (
+                "pipelines",
+                "per_second",
+                "state_groups",
+                r#"weir_pipeline_state_groups{pipeline="per_second"}"#,
+                6.0,
+            ),
+            (
+                "sinks",
+                "cloud",
+                "rows",
+                r#"weir_sink_rows_total{sink="cloud"}"#,
+                6.0,
+            ),
+            (
+                "sinks",
+                "cloud",
+                "uploads_failed",
+                r#"weir_sink_uploads_total{sink="cloud",result="failed"}"#,
+                1.0,
+            ),
+            (
+                "sinks",
+                "cloud",
+                "spill_bytes",
+                r#"weir_sink_spill_bytes{sink="cloud"}"#,
+                20_000.0,
+            ),
+        ]
+        .map(|(list, part, field, key, within)| {
+            (named(&s[list], part)[field].as_f64(), metric(key), within)
+        });
+        last = format!("{pairs:?}");
+        pairs
+            .iter()
+            .all(|(api, m, within)| api.is_some_and(|a| (m - a).abs() <= *within))
+    });
+    assert!(
+        agreed,
+        "/api/status and /metrics disagree: (api, metrics, within) {last}"
+    );
+
+    // the page in Chromium: every part by name, rates above zero, the failing store
+    let url = format!("http://127.0.0.1:{port}/?token={PAGE_TOKEN}");
+    let budget = Duration::from_secs(3);
+    let first = weir_test_support::browser::dump_dom(&url, budget);
+    let updates = weir_test_support::browser::attributes(&first, "<body", "data-updates");
+    assert!(
+        updates.first().is_some_and(|u| *u != "0"),
+        "the page never updated:\n{first}"
+    );
+    for (kind, name) in [
+        ("source", "telemetry"),
+        ("pipeline", "per_second"),
+        ("pipeline", "out"),
+        ("pipeline", "cloud"),
+        ("sink", "out"),
+        ("sink", "cloud"),
+    ] {
+        assert!(
+            first.contains(&format!(r#"data-kind="{kind}" data-name="{name}""#)),
+            "{kind} {name} not on the page:\n{first}"
+        );
+    }
+    let nodes = weir_test_support::browser::attributes(&first, "data-node=", "data-node");
+    for name in ["telemetry", "per_second", "out", "cloud"] {
+        assert!(nodes.contains(&name), "graph nodes {nodes:?}");
+    }
+    let edges = weir_test_support::browser::attributes(&first, "data-edge=", "data-edge");
+    for e in [
+        "telemetry|per_second",
+        "per_second|out",
+        "per_second|cloud",
+        "cloud|cloud",
+        "out|out",
+    ] {
+        assert!(edges.contains(&e), "graph edges {edges:?}");
+    }
+    let rate = page_value(&first, "source", "telemetry", "rows_per_second").unwrap();
+    assert!(
+        (1000.0..6000.0).contains(&rate),
+        "source rate {rate} (3000 rows/s)"
+    );
+    let rate_in = page_value(&first, "pipeline", "per_second", "rows_in_per_second").unwrap();
+    assert!(rate_in > 0.0, "pipeline rate {rate_in}");
+    let lag = page_value(&first, "source", "telemetry", "watermark_lag_seconds").unwrap();
+    assert!((0.0..5.0).contains(&lag), "watermark lag {lag}");
+    assert!(page_value(&first, "sink", "cloud", "uploads_failed").unwrap() >= 1.0);
+    assert!(
+        first.contains(">store failing<"),
+        "the failed store is shown:\n{first}"
+    );
+    let spilled_before = page_value(&first, "sink", "cloud", "spill_bytes").unwrap();
+    assert!(spilled_before > 0.0);
+    assert!(
+        first.contains(r#"data-pipeline="per_second""#),
+        "newest rows of the view"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let second = weir_test_support::browser::dump_dom(&url, budget);
+    let spilled_after = page_value(&second, "sink", "cloud", "spill_bytes").unwrap();
+    assert!(
+        spilled_after > spilled_before,
+        "the spill backlog grows: {spilled_before} -> {spilled_after}"
+    );
+    let points = weir_test_support::browser::attributes(
+        &second,
+        "data-chart=\"sink:cloud:spill\"",
+        "data-points",
+    );
+    assert!(
+        points.first().and_then(|p| p.parse::<u32>().ok()) >= Some(3),
+        "the spill chart has the server's history: {points:?}"
+    );
+
+    // a screenshot, not blank
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-page.png");
+    weir_test_support::browser::screenshot(&url, budget, 1280, 900, &shot);
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(
+        weir_test_support::browser::png_size(&png),
+        Some((1280, 900))
+    );
+    // a blank page of this size compresses to a few KiB; text, tables and charts do not
+    assert!(png.len() > 40_000, "screenshot of {} bytes", png.len());
+
+    let (status, w) = w.stop();
+    assert!(status.success(), "{}", w.stderr());
+}
+
+#[test]
+fn operator_page_with_fifty_pipelines_a_failed_source_and_no_output() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.ndjson");
+    std::fs::write(
+        &broken,
+        "{\"ts\": \"2026-01-01T00:00:00Z\", \"v\": 1}\n{\"ts\": oops}\n",
+    )
+    .unwrap();
+    let mut pipeline = format!(
+        "CREATE SOURCE telemetry (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'generator', machines = '3', sensors = 'temp,current', rate = '1000',
+            event_time = 'ts', watermark = '100ms');
+         CREATE SOURCE broken (ts TIMESTAMP, v BIGINT) WITH (connector = 'file', path = '{}',
+            event_time = 'ts', max_bad_rows = '0');
+         CREATE SINK files WITH (connector = 'file', path = 'out.ndjson', format = 'ndjson');
+         INSERT INTO files SELECT CAST(v AS DOUBLE) AS value FROM broken;\n",
+        broken.display()
+    );
+    for i in 0..50 {
+        // view_49 keeps no row: it never has output
+        let filter = if i == 49 {
+            "value < -1000"
+        } else {
+            "value > 0"
+        };
+        pipeline.push_str(&format!(
+            "CREATE VIEW view_{i} AS SELECT machine, window_start, window_end, count(*) AS n
+               FROM TUMBLE(telemetry, ts, INTERVAL '1' SECOND) WHERE {filter}
+               GROUP BY machine, window_start, window_end;
+             INSERT INTO files SELECT CAST(n AS DOUBLE) AS value FROM view_{i};\n"
+        ));
+    }
+    let mut w = WeirProcess::start_with(
+        &pipeline,
+        &["--http-addr", &addr, "--http-token", PAGE_TOKEN],
+        &[],
+    );
+    w.wait_for(
+        "the broken source to fail and windows to close",
+        Duration::from_secs(30),
+        |_| {
+            http::request_with(
+                port,
+                "GET",
+                "/api/status",
+                &[("Authorization", &format!("Bearer {PAGE_TOKEN}"))],
+            )
+            .filter(|r| r.code == 200)
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .is_some_and(|s| {
+                let find = |list: &str, name: &str| {
+                    s[list]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|x| x["name"] == name))
+                        .cloned()
+                };
+                find("sources", "broken").is_some_and(|b| b["state"] == "failed")
+                    && find("pipelines", "view_0")
+                        .is_some_and(|v| v["windows_emitted"].as_u64() >= Some(2))
+            })
+        },
+    );
+    let s = api_status(port);
+    assert_eq!(
+        s["pipelines"].as_array().unwrap().len(),
+        101,
+        "50 views, 51 inserts"
+    );
+    assert_eq!(named(&s["pipelines"], "view_49")["rows_out"], 0);
+    assert_eq!(s["process"]["ready"], false, "a failed source: not ready");
+
+    let url = format!("http://127.0.0.1:{port}/?token={PAGE_TOKEN}");
+    let dom = weir_test_support::browser::dump_dom(&url, Duration::from_secs(3));
+    let updates = weir_test_support::browser::attributes(&dom, "<body", "data-updates");
+    assert!(
+        updates.first().is_some_and(|u| *u != "0"),
+        "the page never updated"
+    );
+    for i in 0..50 {
+        assert!(
+            dom.contains(&format!(r#"data-kind="pipeline" data-name="view_{i}""#)),
+            "view_{i}"
+        );
+        assert!(
+            dom.contains(&format!(r#"data-node="view_{i}""#)),
+            "graph node view_{i}"
+        );
+    }
+    assert_eq!(
+        page_value(&dom, "pipeline", "view_49", "rows_out_per_second"),
+        Some(0.0)
+    );
+    let states = weir_test_support::browser::attributes(&dom, "data-name=\"broken\"", "data-name");
+    assert!(!states.is_empty());
+    let row = &dom[dom
+        .find(r#"data-kind="source" data-name="broken""#)
+        .unwrap()..];
+    assert!(
+        row[..row.find("</tr>").unwrap()].contains(">failed<"),
+        "the failed source is shown"
+    );
+    assert!(dom.contains("not ready"), "the readiness badge");
+    // the layout holds: one graph with every box, and a picture of it
+    assert_eq!(dom.matches("<svg class=\"graph\"").count(), 1);
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-page-50.png");
+    weir_test_support::browser::screenshot(&url, Duration::from_secs(3), 1280, 2400, &shot);
+    assert_eq!(
+        weir_test_support::browser::png_size(&std::fs::read(&shot).unwrap()),
+        Some((1280, 2400))
+    );
+    let (_, w) = w.stop();
+    drop(w);
+}
+
+/// `promtool ARGS` in `dir`: its output, and whether it succeeded.
+fn promtool_in(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn alert_rules_check_and_their_unit_tests_fire_and_resolve() {
+    let dir = root().join("deploy/prometheus");
+    let (ok, out) = promtool_in(&dir, &["check", "rules", "weir-rules.yml"]);
+    assert!(ok && out.contains("10 rules found"), "{out}");
+    let (ok, out) = promtool_in(&dir, &["test", "rules", "weir-rules.test.yml"]);
+    assert!(ok && out.contains("SUCCESS"), "{out}");
+    // every alert has a unit test that expects it to fire
+    let rules = std::fs::read_to_string(dir.join("weir-rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("weir-rules.test.yml")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        let firing = tests
+            .split("alertname: ")
+            .skip(1)
+            .filter(|t| t.starts_with(alert) && t[alert.len()..].starts_with('\n'))
+            .any(|t| t.contains("exp_labels"));
+        assert!(
+            firing,
+            "{alert} is never expected to fire in weir-rules.test.yml"
+        );
+    }
+}
+
+/// Percent-encodes a query parameter.
+fn query_param(s: &str) -> String {
+    s.bytes()
+        .map(|c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (c as char).to_string()
+            }
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn grafana_dashboard_queries_run_on_a_real_prometheus_scraping_weir() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/weir.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let vars: Vec<String> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["query"]["query"].as_str())
+        .map(|q| {
+            // label_values(SELECTOR, label): the selector must be a valid query too
+            let inner = q.strip_prefix("label_values(").unwrap();
+            inner[..inner.rfind(',').unwrap()].to_string()
+        })
+        .collect();
+    assert!(exprs.len() >= 25, "{} panels' queries", exprs.len());
+    for var in ["instance", "source", "pipeline", "sink"] {
+        assert!(
+            dashboard["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == var),
+            "template variable {var}"
+        );
+    }
+    // every panel of the rows the issue names
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for row in [
+        "Alerts",
+        "Sources",
+        "Pipelines",
+        "Sinks and spill",
+        "Process",
+    ] {
+        assert!(titles.contains(&row), "row {row} in {titles:?}");
+    }
+
+    // every metric named is one /metrics serves (`weir metrics` lists them all)
+    let catalogue = Command::new(weir_process::weir_bin())
+        .arg("metrics")
+        .output()
+        .unwrap();
+    let catalogue = String::from_utf8(catalogue.stdout).unwrap();
+    let mut named = BTreeSet::new();
+    for e in exprs.iter().chain(&vars) {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("weir_") || word.starts_with("process_") {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                named.insert(base.to_string());
+            }
+        }
+    }
+    for m in &named {
+        assert!(
+            catalogue.contains(&format!("`{m}`")),
+            "{m} is not a metric Weir serves"
+        );
+    }
+
+    // a live Weir (store down: spill metrics), scraped by a real Prometheus every second
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut w = WeirProcess::start_with(
+        &live_pipeline(&store_down_sink()),
+        &[
+            "--http-addr",
+            &addr,
+            "--state-dir",
+            "state",
+            "--checkpoint-interval",
+            "1s",
+        ],
+        &[],
+    );
+    wait_status(&mut w, port, "/readyz", 200);
+    let prom_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        prom_dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: ['{}']\n\
+             scrape_configs:\n  - job_name: weir\n    static_configs: [{{targets: ['{addr}']}}]\n",
+            root().join("deploy/prometheus/weir-rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            prom_dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(prom_dir.path().join("log.txt")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package; scripts/test installs it)");
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let (code, body) = http(
+            prom_port,
+            "GET",
+            &format!("/api/v1/query?query={}", query_param(q)),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(serde_json::json!({"code": code, "body": v}))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut scraped = false;
+    while Instant::now() < deadline {
+        // two scrapes at least, so that rate() over them has a value
+        if let Some(r) = query("count_over_time(weir_sink_spill_bytes[1m])")
+            && r["body"]["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                >= Some(3.0)
+        {
+            scraped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = std::fs::read_to_string(prom_dir.path().join("log.txt")).unwrap_or_default();
+    assert!(scraped, "Prometheus never scraped Weir:\n{log}");
+    let substitute = |e: &str| {
+        e.replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$source", ".*")
+            .replace("$pipeline", ".*")
+            .replace("$sink", ".*")
+    };
+    let mut with_data = 0;
+    for e in exprs.iter().chain(&vars) {
+        let q = substitute(e);
+        let r = query(&q).unwrap_or_else(|| panic!("no answer to {q}"));
+        assert_eq!(r["code"], 200, "{q}: {}", r["body"]);
+        assert_eq!(r["body"]["status"], "success", "{q}: {}", r["body"]);
+        if !r["body"]["data"]["result"].as_array().unwrap().is_empty() {
+            with_data += 1;
+        }
+    }
+    // the metrics of what this run does have data: rates, spill, checkpoints, memory
+    for q in [
+        r#"sum by (instance, source) (rate(weir_source_rows_total{instance=~".*", source=~".*"}[1m]))"#,
+        r#"weir_sink_spill_bytes{instance=~".*", sink=~".*"}"#,
+        r#"weir_checkpoint_age_seconds{instance=~".*"}"#,
+        r#"weir_pipeline_open_windows{instance=~".*", pipeline=~".*"}"#,
+    ] {
+        let r = query(q).unwrap();
+        assert!(
+            !r["body"]["data"]["result"].as_array().unwrap().is_empty(),
+            "no data for {q}"
+        );
+    }
+    assert!(
+        with_data >= exprs.len() / 2,
+        "{with_data} of {} queries have data",
+        exprs.len()
+    );
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let (status, w) = w.stop();
+    assert!(status.success(), "{}", w.stderr());
+}

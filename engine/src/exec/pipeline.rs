@@ -166,10 +166,14 @@ impl PipelineExec {
         self.window.as_ref().map_or(0, |w| w.op.state_bytes())
     }
 
-    /// Sets the state metric (on the dataflow's tick, for pipelines no budget applies to).
+    /// Sets the state metrics on the dataflow's tick: its open windows and groups, and its
+    /// bytes for pipelines no budget applies to (the others measure them after each batch).
     pub fn record_state_bytes(&self) {
-        if self.window.is_some() && !self.budget.measured {
-            self.telemetry.state_bytes(self.state_bytes());
+        let Some(w) = &self.window else { return };
+        let extent = w.op.extent();
+        self.telemetry.extent(extent.windows, extent.groups);
+        if !self.budget.measured {
+            self.telemetry.state_bytes(w.op.state_bytes());
         }
     }
 

@@ -1,7 +1,7 @@
 //! The Flight SQL server: live tables to operators, dashboards and notebooks, on a thread
 //! and runtime of its own so that queries do not hold up ingestion.
 
-mod auth;
+pub(crate) mod auth;
 mod plain;
 mod sql;
 mod throttle;

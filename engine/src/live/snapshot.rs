@@ -1,12 +1,15 @@
 //! One published state of the live tables.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::SYSTEM;
-use crate::observe::telemetry::{PipelineCounts, SinkCounts, SourceCounts};
+use crate::observe::telemetry::{
+    PipelineCounts, PipelineTelemetry, SinkCounts, SinkTelemetry, SourceCounts, SourceTelemetry,
+};
 
 /// The rows of one data table.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub struct PipelineStatus {
     pub last_emit: Option<i64>,
     /// Its windows' watermark (ns since the epoch).
     pub watermark: Option<i64>,
+    /// Where `counts` came from, to read them again later.
+    pub telemetry: Option<Arc<PipelineTelemetry>>,
 }
 
 /// A source's state and counters.
@@ -51,6 +56,8 @@ pub struct SourceStatus {
     pub watermark: Option<i64>,
     /// When its last rows arrived (ns since the epoch).
     pub last_rows_at: Option<i64>,
+    /// Where `counts` came from, to read them again later.
+    pub telemetry: Option<Arc<SourceTelemetry>>,
 }
 
 /// A sink's counters.
@@ -62,6 +69,42 @@ pub struct SinkStatus {
     pub connector: String,
     /// Counters.
     pub counts: SinkCounts,
+    /// Where `counts` came from, to read them again later.
+    pub telemetry: Option<Arc<SinkTelemetry>>,
+}
+
+/// What a box of the pipeline graph is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A source.
+    Source,
+    /// A view (a pipeline whose rows other pipelines read).
+    View,
+    /// An insert (a pipeline writing into a sink).
+    Insert,
+    /// A sink.
+    Sink,
+}
+
+/// A box of the pipeline graph.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GraphNode {
+    /// What it is.
+    pub kind: NodeKind,
+    /// Its name (a pipeline's as in the `pipeline` label of the metrics).
+    pub name: String,
+}
+
+/// The pipeline graph of a run, from its compiled plan: sources, pipelines (views and
+/// inserts, in dependency order) and sinks, and which reads or writes which.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Graph {
+    /// Sources first, then pipelines in dependency order, then sinks.
+    pub nodes: Vec<GraphNode>,
+    /// `(from, to)` indices into `nodes`: a source or view read by a pipeline, a pipeline
+    /// writing into a sink.
+    pub edges: Vec<(usize, usize)>,
 }
 
 /// The live state at one moment: what one query sees.
@@ -77,6 +120,8 @@ pub struct Snapshot {
     pub sources: Vec<SourceStatus>,
     /// Sinks.
     pub sinks: Vec<SinkStatus>,
+    /// The run's pipeline graph.
+    pub graph: Arc<Graph>,
 }
 
 /// A table as clients list it.

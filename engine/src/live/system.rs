@@ -67,6 +67,14 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
             counts(p.iter().map(|p| p.counts.state_bytes)),
         ),
         (
+            "open_windows",
+            counts(p.iter().map(|p| p.counts.open_windows)),
+        ),
+        (
+            "state_groups",
+            counts(p.iter().map(|p| p.counts.state_groups)),
+        ),
+        (
             "windows_emitted_early",
             counts(p.iter().map(|p| p.counts.windows_emitted_early)),
         ),
@@ -197,6 +205,17 @@ fn sinks(snap: &Snapshot) -> RecordBatch {
         (
             "spill_bytes",
             counts(s.iter().map(|s| s.counts.spill_bytes)),
+        ),
+        (
+            "spill_oldest_age_seconds",
+            seconds(
+                s.iter()
+                    .map(|s| Some(s.counts.spill_oldest_age_ms as f64 / 1e3)),
+            ),
+        ),
+        (
+            "dropped_rows",
+            counts(s.iter().map(|s| s.counts.dropped_rows)),
         ),
         (
             "quarantined",

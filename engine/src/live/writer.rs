@@ -10,7 +10,9 @@ use tracing::warn;
 use super::latest::LatestByKey;
 use super::latest_thread::{LatestFeed, LatestTable};
 use super::ring::RowRing;
-use super::snapshot::{LiveTable, PipelineStatus, SinkStatus, Snapshot, SourceStatus};
+use super::snapshot::{
+    Graph, GraphNode, LiveTable, NodeKind, PipelineStatus, SinkStatus, Snapshot, SourceStatus,
+};
 use super::{HISTORY, LiveHub, SOURCES};
 use crate::clock::now_nanos;
 use crate::compile::{CompiledSink, CompiledSource};
@@ -50,6 +52,7 @@ pub struct LiveWriter {
     sinks: Vec<(String, String, Arc<SinkTelemetry>)>,
     last_publish: Option<Instant>,
     changed: bool,
+    graph: Arc<Graph>,
 }
 
 impl LiveWriter {
@@ -116,6 +119,7 @@ impl LiveWriter {
                 .collect(),
             last_publish: None,
             changed: true,
+            graph: Arc::new(graph(sources.len(), sinks, dataflow)),
         };
         writer.publish(dataflow, Instant::now());
         writer
@@ -200,8 +204,10 @@ impl LiveWriter {
                     name: name.clone(),
                     connector: connector.clone(),
                     counts: telemetry.counts(),
+                    telemetry: Some(Arc::clone(telemetry)),
                 })
                 .collect(),
+            graph: Arc::clone(&self.graph),
         };
         self.hub.publish(snapshot);
     }
@@ -230,6 +236,7 @@ impl LiveWriter {
                     counts: p.telemetry.counts(),
                     last_emit: feed.last_emit,
                     watermark: dataflow.watermark(id),
+                    telemetry: Some(Arc::clone(&p.telemetry)),
                 }
             })
             .collect()
@@ -251,7 +258,55 @@ impl LiveWriter {
                 max_event_time: stream.clock.as_ref().and_then(|c| c.max_time),
                 watermark: stream.event_time_watermark(),
                 last_rows_at: feed.last_rows_at,
+                telemetry: Some(Arc::clone(&feed.telemetry)),
             })
             .collect()
     }
+}
+
+/// The pipeline graph of a run with `sources` sources (the first streams) and `sinks`.
+fn graph(sources: usize, sinks: &[CompiledSink], dataflow: &Dataflow) -> Graph {
+    let pipelines = &dataflow.pipelines;
+    let node = |kind, name: &str| GraphNode {
+        kind,
+        name: name.to_string(),
+    };
+    let mut nodes: Vec<GraphNode> = dataflow.streams[..sources]
+        .iter()
+        .map(|s| node(NodeKind::Source, &s.name))
+        .collect();
+    // the node that produces each view's stream
+    let mut producer = std::collections::HashMap::new();
+    for (i, p) in pipelines.iter().enumerate() {
+        let kind = match p.target {
+            Target::Stream(s) => {
+                producer.insert(s.index(), sources + i);
+                NodeKind::View
+            }
+            Target::Sink(_) => NodeKind::Insert,
+        };
+        nodes.push(node(kind, &p.name));
+    }
+    let first_sink = nodes.len();
+    nodes.extend(sinks.iter().map(|s| node(NodeKind::Sink, &s.name)));
+    let mut edges = Vec::new();
+    for (i, p) in pipelines.iter().enumerate() {
+        for b in &p.branches {
+            let s = b.stream.index();
+            let from = if s < sources {
+                Some(s)
+            } else {
+                producer.get(&s).copied()
+            };
+            if let Some(from) = from
+                && !edges.contains(&(from, sources + i))
+            {
+                edges.push((from, sources + i));
+            }
+        }
+        if let Target::Sink(k) = p.target {
+            edges.push((sources + i, first_sink + k.index()));
+        }
+    }
+    Graph { nodes, edges }
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::page::Page;
 use super::process;
 use super::status::RunStatus;
 use super::telemetry::{HTTP_CONNECTIONS_REFUSED, LogLimit, MetricDef};
@@ -33,6 +34,7 @@ const DELAY_BUCKETS: &[f64] = &[
 pub struct Endpoints {
     metrics: PrometheusHandle,
     status: Arc<RunStatus>,
+    page: Option<Page>,
 }
 
 impl Endpoints {
@@ -51,7 +53,17 @@ impl Endpoints {
             m.describe();
         }
         process::record();
-        Ok(Self { metrics, status })
+        Ok(Self {
+            metrics,
+            status,
+            page: None,
+        })
+    }
+
+    /// Also serves the operator page (`/`, `/api/status`, `/api/history`).
+    pub fn with_page(mut self, page: Page) -> Self {
+        self.page = Some(page);
+        self
     }
 
     /// The response to one request.
@@ -85,10 +97,23 @@ impl Endpoints {
                 };
                 text(code, why)
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found: try /metrics, /healthz or /readyz\n".into(),
-            ),
+            path => {
+                if let Some(page) = &self.page
+                    && let Some(r) =
+                        page.respond(path, req.uri().query(), req.headers(), &self.status)
+                {
+                    return r;
+                }
+                let page = if self.page.is_some() {
+                    ", / (the operator page), /api/status"
+                } else {
+                    ""
+                };
+                text(
+                    StatusCode::NOT_FOUND,
+                    format!("not found: try /metrics, /healthz, /readyz{page}\n"),
+                )
+            }
         }
     }
 }
@@ -121,7 +146,13 @@ pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Soc
         .await
         .with_context(|| format!("cannot listen on {addr} for the HTTP endpoints"))?;
     let bound = listener.local_addr()?;
-    info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    match &endpoints.page {
+        Some(page) => {
+            page.start_sampling();
+            info!(addr = %bound, "serving /metrics, /healthz, /readyz and the operator page (/, /api/status, /api/history)");
+        }
+        None => info!(addr = %bound, "serving /metrics, /healthz and /readyz"),
+    }
     tokio::spawn(accept(listener, endpoints));
     Ok(bound)
 }

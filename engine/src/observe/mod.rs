@@ -2,9 +2,11 @@
 //! liveness and readiness, served over HTTP.
 
 pub mod http;
+pub mod page;
 pub mod process;
 pub mod status;
 pub mod telemetry;
 
 pub use http::{Endpoints, serve};
+pub use page::{Page, PageInfo};
 pub use status::RunStatus;

@@ -65,8 +65,29 @@ pub fn lower_thread_priority(what: &str) {
     let _ = what;
 }
 
+/// CPU time this process has used (user and system, every thread), in seconds (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks_per_second())
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15; the command name in
+/// parentheses may hold spaces).
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The kernel's clock ticks per second (`USER_HZ`, 100 on every Linux architecture).
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
 /// Resident and virtual memory of this process in bytes (Linux).
-fn memory() -> Option<(u64, u64)> {
+pub fn memory() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let rss = status_kib(&status, "VmRSS:")?;
     let vm = status_kib(&status, "VmSize:")?;
@@ -87,6 +108,13 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_after_a_name_with_spaces() {
+        let stat = "4711 (weir run x) S 1 4711 4711 0 -1 4194560 1266 0 0 0 250 31 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(stat), Some(281));
+        assert!(cpu_seconds().is_some_and(|s| s >= 0.0));
+    }
 
     #[test]
     fn reads_status_lines() {

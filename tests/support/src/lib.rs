@@ -5,11 +5,12 @@
 //! ([`compare`]), a TCP forwarder that can cut a link ([`tcp_proxy`]),
 //! readers of a run's output ([`run_output`]), a harness that feeds the dataflow by hand
 //! ([`harness`]) and the benches' fed source ([`bench`]). Without it only [`http`], which
-//! needs nothing but the standard library.
+//! needs nothing but the standard library, and [`browser`] (headless Chromium).
 #![allow(clippy::unwrap_used)]
 
 #[cfg(feature = "full")]
 pub mod bench;
+pub mod browser;
 #[cfg(feature = "full")]
 pub mod certs;
 #[cfg(feature = "full")]

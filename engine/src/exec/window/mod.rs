@@ -51,6 +51,16 @@ pub struct OperatorState {
     pub groups: usize,
 }
 
+/// How much state a windowed aggregation holds open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Open windows: panes of tumbling and hopping windows, sessions.
+    pub windows: usize,
+    /// Partial-state rows over all of them (a (window or pane, group key) each; a key in
+    /// several sealed chunks of one pane counts once per chunk until they are merged).
+    pub groups: usize,
+}
+
 /// A stateful windowed aggregation fed batch after batch.
 pub trait WindowOperator: Send {
     /// Adds the rows of `batch` (the pipeline's pre-aggregate rows). Rows that are late, or
@@ -64,6 +74,8 @@ pub trait WindowOperator: Send {
     fn start_lower_bound(&self) -> Option<i64>;
     /// Approximate bytes of state held (the accumulators' and group tables' own accounting).
     fn state_bytes(&self) -> usize;
+    /// How much state is open: windows (panes, sessions) and their partial-state rows.
+    fn extent(&self) -> Extent;
     /// Emits the oldest open windows now, as partial results, until at least `bytes` of
     /// state are freed (at least one window while any is open). Rows that arrive for them
     /// later start new state and are emitted, also partial, when the window closes.

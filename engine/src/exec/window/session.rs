@@ -17,7 +17,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::state::{
     Absorb, AggSpec, Declined, OutputLayout, Prepared, process, state_batch, time_values,
 };
-use super::{Emitted, OperatorState, Processed, WindowOperator, meta_error};
+use super::{Emitted, Extent, OperatorState, Processed, WindowOperator, meta_error};
 
 /// What a session operator keeps besides its sessions, in a checkpoint.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -320,6 +320,13 @@ impl WindowOperator for SessionAggregate {
 
     fn state_bytes(&self) -> usize {
         self.bytes
+    }
+
+    fn extent(&self) -> Extent {
+        Extent {
+            windows: self.sessions.len(),
+            groups: self.sessions.len(),
+        }
     }
 
     /// Emits the sessions that would close first (earliest end) until `bytes` are freed.

@@ -175,6 +175,11 @@ impl LiveGroups {
         self.keys.is_empty()
     }
 
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Adds rows: their keys and the evaluated inputs of each aggregate.
     pub fn update(
         &mut self,

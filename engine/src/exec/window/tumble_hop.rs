@@ -15,7 +15,7 @@ use super::state::{
     Absorb, AggInputs, AggSpec, Declined, LiveGroups, OutputLayout, Prepared, StateChunk, process,
     state_batch, time_values,
 };
-use super::{Emitted, OperatorState, Panes, Processed, WindowOperator, meta_error};
+use super::{Emitted, Extent, OperatorState, Panes, Processed, WindowOperator, meta_error};
 
 /// What a pane operator keeps besides its panes' partial aggregates, in a checkpoint.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -55,6 +55,11 @@ struct Pane {
 }
 
 impl Pane {
+    fn groups(&self) -> usize {
+        self.chunks.iter().map(StateChunk::rows).sum::<usize>()
+            + self.live.as_ref().map_or(0, LiveGroups::len)
+    }
+
     fn size(&self) -> usize {
         self.chunks.iter().map(StateChunk::size).sum::<usize>()
             + self.live.as_ref().map_or(0, LiveGroups::size)
@@ -386,6 +391,13 @@ impl WindowOperator for PaneAggregate {
 
     fn state_bytes(&self) -> usize {
         self.panes.values().map(Pane::size).sum()
+    }
+
+    fn extent(&self) -> Extent {
+        Extent {
+            windows: self.panes.len(),
+            groups: self.panes.values().map(Pane::groups).sum(),
+        }
     }
 
     fn flush_oldest(&mut self, bytes: usize) -> Result<Emitted> {

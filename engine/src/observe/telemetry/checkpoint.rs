@@ -95,12 +95,15 @@ impl CheckpointTelemetry {
 
     /// Sets `weir_checkpoint_age_seconds` (on the run's tick).
     pub fn refresh_age(&self) {
-        let newest = self.newest_ns.load(Ordering::Relaxed);
-        if newest == 0 {
-            return;
+        if let Some(age) = self.age_seconds() {
+            self.age.get(|| CHECKPOINT_AGE.gauge_with(&[])).set(age);
         }
-        let age = (crate::clock::now_nanos() - newest).max(0) as f64 / 1e9;
-        self.age.get(|| CHECKPOINT_AGE.gauge_with(&[])).set(age);
+    }
+
+    /// Seconds since the cut of the newest complete checkpoint (`None`: none yet).
+    pub fn age_seconds(&self) -> Option<f64> {
+        let newest = self.newest_ns.load(Ordering::Relaxed);
+        (newest != 0).then(|| (crate::clock::now_nanos() - newest).max(0) as f64 / 1e9)
     }
 
     /// Source `source` resumed `gap` after the last batch the restored checkpoint covers,

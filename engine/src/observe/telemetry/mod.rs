@@ -299,6 +299,18 @@ pub const PIPELINE_STATE_BYTES: MetricDef = MetricDef::gauge(
     "Bytes of window state (open windows' partial aggregates and group keys) a windowed pipeline holds, by the accumulators' own accounting",
 )
 .in_unit(metrics::Unit::Bytes);
+/// Windows a pipeline holds open.
+pub const PIPELINE_OPEN_WINDOWS: MetricDef = MetricDef::gauge(
+    "weir_pipeline_open_windows",
+    &["pipeline"],
+    "Windows a windowed pipeline holds open (panes of tumbling and hopping windows, sessions), as of the dataflow's last tick",
+);
+/// Partial-state rows a pipeline holds.
+pub const PIPELINE_STATE_GROUPS: MetricDef = MetricDef::gauge(
+    "weir_pipeline_state_groups",
+    &["pipeline"],
+    "Partial-state rows a windowed pipeline holds: one per (open window or pane, group key), as of the dataflow's last tick",
+);
 /// The process-wide state budget.
 pub const STATE_LIMIT: MetricDef = MetricDef::gauge(
     "weir_state_limit_bytes",
@@ -350,6 +362,12 @@ pub const WATERMARK_LAG: MetricDef = MetricDef::gauge(
     "Wall-clock time minus a windowed pipeline's watermark (meaningful when event time is the wall clock)",
 )
 .in_unit(metrics::Unit::Seconds);
+/// Rows handed to a sink.
+pub const SINK_ROWS: MetricDef = MetricDef::counter(
+    "weir_sink_rows_total",
+    &["sink"],
+    "Rows handed to a sink by the pipelines that insert into it",
+);
 /// Sink write failures.
 pub const SINK_ERRORS: MetricDef = MetricDef::counter(
     "weir_sink_errors_total",
@@ -537,6 +555,8 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     PIPELINE_ERRORS,
     PIPELINE_ROW_ERRORS,
     PIPELINE_STATE_BYTES,
+    PIPELINE_OPEN_WINDOWS,
+    PIPELINE_STATE_GROUPS,
     STATE_LIMIT,
     PIPELINE_EARLY_WINDOWS,
     PIPELINE_REFUSED_ROWS,
@@ -545,6 +565,7 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     LIVE_LATEST_DROPPED,
     WINDOW_EMIT_DELAY,
     WATERMARK_LAG,
+    SINK_ROWS,
     SINK_ERRORS,
     SINK_UPLOADS,
     SINK_UPLOADED_BYTES,

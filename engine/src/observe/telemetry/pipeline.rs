@@ -12,9 +12,9 @@ use crate::sync::lock;
 
 use super::{
     Count, LATE_ROWS, LIVE_LATEST_DROPPED, LIVE_LATEST_EVICTED, LIVE_LATEST_KEYS, Lazy, LogLimit,
-    PIPELINE_EARLY_WINDOWS, PIPELINE_ERRORS, PIPELINE_REFUSED_ROWS, PIPELINE_ROW_ERRORS,
-    PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_STATE_BYTES, PIPELINE_WINDOWS, WATERMARK_LAG,
-    WINDOW_EMIT_DELAY,
+    PIPELINE_EARLY_WINDOWS, PIPELINE_ERRORS, PIPELINE_OPEN_WINDOWS, PIPELINE_REFUSED_ROWS,
+    PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_STATE_BYTES,
+    PIPELINE_STATE_GROUPS, PIPELINE_WINDOWS, WATERMARK_LAG, WINDOW_EMIT_DELAY,
 };
 
 /// A pipeline's counters at one moment.
@@ -43,6 +43,10 @@ pub struct PipelineCounts {
     pub latest_dropped_rows: u64,
     /// Bytes of window state held, as of the last batch.
     pub state_bytes: u64,
+    /// Open windows (panes, sessions), as of the dataflow's last tick.
+    pub open_windows: u64,
+    /// Partial-state rows (window or pane × group key), as of the dataflow's last tick.
+    pub state_groups: u64,
     /// Windows emitted early because the state reached its budget (`emit_early`).
     pub windows_emitted_early: u64,
     /// Rows of new keys refused because the state was at its budget (`drop_new_keys`).
@@ -84,6 +88,9 @@ pub struct PipelineTelemetry {
     latest_log: LogLimit,
     state_bytes: AtomicU64,
     state_gauge: Lazy<metrics::Gauge>,
+    open_windows: AtomicU64,
+    state_groups: AtomicU64,
+    extent_gauges: Lazy<[metrics::Gauge; 2]>,
     early_windows: Count,
     refused_rows: Count,
     budget_log: LogLimit,
@@ -122,6 +129,9 @@ impl PipelineTelemetry {
             latest_log: LogLimit::default(),
             state_bytes: AtomicU64::new(0),
             state_gauge: Lazy::default(),
+            open_windows: AtomicU64::new(0),
+            state_groups: AtomicU64::new(0),
+            extent_gauges: Lazy::default(),
             early_windows: Count::default(),
             refused_rows: Count::default(),
             budget_log: LogLimit::default(),
@@ -241,6 +251,20 @@ impl PipelineTelemetry {
             .set(bytes as f64);
     }
 
+    /// It holds `windows` windows open with `groups` partial-state rows.
+    pub fn extent(&self, windows: usize, groups: usize) {
+        self.open_windows.store(windows as u64, Ordering::Relaxed);
+        self.state_groups.store(groups as u64, Ordering::Relaxed);
+        let [w, g] = self.extent_gauges.get(|| {
+            [
+                PIPELINE_OPEN_WINDOWS.gauge_with(&[&self.name]),
+                PIPELINE_STATE_GROUPS.gauge_with(&[&self.name]),
+            ]
+        });
+        w.set(windows as f64);
+        g.set(groups as f64);
+    }
+
     /// Its state of `bytes` reached `budget` (`limit` bytes): `windows` open windows were
     /// emitted early.
     pub fn emitted_early(&self, windows: u64, bytes: usize, budget: &str, limit: usize) {
@@ -327,6 +351,8 @@ impl PipelineTelemetry {
             latest_evicted: self.latest_evicted_keys.get() + self.latest_evicted_age.get(),
             latest_dropped_rows: self.latest_dropped.get(),
             state_bytes: self.state_bytes.load(Ordering::Relaxed),
+            open_windows: self.open_windows.load(Ordering::Relaxed),
+            state_groups: self.state_groups.load(Ordering::Relaxed),
             windows_emitted_early: self.early_windows.get(),
             refused_rows: self.refused_rows.get(),
             state_failed: self.state_failed.load(Ordering::Relaxed),

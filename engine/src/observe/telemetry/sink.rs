@@ -4,13 +4,13 @@
 //! the live system tables.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tracing::{error, warn};
 
 use super::{
     Count, Lazy, LogLimit, SINK_CONNECTED, SINK_DROPPED_FILES, SINK_DROPPED_ROWS, SINK_ERRORS,
-    SINK_PUBLISHED, SINK_QUARANTINE_DELETED, SINK_SPILL_BYTES, SINK_SPILL_FILES,
+    SINK_PUBLISHED, SINK_QUARANTINE_DELETED, SINK_ROWS, SINK_SPILL_BYTES, SINK_SPILL_FILES,
     SINK_SPILL_OLDEST_AGE, SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS,
 };
 
@@ -34,6 +34,12 @@ pub struct SinkCounts {
     pub spill_files: u64,
     /// Bytes in the spill buffer.
     pub spill_bytes: u64,
+    /// Age of the oldest file in the spill buffer, in milliseconds (0: empty).
+    #[serde(skip)]
+    pub spill_oldest_age_ms: u64,
+    /// Whether the sink is connected (MQTT sink); `None` for sinks without a connection.
+    #[serde(skip)]
+    pub connected: Option<bool>,
     /// Files dropped.
     pub dropped_files: u64,
     /// Rows lost.
@@ -49,7 +55,7 @@ pub struct SinkCounts {
 /// The telemetry of one sink.
 pub struct SinkTelemetry {
     name: String,
-    rows: AtomicU64,
+    rows: Count,
     batches: AtomicU64,
     failures: Count,
     failure_log: LogLimit,
@@ -58,6 +64,7 @@ pub struct SinkTelemetry {
     uploaded_bytes: Count,
     spill_files: AtomicU64,
     spill_bytes: AtomicU64,
+    spill_oldest_age_ms: AtomicU64,
     spill_gauges: Lazy<[metrics::Gauge; 3]>,
     dropped_files: Count,
     dropped_rows: Count,
@@ -66,6 +73,8 @@ pub struct SinkTelemetry {
     quarantine_deleted: Count,
     published: Count,
     connected: Lazy<metrics::Gauge>,
+    /// 0: no connection, 1: up, 2: down.
+    connection: AtomicU8,
 }
 
 impl std::fmt::Debug for SinkTelemetry {
@@ -82,7 +91,7 @@ impl SinkTelemetry {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            rows: AtomicU64::new(0),
+            rows: Count::default(),
             batches: AtomicU64::new(0),
             failures: Count::default(),
             failure_log: LogLimit::default(),
@@ -91,6 +100,7 @@ impl SinkTelemetry {
             uploaded_bytes: Count::default(),
             spill_files: AtomicU64::new(0),
             spill_bytes: AtomicU64::new(0),
+            spill_oldest_age_ms: AtomicU64::new(0),
             spill_gauges: Lazy::default(),
             dropped_files: Count::default(),
             dropped_rows: Count::default(),
@@ -99,6 +109,7 @@ impl SinkTelemetry {
             quarantine_deleted: Count::default(),
             published: Count::default(),
             connected: Lazy::default(),
+            connection: AtomicU8::new(0),
         }
     }
 
@@ -109,7 +120,8 @@ impl SinkTelemetry {
 
     /// A batch of `rows` rows was handed to the sink.
     pub fn wrote(&self, rows: u64) {
-        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.rows
+            .add(rows, || SINK_ROWS.counter_with(&[&self.name]));
         self.batches.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -140,6 +152,8 @@ impl SinkTelemetry {
     pub fn spill(&self, files: u64, bytes: u64, oldest_age_seconds: f64) {
         self.spill_files.store(files, Ordering::Relaxed);
         self.spill_bytes.store(bytes, Ordering::Relaxed);
+        self.spill_oldest_age_ms
+            .store((oldest_age_seconds * 1e3) as u64, Ordering::Relaxed);
         let [f, b, age] = self.spill_gauges.get(|| {
             [
                 SINK_SPILL_FILES.gauge_with(&[&self.name]),
@@ -191,6 +205,8 @@ impl SinkTelemetry {
 
     /// The sink's broker connection went up or down.
     pub fn set_connected(&self, up: bool) {
+        self.connection
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
         self.connected
             .get(|| SINK_CONNECTED.gauge_with(&[&self.name]))
             .set(if up { 1.0 } else { 0.0 });
@@ -200,7 +216,7 @@ impl SinkTelemetry {
     /// directory is read again).
     pub fn restore(&self, c: &SinkCounts) {
         let n = &self.name;
-        self.rows.fetch_add(c.rows, Ordering::Relaxed);
+        self.rows.carry(c.rows, || SINK_ROWS.counter_with(&[n]));
         self.batches.fetch_add(c.batches, Ordering::Relaxed);
         self.failures
             .carry(c.failures, || SINK_ERRORS.counter_with(&[n]));
@@ -227,7 +243,7 @@ impl SinkTelemetry {
     /// The counters now.
     pub fn counts(&self) -> SinkCounts {
         SinkCounts {
-            rows: self.rows.load(Ordering::Relaxed),
+            rows: self.rows.get(),
             batches: self.batches.load(Ordering::Relaxed),
             failures: self.failures.get(),
             uploads_ok: self.uploads_ok.get(),
@@ -235,6 +251,11 @@ impl SinkTelemetry {
             uploaded_bytes: self.uploaded_bytes.get(),
             spill_files: self.spill_files.load(Ordering::Relaxed),
             spill_bytes: self.spill_bytes.load(Ordering::Relaxed),
+            spill_oldest_age_ms: self.spill_oldest_age_ms.load(Ordering::Relaxed),
+            connected: match self.connection.load(Ordering::Relaxed) {
+                0 => None,
+                v => Some(v == 1),
+            },
             dropped_files: self.dropped_files.get(),
             dropped_rows: self.dropped_rows.get(),
             published: self.published.get(),
@@ -269,7 +290,13 @@ mod tests {
             (c.uploads_ok, c.uploads_failed, c.uploaded_bytes),
             (1, 1, 100)
         );
-        assert_eq!((c.spill_files, c.spill_bytes), (2, 300));
+        assert_eq!(
+            (c.spill_files, c.spill_bytes, c.spill_oldest_age_ms),
+            (2, 300, 1500)
+        );
+        assert_eq!(c.connected, None);
+        t.set_connected(false);
+        assert_eq!(t.counts().connected, Some(false));
         assert_eq!((c.dropped_files, c.dropped_rows, c.published), (1, 10, 4));
     }
 }
