@@ -12,6 +12,12 @@
 //! broker limits of unacknowledged messages per client (`max_inflight_messages`) of 20 (the
 //! default), 200 and 1000 (issue: crash safety).
 //!
+//! With `sparkplug` (`cargo bench --bench mqtt -- sparkplug`), the same drain of Sparkplug B
+//! NDATA messages (alias-only payloads, 20 Double metrics each, after an NBIRTH and a
+//! DBIRTH that name the aliases) by Weir's `format = 'sparkplug_b'` source into a 1 s
+//! window per metric, against the plain subscriber (issue: Sparkplug B); messages/s and
+//! metrics/s.
+//!
 //! Run: `cargo bench --bench mqtt` (needs Debian's mosquitto and openssl, as the tests do).
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
@@ -82,8 +88,13 @@ fn options(id: &str, port: u16) -> MqttOptions {
 
 /// Connects `id` with a persistent session, subscribes to `bench/#` at QoS 1, disconnects.
 async fn make_session(id: &str, port: u16) {
+    make_session_on(id, port, "bench/#").await;
+}
+
+/// Connects `id` with a persistent session, subscribes to `filter` at QoS 1, disconnects.
+async fn make_session_on(id: &str, port: u16, filter: &str) {
     let (c, mut l) = AsyncClient::new(options(id, port), 10);
-    c.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = l.poll().await.unwrap() {
             break;
@@ -155,17 +166,23 @@ async fn publish_n(port: u16, round: i64, n: u64) {
 
 /// Plain subscriber: messages/s until it has received N.
 async fn drain_plain(port: u16) -> f64 {
+    drain_plain_as("bench-plain", port, N, 1).await
+}
+
+/// Plain subscriber `id`: messages/s until it has received `n`, then `more` that follow
+/// them (not timed).
+async fn drain_plain_as(id: &str, port: u16, n: u64, more: u64) -> f64 {
     let start = Instant::now();
-    let (_c, mut l) = AsyncClient::new(options("bench-plain", port), 10);
+    let (_c, mut l) = AsyncClient::new(options(id, port), 10);
     let mut got = 0u64;
-    while got < N {
+    while got < n {
         if let Event::Incoming(Packet::Publish(_)) = l.poll().await.unwrap() {
             got += 1;
         }
     }
-    let rate = N as f64 / start.elapsed().as_secs_f64();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
     // take the closing reading too, so the session is empty for the next round
-    while got < N + 1 {
+    while got < n + more {
         if let Event::Incoming(Packet::Publish(_)) = l.poll().await.unwrap() {
             got += 1;
         }
@@ -337,10 +354,169 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Metrics per Sparkplug NDATA message of the bench.
+const SPARKPLUG_METRICS: u64 = 20;
+
+/// The Sparkplug backlog of `round`: NBIRTH, DBIRTH (20 Double metrics, aliases 1..=20),
+/// `n` alias-only DDATA messages 1 ms apart, and one far ahead that closes every window.
+async fn publish_sparkplug(port: u16, round: i64, n: u64) {
+    use prost::Message as _;
+    use weir_connectors::mqtt::sparkplug::proto::{DataType, Metric, Payload, Value};
+    let t0 = T0 + round * 10 * 86_400_000;
+    let mut o = options("bench-publisher", port);
+    o.set_inflight(100);
+    let (c, mut l) = AsyncClient::new(o, 1000);
+    let total = n + 3;
+    let poller = tokio::spawn(async move {
+        let mut acked = 0u64;
+        while acked < total {
+            if let Event::Incoming(Packet::PubAck(_)) = l.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    });
+    let payload = |seq: u64, ts: i64, metrics: Vec<Metric>| {
+        Payload {
+            timestamp: Some(ts as u64),
+            metrics,
+            seq: Some(seq % 256),
+            ..Payload::default()
+        }
+        .encode_to_vec()
+    };
+    let birth: Vec<Metric> = (1..=SPARKPLUG_METRICS)
+        .map(|a| Metric {
+            name: Some(format!("m{a:02}")),
+            alias: Some(a),
+            datatype: Some(DataType::Double as u32),
+            value: Some(Value::DoubleValue(0.0)),
+            ..Metric::default()
+        })
+        .collect();
+    let bd_seq = Metric {
+        name: Some("bdSeq".into()),
+        datatype: Some(DataType::UInt64 as u32),
+        value: Some(Value::LongValue(round as u64)),
+        ..Metric::default()
+    };
+    let mut messages = vec![
+        (
+            "spBv1.0/Bench/NBIRTH/E1".to_string(),
+            payload(0, t0, vec![bd_seq]),
+        ),
+        (
+            "spBv1.0/Bench/DBIRTH/E1/D1".to_string(),
+            payload(1, t0, birth),
+        ),
+    ];
+    for i in 0..=n {
+        // the last one is an hour ahead: it closes the windows
+        let ts = if i == n {
+            t0 + n as i64 + 3_600_000
+        } else {
+            t0 + i as i64
+        };
+        let data = (1..=SPARKPLUG_METRICS)
+            .map(|a| Metric {
+                alias: Some(a),
+                value: Some(Value::DoubleValue((i % 1000) as f64 / 7.0 + a as f64)),
+                ..Metric::default()
+            })
+            .collect();
+        messages.push((
+            "spBv1.0/Bench/DDATA/E1/D1".to_string(),
+            payload(i + 2, ts, data),
+        ));
+    }
+    for (topic, body) in messages {
+        c.publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+    poller.await.unwrap();
+}
+
+/// Weir's Sparkplug source: messages/s until its windows have counted the metrics of `n`
+/// DDATA messages.
+async fn drain_weir_sparkplug(port: u16, n: u64) -> f64 {
+    let counted = Arc::new(AtomicU64::new(0));
+    let mut connectors = weir_connectors::all();
+    connectors.add_sink(Arc::new(CountSinkFactory(Arc::clone(&counted))));
+    let sql = format!(
+        "CREATE SOURCE s (device VARCHAR, metric VARCHAR, ts TIMESTAMP, value DOUBLE, message_type VARCHAR) WITH (
+            connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'spBv1.0/Bench/#', qos = '1',
+            client_id = 'bench-weir-spb', clean_session = 'false', format = 'sparkplug_b',
+            event_time = 'ts', batch_rows = '4096');
+         CREATE SINK out WITH (connector = 'count');
+         INSERT INTO out SELECT metric, window_start, count(*) AS n, avg(value) AS v
+         FROM TUMBLE(s, ts, INTERVAL '1' SECOND) WHERE message_type = 'DDATA'
+         GROUP BY metric, window_start, window_end;"
+    );
+    let file = parse_file("bench.sql", &sql, &|_| None).expect("parses");
+    let project = weir_engine::compile(vec![file], &connectors, false)
+        .await
+        .expect("compiles");
+    let (stop_tx, stop) = watch::channel(false);
+    let start = Instant::now();
+    let running = tokio::spawn(run(project, RunControl::new(stop)));
+    let want = n * SPARKPLUG_METRICS;
+    while counted.load(Ordering::Relaxed) < want {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    stop_tx.send(true).unwrap();
+    running.await.unwrap();
+    rate
+}
+
+/// Sparkplug B ingest against the plain subscriber.
+async fn sparkplug() {
+    let n = N / 2;
+    let broker = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 1000\n");
+    let port = broker.port;
+    make_session_on("bench-plain-spb", port, "spBv1.0/Bench/#").await;
+    make_session_on("bench-weir-spb", port, "spBv1.0/Bench/#").await;
+    println!(
+        "mqtt sparkplug: drain a backlog of {n} Sparkplug B DDATA messages ({SPARKPLUG_METRICS} Double metrics by alias, QoS 1) from a local Mosquitto, median of {ROUNDS} rounds"
+    );
+    let (mut plain, mut weir) = (vec![], vec![]);
+    for round in 0..ROUNDS {
+        publish_sparkplug(port, round as i64, n).await;
+        // the plain subscriber is timed over the data messages, after the two births
+        let drain_plain = || drain_plain_as("bench-plain-spb", port, n + 2, 1);
+        if round % 2 == 0 {
+            plain.push(drain_plain().await);
+            weir.push(drain_weir_sparkplug(port, n).await);
+        } else {
+            weir.push(drain_weir_sparkplug(port, n).await);
+            plain.push(drain_plain().await);
+        }
+        println!(
+            "  round {round}: plain subscriber {:.0} msg/s, weir {:.0} msg/s",
+            plain[round], weir[round]
+        );
+    }
+    let paired = median(plain.iter().zip(&weir).map(|(p, w)| w / p).collect());
+    let (p, w) = (median(plain), median(weir));
+    println!("  plain rumqttc subscriber (counts only)        {p:>9.0} messages/s");
+    println!(
+        "  weir: sparkplug_b source → 1 s window/metric   {w:>9.0} messages/s, {:>9.0} metrics/s ({:.0}% of the plain subscriber)",
+        w * SPARKPLUG_METRICS as f64,
+        100.0 * w / p
+    );
+    println!(
+        "  median of the rounds' ratios (weir / plain, drained back to back)  {:.0}%",
+        100.0 * paired
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().skip(1).any(|a| a == "checkpoint") {
         return exactly_once().await;
+    }
+    if std::env::args().skip(1).any(|a| a == "sparkplug") {
+        return sparkplug().await;
     }
     let broker = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 1000\n");
     let port = broker.port;

@@ -158,6 +158,7 @@ targets!(
     flight_statement,
     mqtt_json,
     mqtt_packets,
+    sparkplug_payload,
     modbus_registers,
     modbus_response,
     opcua_variant,

@@ -700,3 +700,616 @@ fn one_oversized_message_never_stalls_a_persistent_session() {
         );
     }
 }
+
+/// The rows an NDJSON file sink wrote into `dir` (a directory of files).
+fn file_sink_rows(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A Sparkplug B row as compared: (message type, device, metric, event time in ms (none for
+/// a will's stale rows), value as text (numbers normalised), historical, stale).
+type SparkplugRow = (
+    String,
+    Option<String>,
+    String,
+    Option<i64>,
+    Option<String>,
+    bool,
+    bool,
+);
+
+/// A value as the comparison shows it: numbers through f64, the rest as text.
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Number(n) => Some(format!("{}", n.as_f64().unwrap())),
+        // numbers in a text column, as numbers
+        Value::String(s) => Some(match serde_json::from_str::<serde_json::Number>(s) {
+            Ok(n) => format!("{}", n.as_f64().unwrap()),
+            Err(_) => s.clone(),
+        }),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The rows Weir must make of what the Tahu edge node sent, computed here from its log:
+/// births name aliases; data resolves them; a device death makes its metrics stale; the
+/// node's will (its death after `exit`) makes the node's metrics stale.
+fn expected_sparkplug_rows(sent: &[(String, Value)]) -> Vec<SparkplugRow> {
+    let mut out = Vec::new();
+    let mut names: BTreeMap<(Option<String>, u64), String> = BTreeMap::new();
+    let mut declared: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (topic, p) in sent {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let (kind, device) = (levels[2], levels.get(4).map(|d| d.to_string()));
+        let payload_ts = p["timestamp"].as_i64();
+        let metrics = p["metrics"].as_array().cloned().unwrap_or_default();
+        if kind.ends_with("BIRTH") {
+            declared.insert(
+                device.clone(),
+                metrics
+                    .iter()
+                    .map(|m| m["name"].as_str().unwrap().to_string())
+                    .collect(),
+            );
+        }
+        for m in &metrics {
+            let name = match m["name"].as_str() {
+                Some(n) => {
+                    if let Some(a) = m["alias"].as_u64() {
+                        names.insert((device.clone(), a), n.to_string());
+                    }
+                    n.to_string()
+                }
+                None => names[&(device.clone(), m["alias"].as_u64().unwrap())].clone(),
+            };
+            out.push((
+                kind.to_string(),
+                device.clone(),
+                name,
+                m["timestamp"].as_i64().or(payload_ts),
+                value_text(&m["value"]),
+                m["isHistorical"] == true,
+                false,
+            ));
+        }
+        if kind == "DDEATH" {
+            for name in &declared[&device] {
+                out.push((
+                    kind.into(),
+                    device.clone(),
+                    name.clone(),
+                    payload_ts,
+                    None,
+                    false,
+                    true,
+                ));
+            }
+        }
+    }
+    // the will: the node's own metrics of its last birth
+    for name in &declared[&None] {
+        out.push(("NDEATH".into(), None, name.clone(), None, None, false, true));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sparkplug_b_from_an_eclipse_tahu_edge_node() {
+    use weir_test_support::http::{free_port, request};
+    use weir_test_support::sparkplug::Tahu;
+
+    let broker = Mosquitto::start("");
+    let http = free_port();
+    let flight = format!("127.0.0.1:{}", free_port());
+    let mut weir = WeirProcess::start_with(
+        &format!(
+            "CREATE SOURCE plant (group VARCHAR, edge_node VARCHAR, device VARCHAR, metric VARCHAR, ts TIMESTAMP,
+                value VARCHAR, datatype VARCHAR, is_historical BOOLEAN, is_null BOOLEAN, stale BOOLEAN, seq BIGINT,
+                message_type VARCHAR) WITH (
+                connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', topic = 'spBv1.0/Plant1/#,spAv1.0/#', qos = '1',
+                format = 'sparkplug_b', rebirth = 'true', host_id = 'weir-edge-01', event_time = 'ts',
+                watermark = '10m', dead_letter = 'dead.ndjson');
+             CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+             CREATE SINK windows WITH (connector = 'file', path = 'windows', format = 'ndjson');
+             CREATE VIEW vibration AS
+               SELECT device, window_start, count(*) AS n, sum(CAST(value AS DOUBLE)) AS total,
+                      max(CAST(value AS DOUBLE)) AS peak
+               FROM TUMBLE(plant, ts, INTERVAL '1' SECOND)
+               WHERE metric = 'Vibration' AND message_type = 'DDATA' AND NOT is_historical
+               GROUP BY device, window_start, window_end;
+             INSERT INTO out SELECT * FROM plant;
+             INSERT INTO windows SELECT * FROM vibration;",
+            broker.port
+        ),
+        &[
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+            "--flight-addr",
+            &flight,
+            "--flight-no-auth",
+        ],
+        &[],
+    );
+    weir.wait_log("mqtt connected", 1);
+    // Weir as primary host: its retained birth now, its death when it stops
+    let host = TestClient::connect(broker.port, "scada");
+    host.subscribe("spBv1.0/STATE/#");
+    let host_states = || -> Vec<Value> {
+        host.received
+            .lock()
+            .unwrap()
+            .iter()
+            .inspect(|(topic, _)| assert_eq!(topic, "spBv1.0/STATE/weir-edge-01"))
+            .map(|(_, p)| serde_json::from_slice(p).unwrap())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host_states().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retained STATE birth"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(host_states()[0]["online"], true);
+    let mut node = Tahu::edge_node(broker.port, "Plant1", "Line2", "Pump7", T0);
+    node.command("data 60");
+    node.command("historical");
+    // a sequence gap: Weir asks for a rebirth, the node publishes its births again
+    node.command("gap");
+    node.command("data 5");
+    node.wait_event("rebirth", 1);
+    node.command("data 40");
+    // not Sparkplug: counted, dead-lettered, the source goes on
+    let p = TestClient::connect_with_max(broker.port, "test-pub", 4 << 20);
+    let mut huge_name = vec![0x12]; // field 2 (metrics), length-delimited
+    let name_len = 1 << 20;
+    let mut metric = vec![0x0a]; // field 1 (name)
+    let mut n = name_len;
+    while n >= 0x80 {
+        metric.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    metric.push(n as u8);
+    metric.extend(std::iter::repeat_n(b'x', name_len));
+    let mut len = metric.len();
+    while len >= 0x80 {
+        huge_name.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    huge_name.push(len as u8);
+    huge_name.extend(metric);
+    p.publish_all(&[
+        (
+            "spBv1.0/Plant1/NDATA/Bad".into(),
+            vec![0xff, 0xfe, 0x01, 0x02, 0x03],
+        ),
+        ("spBv1.0/Plant1/NDATA/Bad".into(), vec![0x12, 0x40, 0x0a]),
+        ("spAv1.0/Plant1/NDATA/Old".into(), vec![]),
+        ("spBv1.0/Plant1/NDATA/Huge".into(), huge_name),
+    ]);
+    node.command("ddeath");
+    node.command("exit");
+    node.wait();
+    let expected = expected_sparkplug_rows(&node.sent());
+    weir.wait_rows(expected.len());
+    let metrics = request(http, "GET", "/metrics").unwrap().1;
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("weir_sparkplug_seq_errors_total{source=\"plant\"}"),
+        1.0
+    );
+    assert!(value("weir_sparkplug_rebirths_total{source=\"plant\"}") >= 1.0);
+    assert_eq!(
+        value("weir_sparkplug_nodes{source=\"plant\",state=\"offline\"}"),
+        1.0
+    );
+    let skipped = |reason: &str| {
+        value(&format!(
+            "weir_source_skipped_total{{source=\"plant\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(skipped("malformed_protobuf"), 2.0);
+    assert_eq!(skipped("wrong_topic"), 1.0);
+    // the 1 MiB metric name: over the source's max_packet_size
+    assert_eq!(skipped("oversized"), 1.0);
+    let dead = std::fs::read_to_string(weir.path("dead.ndjson")).unwrap();
+    assert!(dead.lines().count() >= 3, "{dead}");
+    assert!(
+        weir.stderr().contains("sparkplug rebirth requested"),
+        "{}",
+        weir.stderr()
+    );
+    // the node's state over Flight SQL
+    let nodes =
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(weir_test_support::flight::sql_until(
+                &flight,
+                None,
+                "SELECT * FROM system.sparkplug_nodes",
+                Duration::from_secs(10),
+                |rows| rows.iter().any(|r| r["state"] == "offline"),
+            ));
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let n = &nodes[0];
+    assert_eq!(
+        (
+            &n["source"],
+            &n["group"],
+            &n["edge_node"],
+            &n["births"],
+            &n["seq_errors"]
+        ),
+        (
+            &json!("plant"),
+            &json!("Plant1"),
+            &json!("Line2"),
+            &json!(2),
+            &json!(1)
+        ),
+        "{n:?}"
+    );
+    assert_eq!(
+        (&n["devices"], &n["devices_online"]),
+        (&json!(1), &json!(0))
+    );
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host_states().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no STATE death after stopping"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let states = host_states();
+    assert_eq!(states[1]["online"], false);
+    assert_eq!(
+        states[0]["timestamp"], states[1]["timestamp"],
+        "Sparkplug 3.0: the death carries the birth's timestamp"
+    );
+    let rows = weir.rows();
+    let mut got: Vec<SparkplugRow> = rows
+        .iter()
+        .map(|r| {
+            let stale = r["stale"] == true;
+            assert_eq!(r["group"], "Plant1");
+            assert_eq!(r["edge_node"], "Line2");
+            assert_eq!(r["is_null"], stale || r["value"].is_null());
+            (
+                r["message_type"].as_str().unwrap().to_string(),
+                r["device"].as_str().map(str::to_string),
+                r["metric"].as_str().unwrap().to_string(),
+                (r["message_type"] != "NDEATH").then(|| chrono_ms(r["ts"].as_str().unwrap())),
+                value_text(&r["value"]),
+                r["is_historical"] == true,
+                stale,
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g, e);
+    }
+    // the datatypes the births declared, by name
+    let types: BTreeMap<&str, &str> = rows
+        .iter()
+        .filter(|r| r["message_type"] == "NBIRTH")
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap(),
+                r["datatype"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for t in [
+        "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float",
+        "Double", "Boolean", "String", "DateTime", "Text", "UUID", "Bytes",
+    ] {
+        assert_eq!(types[format!("Props/{t}").as_str()], t);
+    }
+    // windows over the device's vibration, against a computation over what the node sent
+    let mut want: BTreeMap<i64, (i64, f64, f64)> = BTreeMap::new();
+    for (topic, p) in node.sent() {
+        if !topic.contains("/DDATA/") {
+            continue;
+        }
+        for m in p["metrics"].as_array().unwrap() {
+            if m["alias"] == 100 && m["isHistorical"] != true {
+                let (ts, v) = (
+                    m["timestamp"].as_i64().unwrap(),
+                    m["value"].as_f64().unwrap(),
+                );
+                let w = want
+                    .entry(ts.div_euclid(1000) * 1000)
+                    .or_insert((0, 0.0, f64::MIN));
+                w.0 += 1;
+                w.1 += v;
+                w.2 = w.2.max(v);
+            }
+        }
+    }
+    let windows: BTreeMap<i64, (i64, f64, f64)> = file_sink_rows(&weir.path("windows"))
+        .into_iter()
+        .map(|r| {
+            (
+                chrono_ms(r["window_start"].as_str().unwrap()),
+                (
+                    r["n"].as_i64().unwrap(),
+                    r["total"].as_f64().unwrap(),
+                    r["peak"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        windows.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, (n, total, peak)) in &want {
+        let g = windows[k];
+        assert_eq!((g.0, g.2), (*n, *peak), "window {k}");
+        assert!((g.1 - total).abs() < 1e-9, "window {k}: {} vs {total}", g.1);
+    }
+}
+
+/// A message a Tahu script published or received: (topic, payload as JSON).
+type TahuMessage = (String, Value);
+
+/// A number, or a number in a string (the host prints 64-bit values as strings).
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        v => v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")),
+    }
+}
+
+/// The messages the host received from edge node `edge_node`, by type.
+fn from_edge<'a>(received: &'a [(String, Value)], kind: &str) -> Vec<&'a (String, Value)> {
+    received
+        .iter()
+        .filter(|(t, _)| t.split('/').nth(2) == Some(kind) && t.split('/').nth(3) == Some("weir"))
+        .collect()
+}
+
+#[test]
+fn sparkplug_b_sink_read_by_an_eclipse_tahu_host() {
+    use weir_test_support::sparkplug::Tahu;
+
+    let broker = Mosquitto::start("");
+    let mut host = Tahu::host(broker.port);
+    let pipeline = format!(
+        "CREATE SOURCE telemetry (machine VARCHAR, sensor VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+            connector = 'generator', machines = '3', sensors = 'vib_x', rate = '3000', interval = '2ms',
+            event_time = 'ts', watermark = '100ms');
+         CREATE SINK spb WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{}', format = 'sparkplug_b',
+            group = 'Plant1', edge_node = 'weir', device_column = 'machine', time_column = 'window_end');
+         CREATE SINK files WITH (connector = 'file', path = 'rows', format = 'ndjson');
+         CREATE VIEW health AS
+           SELECT machine, window_start, window_end, count(*) AS n, CAST(count(*) AS INT) AS n32,
+                  avg(value) AS mean, CAST(max(value) AS FLOAT) AS peak32, max(value) > 0 AS positive,
+                  'ok' AS label
+           FROM TUMBLE(telemetry, ts, INTERVAL '1' SECOND)
+           GROUP BY machine, window_start, window_end;
+         INSERT INTO spb SELECT * FROM health;
+         INSERT INTO files SELECT * FROM health;",
+        broker.port
+    );
+    let wait_for = |host: &Tahu, what: &str, done: &dyn Fn(&[TahuMessage]) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done(&host.received()) {
+            let r = host.received();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host never saw {what}; {} messages, the last: {:?}",
+                r.len(),
+                r.iter().rev().take(3).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let weir = WeirProcess::start(&pipeline, &[]);
+    wait_for(&host, "an NBIRTH", &|r| from_edge(r, "NBIRTH").len() == 1);
+    wait_for(&host, "6 DDATA", &|r| from_edge(r, "DDATA").len() >= 6);
+    // a host asks for a rebirth: births again, sequence from 0
+    host.command("rebirth Plant1 weir");
+    wait_for(&host, "a second NBIRTH", &|r| {
+        from_edge(r, "NBIRTH").len() == 2
+    });
+    let before = from_edge(&host.received(), "DDATA").len();
+    wait_for(&host, "more DDATA", &|r| {
+        from_edge(r, "DDATA").len() >= before + 6
+    });
+    let (status, weir) = weir.stop();
+    assert!(status.success(), "{}", weir.stderr());
+    // a clean stop publishes the NDEATH itself
+    wait_for(&host, "an NDEATH", &|r| from_edge(r, "NDEATH").len() == 1);
+    let received = host.received();
+    let bd_seq = |p: &Value| -> String {
+        let m = p["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "bdSeq")
+            .unwrap();
+        assert_eq!(m["type"], "UInt64");
+        m["value"].to_string()
+    };
+    let births = from_edge(&received, "NBIRTH");
+    for (_, b) in &births {
+        assert_eq!(
+            bd_seq(b),
+            bd_seq(&from_edge(&received, "NDEATH")[0].1),
+            "NDEATH bdSeq = NBIRTH bdSeq"
+        );
+        assert!(
+            b["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "Node Control/Rebirth" && m["type"] == "Boolean")
+        );
+    }
+    // sequence numbers: 0 at each NBIRTH, then one more per message, wrapping at 256
+    let mut expected_seq = None;
+    for (topic, p) in received
+        .iter()
+        .filter(|(t, _)| t.split('/').nth(3) == Some("weir"))
+    {
+        let kind = topic.split('/').nth(2).unwrap();
+        if kind == "NDEATH" || kind == "NCMD" {
+            continue;
+        }
+        let seq = number(&p["seq"]) as u64;
+        if kind == "NBIRTH" {
+            assert_eq!(seq, 0);
+        } else {
+            assert_eq!(Some(seq), expected_seq, "{topic}");
+        }
+        expected_seq = Some((seq + 1) % 256);
+    }
+    // the births declare every column but the device and time columns, aliases in column order
+    let declared = [
+        ("window_start", "DateTime"),
+        ("n", "Int64"),
+        ("n32", "Int32"),
+        ("mean", "Double"),
+        ("peak32", "Float"),
+        ("positive", "Boolean"),
+        ("label", "String"),
+    ];
+    let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (topic, p) in from_edge(&received, "DBIRTH") {
+        let device = topic.split('/').nth(4).unwrap().to_string();
+        let metrics = p["metrics"].as_array().unwrap();
+        let got: Vec<(&str, &str)> = metrics
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap(), m["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(got, declared, "{topic}");
+        for (i, m) in metrics.iter().enumerate() {
+            assert_eq!(number(&m["alias"]) as usize, i + 1);
+            names.insert(
+                (device.clone(), m["alias"].to_string()),
+                m["name"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    // every DDATA is one row: aliases only, resolved by the births; equal to the file sink's rows
+    let row_key = |machine: &str,
+                   start: i64,
+                   end: i64,
+                   n: f64,
+                   n32: f64,
+                   mean: f64,
+                   peak: f64,
+                   positive: bool,
+                   label: &str| {
+        format!("{machine}|{start}|{end}|{n}|{n32}|{mean:.9}|{peak:.3}|{positive}|{label}")
+    };
+    let mut got: Vec<String> = Vec::new();
+    for (topic, p) in from_edge(&received, "DDATA") {
+        let device = topic.split('/').nth(4).unwrap();
+        let mut row: BTreeMap<String, Value> = BTreeMap::new();
+        let mut ts = None;
+        for m in p["metrics"].as_array().unwrap() {
+            assert!(m["name"].is_null(), "data carry aliases only: {m}");
+            let name = &names[&(device.to_string(), m["alias"].to_string())];
+            row.insert(name.clone(), m["value"].clone());
+            ts = Some(number(&m["timestamp"]) as i64);
+        }
+        got.push(row_key(
+            device,
+            number(&row["window_start"]) as i64,
+            ts.unwrap(),
+            number(&row["n"]),
+            number(&row["n32"]),
+            number(&row["mean"]),
+            number(&row["peak32"]),
+            row["positive"] == true,
+            row["label"].as_str().unwrap(),
+        ));
+    }
+    let mut want: Vec<String> = file_sink_rows(&weir.path("rows"))
+        .into_iter()
+        .map(|r| {
+            row_key(
+                r["machine"].as_str().unwrap(),
+                chrono_ms(r["window_start"].as_str().unwrap()),
+                chrono_ms(r["window_end"].as_str().unwrap()),
+                number(&r["n"]),
+                number(&r["n32"]),
+                number(&r["mean"]),
+                number(&r["peak32"]),
+                r["positive"] == true,
+                r["label"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert!(want.len() >= 12, "{want:?}");
+    assert_eq!(got, want);
+
+    // a second run through a link that goes silent: the broker publishes the will (NDEATH,
+    // this run's bdSeq), the sink is born again once it reconnects and sends the rows that
+    // waited as historical data; killed, the broker publishes the will again
+    let proxy = weir_test_support::tcp_proxy::TcpProxy::start(broker.port);
+    let pipeline = pipeline.replace(
+        &format!("127.0.0.1:{}'", broker.port),
+        &format!("127.0.0.1:{}', keep_alive = '1s'", proxy.port),
+    );
+    let mut weir = WeirProcess::start(&pipeline, &[]);
+    wait_for(&host, "a third NBIRTH", &|r| {
+        from_edge(r, "NBIRTH").len() == 3
+    });
+    proxy.cut();
+    wait_for(&host, "the will of the silent link", &|r| {
+        from_edge(r, "NDEATH").len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.restore();
+    wait_for(&host, "an NBIRTH after reconnecting", &|r| {
+        from_edge(r, "NBIRTH").len() == 4
+    });
+    wait_for(&host, "historical rows after the rebirth", &|r| {
+        let reborn = r
+            .iter()
+            .rposition(|(t, _)| t == "spBv1.0/Plant1/NBIRTH/weir")
+            .unwrap();
+        r[reborn..]
+            .iter()
+            .any(|(t, p)| t.contains("/DDATA/") && p["metrics"][0]["isHistorical"] == true)
+    });
+    weir.kill9();
+    wait_for(&host, "the will of the killed process", &|r| {
+        from_edge(r, "NDEATH").len() == 3
+    });
+    let received = host.received();
+    let (births, deaths) = (
+        from_edge(&received, "NBIRTH"),
+        from_edge(&received, "NDEATH"),
+    );
+    assert_eq!(bd_seq(&deaths[1].1), bd_seq(&births[2].1));
+    assert_eq!(bd_seq(&deaths[2].1), bd_seq(&births[3].1));
+    drop(host);
+}

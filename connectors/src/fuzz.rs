@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("flight_statement", flight_statement),
     ("mqtt_json", mqtt_json),
     ("mqtt_packets", mqtt_packets),
+    ("sparkplug_payload", sparkplug_payload),
     ("modbus_registers", modbus_registers),
     ("modbus_response", modbus_response),
     ("opcua_variant", opcua_variant),
@@ -218,6 +219,41 @@ pub fn mqtt_json(bytes: &[u8]) {
     let captured = vec![None; schema.fields().len()];
     let _ = d.decode("plant/M1", &captured, bytes, 0);
     let _ = d.finish();
+}
+
+/// A Sparkplug B payload through the source's decoder as each message type in turn (an
+/// NBIRTH first, so data can resolve its aliases), into text and number value columns.
+pub fn sparkplug_payload(bytes: &[u8]) {
+    use crate::mqtt::sparkplug::decode::{Behaviour, SparkplugDecoder, parts};
+    for value in [DataType::Utf8, DataType::Float64] {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("group", DataType::Utf8, true),
+            Field::new("device", DataType::Utf8, true),
+            Field::new("metric", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("value", value, true),
+            Field::new("datatype", DataType::Utf8, true),
+            Field::new("stale", DataType::Boolean, true),
+            Field::new("seq", DataType::Int64, true),
+        ]));
+        let parts = parts(&schema, &[]).expect("row shape columns");
+        let behaviour = Behaviour {
+            rebirth: true,
+            death_rows: true,
+        };
+        let mut d = SparkplugDecoder::new(schema, parts, behaviour);
+        for topic in [
+            "spBv1.0/G/NBIRTH/E",
+            "spBv1.0/G/DBIRTH/E/D",
+            "spBv1.0/G/NDATA/E",
+            "spBv1.0/G/DDATA/E/D",
+            "spBv1.0/G/DDEATH/E/D",
+            "spBv1.0/G/NDEATH/E",
+        ] {
+            let _ = d.decode(topic, bytes, 0);
+        }
+        let _ = d.finish();
+    }
 }
 
 /// Bytes from an MQTT broker through the source's packet guard (framing, oversized

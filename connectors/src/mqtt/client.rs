@@ -198,6 +198,14 @@ fn open(s: &Settings, requests: usize, to: Endpoint<'_>) -> anyhow::Result<(Clie
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
             }
+            if let Some(w) = &s.will {
+                o.set_last_will(rumqttc::LastWill::new(
+                    &w.topic,
+                    w.payload.clone(),
+                    qos4(w.qos),
+                    w.retain,
+                ));
+            }
             if let Some(t) = transport {
                 o.set_transport(t);
             }
@@ -221,6 +229,15 @@ fn open(s: &Settings, requests: usize, to: Endpoint<'_>) -> anyhow::Result<(Clie
             }
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
+            }
+            if let Some(w) = &s.will {
+                o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                    &w.topic,
+                    w.payload.clone(),
+                    qos5(w.qos),
+                    w.retain,
+                    None,
+                ));
             }
             if let Some(t) = transport {
                 o.set_transport(t);
@@ -260,6 +277,15 @@ impl Client {
             Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await?,
         }
         Ok(())
+    }
+
+    /// Publishes if the request queue has room; false when it is full (poll the
+    /// connection, then try again).
+    pub fn try_publish(&self, topic: String, qos: u8, retain: bool, payload: Bytes) -> bool {
+        match self {
+            Client::V4(c) => c.try_publish(topic, qos4(qos), retain, payload).is_ok(),
+            Client::V5(c) => c.try_publish(topic, qos5(qos), retain, payload).is_ok(),
+        }
     }
 
     /// Queues the acknowledgement of the message with packet id `pkid` received at `qos`

@@ -47,6 +47,11 @@ impl Link {
         &self.broker
     }
 
+    /// Whether the connection is up.
+    pub fn is_up(&self) -> bool {
+        self.was_up
+    }
+
     /// The broker accepted the connection.
     pub fn up(&mut self, session_present: bool) {
         (self.on_state)(true);

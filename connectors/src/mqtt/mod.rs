@@ -6,9 +6,11 @@ pub mod decode;
 pub mod guard;
 pub mod json_fields;
 pub mod link;
+pub mod payloads;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod sparkplug;
 pub mod telemetry;
 pub mod topic;
 
@@ -27,7 +29,7 @@ impl SourceFactory for MqttSourceFactory {
     }
 
     fn description(&self) -> &'static str {
-        "subscribes to MQTT topics (JSON or raw payloads; topic levels as columns)"
+        "subscribes to MQTT topics (JSON, raw or Sparkplug B payloads; topic levels as columns)"
     }
 
     fn options(&self) -> &'static [&'static [OptionSpec]] {
@@ -52,7 +54,7 @@ impl SinkFactory for MqttSinkFactory {
     }
 
     fn description(&self) -> &'static str {
-        "publishes each row as a JSON object to a topic filled from the row"
+        "publishes each row as a JSON object to a topic filled from the row, or as Sparkplug B data of an edge node"
     }
 
     fn options(&self) -> &'static [&'static [OptionSpec]] {

@@ -119,8 +119,8 @@ pub const SOURCE_QOS: OptionSpec = OptionSpec::new(
 /// `format`.
 pub const FORMAT: OptionSpec = OptionSpec::new(
     "format",
-    OptionType::Choice(&["json", "raw"]),
-    "`json`: one JSON object, or an array of objects (one row each), per message; `raw`: the payload as one column",
+    OptionType::Choice(&["json", "raw", "sparkplug_b"]),
+    "`json`: one JSON object, or an array of objects (one row each), per message; `raw`: the payload as one column; `sparkplug_b`: Sparkplug B messages, a row per metric (see the Sparkplug B section)",
 )
 .default("json");
 /// `json_paths`.
@@ -204,15 +204,24 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     DEAD_LETTER,
     dead_letter::MAX_BYTES,
     dead_letter::PAYLOAD_BYTES,
+    super::sparkplug::REBIRTH,
+    super::sparkplug::DEATH_ROWS,
+    super::sparkplug::HOST_ID,
 ];
 
 /// Sink `topic`.
 pub const SINK_TOPIC: OptionSpec = OptionSpec::new(
     "topic",
     OptionType::Text,
-    "topic template; `{column}` is replaced by the row's value (a `/`, `+` or `#` in a value becomes `_`; null becomes `null`)",
+    "json (required): topic template; `{column}` is replaced by the row's value (a `/`, `+` or `#` in a value becomes `_`; null becomes `null`)",
+);
+/// Sink `format`.
+pub const SINK_FORMAT: OptionSpec = OptionSpec::new(
+    "format",
+    OptionType::Choice(&["json", "sparkplug_b"]),
+    "`json`: a JSON object per row to `topic`; `sparkplug_b`: Weir is a Sparkplug B edge node, the columns its metrics (see the Sparkplug B section)",
 )
-.required();
+.default("json");
 /// Sink `qos`.
 pub const SINK_QOS: OptionSpec =
     OptionSpec::new("qos", OptionType::Choice(&["0", "1", "2"]), "publish QoS").default("1");
@@ -225,7 +234,16 @@ pub const RETAIN: OptionSpec = OptionSpec::new(
 .default("false");
 
 /// What the sink publishes.
-pub const SINK_OPTIONS: &[OptionSpec] = &[SINK_TOPIC, SINK_QOS, RETAIN];
+pub const SINK_OPTIONS: &[OptionSpec] = &[
+    SINK_FORMAT,
+    SINK_TOPIC,
+    SINK_QOS,
+    RETAIN,
+    super::sparkplug::GROUP,
+    super::sparkplug::EDGE_NODE,
+    super::sparkplug::DEVICE_COLUMN,
+    super::sparkplug::TIME_COLUMN,
+];
 
 /// The QoS option `spec` (`0`, `1` or `2`).
 pub fn qos(o: &Options, spec: &OptionSpec) -> Result<u8, PipelineError> {
@@ -289,6 +307,22 @@ pub struct Settings {
     pub manual_acks: bool,
     /// MQTT 5: the Receive Maximum to ask for (unacknowledged messages at most).
     pub receive_maximum: Option<u16>,
+    /// The message the broker publishes if the connection is lost (a Sparkplug host's or
+    /// edge node's death certificate).
+    pub will: Option<Will>,
+}
+
+/// A last-will message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its QoS.
+    pub qos: u8,
+    /// Retained.
+    pub retain: bool,
 }
 
 impl Settings {
@@ -363,6 +397,7 @@ impl Settings {
             max_packet_size: max_packet_size as usize,
             manual_acks: false,
             receive_maximum: None,
+            will: None,
         })
     }
 }

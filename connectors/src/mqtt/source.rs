@@ -19,11 +19,14 @@ use super::client::{self, Event, Message};
 use super::decode::{Decoder, Fill, Format};
 use super::guard::{Guard, Oversized};
 use super::link::Link;
+use super::payloads::{Payloads, Sparkplug};
 use super::settings::{
     ARRIVAL_TIME, BATCH_LATENCY, BATCH_ROWS, DEAD_LETTER, FORMAT, JSON_PATHS, MAX_UNACKED,
     PAYLOAD_COLUMN, Protocol, REQUIRED, SOURCE_QOS, SOURCE_TOPIC, Settings, TIMESTAMP_UNIT,
-    TOPIC_COLUMN, qos,
+    TOPIC_COLUMN, Will, qos,
 };
+use super::sparkplug::decode::{Command, SparkplugDecoder};
+use super::sparkplug::{self as spb, Setup};
 use super::telemetry::{EARLY_CHECKPOINTS, MESSAGES, REDELIVERED, SOURCE_CONNECTION_FAILURES};
 use super::topic::TopicPattern;
 use crate::columns::{EpochUnit, column_index, supported};
@@ -46,6 +49,10 @@ pub struct MqttSource {
     qos: u8,
     schema: SchemaRef,
     format: Format,
+    /// `format = 'sparkplug_b'`.
+    sparkplug: Option<Setup>,
+    /// The primary host's birth (`host_id`), published on each connect.
+    host_birth: Option<Will>,
     unit: EpochUnit,
     fills: Vec<Fill>,
     required: Vec<bool>,
@@ -158,16 +165,32 @@ impl MqttSource {
         let schema = spec.schema.clone();
         let (patterns, capture_columns) = topic_patterns(o, &schema)?;
         let qos = qos(o, &SOURCE_QOS)?;
-        let format = match o.value::<String>(&FORMAT)?.as_str() {
+        let format_name = o.value::<String>(&FORMAT)?;
+        let format = match format_name.as_str() {
             "raw" => Format::Raw,
             _ => Format::Json,
         };
+        let sparkplug = Setup::from_options(o, &schema, format_name == "sparkplug_b")?;
+        let mut settings = settings;
+        let host_birth = sparkplug
+            .as_ref()
+            .and_then(|s| s.host_id.as_deref())
+            .map(|id| {
+                // Sparkplug 3.0: the death (the will) carries the birth's timestamp
+                let now_ms = now_nanos() / 1_000_000;
+                settings.will = Some(spb::host_state(id, false, now_ms));
+                spb::host_state(id, true, now_ms)
+            });
         let unit = o
             .parse_with(&TIMESTAMP_UNIT, |v| {
                 EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
             })?
             .unwrap_or(EpochUnit::Millis);
-        let fills = column_fills(o, &schema, format, &capture_columns)?;
+        let fills = match sparkplug {
+            // the decoder fills the columns by their names
+            Some(_) => Vec::new(),
+            None => column_fills(o, &schema, format, &capture_columns)?,
+        };
         let mut required = vec![false; schema.fields().len()];
         if let Some(t) = spec.event_time {
             required[t] = true;
@@ -188,6 +211,8 @@ impl MqttSource {
             qos,
             schema,
             format,
+            host_birth,
+            sparkplug,
             unit,
             fills,
             required,
@@ -244,6 +269,8 @@ async fn connection_task(
     qos: u8,
     tx: mpsc::Sender<Vec<Arrived>>,
     mut acks: mpsc::UnboundedReceiver<Vec<Ack>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    host_birth: Option<Will>,
     telemetry: Arc<SourceTelemetry>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -293,8 +320,21 @@ async fn connection_task(
             payload: o.payload_size,
         }),
     };
+    let mut to_publish: Vec<Command> = Vec::new();
     loop {
         send_acks(&client, &mut due, generation);
+        for c in to_publish.drain(..) {
+            // QoS 0, as Sparkplug commands go; lost with the connection, asked again later
+            match client
+                .publish(c.topic.clone(), 0, false, c.payload.into())
+                .await
+            {
+                Ok(()) => info!(source = %source, topic = %c.topic, "sparkplug rebirth requested"),
+                Err(e) => {
+                    warn!(source = %source, topic = %c.topic, error = %e, "sparkplug command not published")
+                }
+            }
+        }
         while let Ok(o) = oversized.try_recv() {
             group.push(taken_out(o, generation));
         }
@@ -323,6 +363,10 @@ async fn connection_task(
                     }
                     continue;
                 }
+                Some(c) = commands.recv() => {
+                    to_publish.push(c);
+                    continue;
+                }
                 r = conn.poll(link.broker()) => r,
             }
         };
@@ -332,6 +376,13 @@ async fn connection_task(
                 link.up(session_present);
                 if let Err(e) = client.subscribe(&filters, qos) {
                     warn!(source = %source, error = %e, "mqtt subscribe request failed");
+                }
+                if let Some(b) = &host_birth
+                    && let Err(e) = client
+                        .publish(b.topic.clone(), b.qos, b.retain, b.payload.clone().into())
+                        .await
+                {
+                    warn!(source = %source, error = %e, "sparkplug host state not published");
                 }
             }
             Ok(Event::Message(message)) => {
@@ -363,6 +414,27 @@ async fn connection_task(
             }
         }
     }
+    // a primary host says it is going (the will covers a lost connection only)
+    let (up, broker) = (link.is_up(), link.broker().to_string());
+    if let Some(death) = &settings.will
+        && up
+    {
+        let published = client
+            .publish(
+                death.topic.clone(),
+                death.qos,
+                death.retain,
+                death.payload.clone().into(),
+            )
+            .await;
+        if published.is_ok() {
+            // sent by polling; whatever else arrives meanwhile is not taken any more
+            let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                while conn.poll(&broker).await.is_ok() {}
+            })
+            .await;
+        }
+    }
     client.disconnect();
 }
 
@@ -386,7 +458,9 @@ impl MqttSource {
 /// Decodes arriving messages into the next batch, setting aside the ones it must skip.
 struct Intake<'s> {
     source: &'s MqttSource,
-    decoder: Decoder,
+    decoder: Payloads,
+    /// Messages to publish (Sparkplug B rebirth requests), to the connection task.
+    commands: mpsc::UnboundedSender<Command>,
     dead: Option<DeadLetters>,
     telemetry: Arc<SourceTelemetry>,
     messages: metrics::Counter,
@@ -468,19 +542,37 @@ impl Intake<'_> {
             (Some((d, ack)), Some(acks)) => acks.taken(d, ack),
             _ => {}
         }
-        if let Some((reason, detail)) = skipped {
-            self.telemetry.skip(reason, topic, &detail);
-            if let Some(d) = &mut self.dead {
-                let size = oversized.map_or(message.payload.len(), |o| o.payload);
-                d.write(
-                    &self.source.name,
-                    topic,
-                    reason,
-                    &detail,
-                    &message.payload,
-                    size,
-                );
+        let aside = self.decoder.aside();
+        self.decoder.publish_tables(&self.telemetry);
+        for c in aside.commands {
+            let _ = self.commands.send(c);
+        }
+        // the message skipped whole, or metrics of it left out (Sparkplug B)
+        let dead = match skipped {
+            Some((reason, detail)) => {
+                self.telemetry.skip(reason, topic, &detail);
+                Some((reason, detail))
             }
+            None => {
+                for s in &aside.skipped {
+                    self.telemetry.skip(s.reason, topic, &s.detail);
+                }
+                aside.skipped.first().map(|first| {
+                    let all: Vec<&str> = aside.skipped.iter().map(|s| s.detail.as_str()).collect();
+                    (first.reason, all.join("; "))
+                })
+            }
+        };
+        if let (Some((reason, detail)), Some(d)) = (dead, &mut self.dead) {
+            let size = oversized.map_or(message.payload.len(), |o| o.payload);
+            d.write(
+                &self.source.name,
+                topic,
+                reason,
+                &detail,
+                &message.payload,
+                size,
+            );
         }
     }
 
@@ -642,6 +734,7 @@ impl Source for MqttSource {
             .transpose()?;
         let (tx, mut rx) = mpsc::channel::<Vec<Arrived>>(QUEUE);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (stop_reading, reading_stopped) = watch::channel(false);
         let filters: Vec<String> = self
             .patterns
@@ -655,6 +748,8 @@ impl Source for MqttSource {
             self.qos,
             tx,
             ack_rx,
+            command_rx,
+            self.host_birth.clone(),
             Arc::clone(&telemetry),
             reading_stopped,
         ));
@@ -662,13 +757,24 @@ impl Source for MqttSource {
         let source: &MqttSource = &self;
         let mut intake = Intake {
             source,
-            decoder: Decoder::new(
-                source.schema.clone(),
-                source.format,
-                source.unit,
-                source.fills.clone(),
-                source.required.clone(),
-            ),
+            decoder: match &source.sparkplug {
+                Some(setup) => Payloads::Sparkplug(Box::new(Sparkplug::new(
+                    SparkplugDecoder::new(
+                        source.schema.clone(),
+                        setup.parts.clone(),
+                        setup.behaviour,
+                    ),
+                    &source.name,
+                ))),
+                None => Payloads::Plain(Decoder::new(
+                    source.schema.clone(),
+                    source.format,
+                    source.unit,
+                    source.fills.clone(),
+                    source.required.clone(),
+                )),
+            },
+            commands: command_tx,
             dead,
             telemetry: Arc::clone(&telemetry),
             messages: MESSAGES.counter_with(&[&source.name]),
@@ -691,10 +797,17 @@ impl Source for MqttSource {
         let mut deadline: Option<Instant> = None;
         let mut arrived = Vec::with_capacity(QUEUE);
         let mut stop = out.clone();
+        // the Sparkplug node table catches up with the last messages
+        let mut table_tick = tokio::time::interval(Duration::from_secs(1));
+        let has_tables = source.sparkplug.is_some();
         let result = loop {
             let flush = tokio::select! {
                 biased;
                 _ = stop.stopped() => break Ok(()),
+                _ = table_tick.tick(), if has_tables => {
+                    intake.decoder.publish_tables(&intake.telemetry);
+                    false
+                }
                 r = committed.changed(), if exactly_once => {
                     if r.is_ok() {
                         let n = *committed.borrow_and_update();

@@ -39,6 +39,10 @@ pub const SOURCE_METRICS: &[MetricDef] = &[
     REDELIVERED,
     EARLY_CHECKPOINTS,
     SOURCE_CONNECTION_FAILURES,
+    super::sparkplug::NODES,
+    super::sparkplug::REBIRTHS,
+    super::sparkplug::SEQ_ERRORS,
+    super::sparkplug::STALE_DEATHS,
 ];
 /// What the sink records.
 pub const SINK_METRICS: &[MetricDef] = &[SINK_CONNECTION_FAILURES];

@@ -8,15 +8,55 @@ use arrow::record_batch::RecordBatch;
 
 use super::snapshot::Snapshot;
 
-/// The system tables of `snap`, by name.
+/// The system tables of `snap`, by name: the engine's, then the sources' own tables
+/// (`sparkplug_nodes`).
 pub fn tables(snap: &Snapshot) -> Vec<(&'static str, RecordBatch)> {
-    vec![
+    let mut out = vec![
         ("pipelines", pipelines(snap)),
         ("sources", sources(snap)),
         ("source_errors", source_errors(snap)),
         ("watermarks", watermarks(snap)),
         ("sinks", sinks(snap)),
-    ]
+    ];
+    out.extend(source_tables(snap));
+    out
+}
+
+/// The tables sources keep of their own, each with a `source` column first, the rows of
+/// every source that has one together.
+fn source_tables(snap: &Snapshot) -> Vec<(&'static str, RecordBatch)> {
+    let mut by_name: std::collections::BTreeMap<&'static str, Vec<RecordBatch>> =
+        std::collections::BTreeMap::new();
+    for s in &snap.sources {
+        for (name, rows) in s.telemetry.iter().flat_map(|t| t.tables()) {
+            let mut cols = vec![(
+                "source",
+                strings(std::iter::repeat_n(Some(s.name.as_str()), rows.num_rows())),
+            )];
+            let schema = rows.schema();
+            cols.extend(
+                schema
+                    .fields()
+                    .iter()
+                    .zip(rows.columns())
+                    .map(|(f, c)| (f.name().as_str(), Arc::clone(c))),
+            );
+            by_name.entry(name).or_default().push(batch(cols));
+        }
+    }
+    by_name
+        .into_iter()
+        .filter_map(|(name, batches)| {
+            let schema = batches[0].schema();
+            match arrow::compute::concat_batches(&schema, &batches) {
+                Ok(b) => Some((name, b)),
+                Err(e) => {
+                    tracing::warn!(table = name, error = %e, "sources' tables of one name differ: left out");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 fn strings<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {

@@ -1,6 +1,7 @@
 //! What Weir's tests and benches share. With the default `full` feature: `weir run` as a
 //! child process ([`weir_process`]), the servers the tests start on free loopback ports
-//! ([`mosquitto`], [`s3`], [`modbus_server`], [`process`]), test certificates ([`certs`]),
+//! ([`mosquitto`], [`s3`], [`modbus_server`], [`process`]), a Sparkplug B edge node made
+//! with Eclipse Tahu ([`sparkplug`]), test certificates ([`certs`]),
 //! Flight SQL clients ([`flight`]), result comparison against DataFusion batch SQL
 //! ([`compare`]), a TCP forwarder that can cut a link ([`tcp_proxy`]),
 //! readers of a run's output ([`run_output`]), a harness that feeds the dataflow by hand
@@ -30,6 +31,8 @@ pub mod process;
 pub mod run_output;
 #[cfg(feature = "full")]
 pub mod s3;
+#[cfg(feature = "full")]
+pub mod sparkplug;
 #[cfg(feature = "full")]
 pub mod tcp_proxy;
 #[cfg(feature = "full")]

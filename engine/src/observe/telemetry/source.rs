@@ -75,6 +75,8 @@ pub struct SourceTelemetry {
     skip_log: LogLimit,
     connection: AtomicU8,
     connected: Lazy<metrics::Gauge>,
+    /// Tables of the source's own (`sparkplug_nodes`), served as `system.<name>`.
+    tables: Mutex<BTreeMap<&'static str, arrow::record_batch::RecordBatch>>,
 }
 
 impl std::fmt::Debug for SourceTelemetry {
@@ -98,7 +100,23 @@ impl SourceTelemetry {
             skip_log: LogLimit::default(),
             connection: AtomicU8::new(0),
             connected: Lazy::default(),
+            tables: Mutex::default(),
         }
+    }
+
+    /// Replaces the source's own table `name` (served by Flight SQL as `system.<name>`, with
+    /// the source's name as a first column); every source sets one name to one set of
+    /// columns.
+    pub fn set_table(&self, name: &'static str, rows: arrow::record_batch::RecordBatch) {
+        lock(&self.tables).insert(name, rows);
+    }
+
+    /// The source's own tables.
+    pub fn tables(&self) -> Vec<(&'static str, arrow::record_batch::RecordBatch)> {
+        lock(&self.tables)
+            .iter()
+            .map(|(n, b)| (*n, b.clone()))
+            .collect()
     }
 
     /// The source's name.
