@@ -216,8 +216,9 @@ impl Sink for MqttSink {
                 self.telemetry.lost_rows(
                     dropped,
                     format!(
-                        "more than {} rows waited for the broker",
-                        super::sparkplug::edge::MAX_WAITING_ROWS
+                        "more than {} rows waited for the broker, or rows named more than {} devices",
+                        super::sparkplug::edge::MAX_WAITING_ROWS,
+                        super::sparkplug::edge::MAX_DEVICES
                     ),
                 );
             }

@@ -24,6 +24,10 @@ use crate::mqtt::settings::Will;
 /// it (counted as lost rows).
 pub const MAX_WAITING_ROWS: usize = 10_000;
 
+/// Devices the sink publishes at most (each keeps its last values for the births); rows of
+/// further devices are dropped (counted as lost rows).
+pub const MAX_DEVICES: usize = 10_000;
+
 /// Where the sink publishes and what its rows hold.
 #[derive(Debug, Clone)]
 pub struct EdgeSetup {
@@ -409,7 +413,8 @@ impl Edge {
     }
 
     /// Queues `batch`'s rows (a DBIRTH before a device's first row); returns the rows
-    /// dropped because more than [`MAX_WAITING_ROWS`] waited.
+    /// dropped because more than [`MAX_WAITING_ROWS`] waited or they named a device beyond
+    /// [`MAX_DEVICES`].
     pub fn rows(&mut self, batch: &RecordBatch) -> anyhow::Result<u64> {
         // text for the metrics published as String, and for the device ids
         let columns: Vec<ArrayRef> = self
@@ -463,6 +468,10 @@ impl Edge {
                 None => String::new(),
             };
             let new_device = self.device.is_some() && !self.last.contains_key(&device);
+            if new_device && self.last.len() >= MAX_DEVICES {
+                dropped += 1;
+                continue;
+            }
             self.last.insert(device.clone(), metrics.clone());
             // births still to go out carry the device
             if new_device && self.born {
@@ -493,4 +502,69 @@ pub fn asks_rebirth(payload: &[u8]) -> bool {
                 && m.value == Some(Value::BooleanValue(true))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn edge() -> Edge {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("machine", Arrow::Utf8, true),
+            Field::new("v", Arrow::Float64, true),
+        ]));
+        let setup = EdgeSetup {
+            group: "G".into(),
+            edge_node: "E".into(),
+            device_column: Some("machine".into()),
+            time_column: None,
+            bd_seq: 7,
+        };
+        Edge::new(setup, &schema).unwrap()
+    }
+
+    fn batch(devices: impl Iterator<Item = String>) -> RecordBatch {
+        let d: Vec<String> = devices.collect();
+        let n = d.len();
+        RecordBatch::try_from_iter([
+            ("machine", Arc::new(StringArray::from(d)) as ArrayRef),
+            ("v", Arc::new(Float64Array::from(vec![1.5; n])) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn births_sequence_numbers_and_bounds() {
+        let mut e = edge();
+        e.born();
+        // NBIRTH (seq 0), then per new device a DBIRTH and its DDATA
+        e.rows(&batch(["M1".to_string()].into_iter())).unwrap();
+        let mut got = Vec::new();
+        while let Some(m) = e.next() {
+            let p = Payload::decode(m.payload.as_slice()).unwrap();
+            got.push((m.topic, p.seq.unwrap()));
+            e.sent();
+        }
+        assert_eq!(
+            got,
+            [
+                ("spBv1.0/G/NBIRTH/E".to_string(), 0),
+                ("spBv1.0/G/DBIRTH/E/M1".to_string(), 1),
+                ("spBv1.0/G/DDATA/E/M1".to_string(), 2),
+            ]
+        );
+        // devices beyond the bound are refused; rows beyond the waiting bound drop the oldest
+        let dropped = e
+            .rows(&batch((0..MAX_DEVICES + 4).map(|i| format!("D{i}"))))
+            .unwrap();
+        assert_eq!(dropped, 5, "M1 and 9,999 new devices fit");
+        assert_eq!(e.waiting_rows(), MAX_WAITING_ROWS - 1);
+        let dropped = e.rows(&batch((0..3).map(|_| "M1".to_string()))).unwrap();
+        assert_eq!((dropped, e.waiting_rows()), (2, MAX_WAITING_ROWS));
+        e.lost();
+        assert!(e.next().is_none(), "nothing goes out without a connection");
+    }
 }
