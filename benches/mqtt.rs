@@ -357,11 +357,52 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Metrics per Sparkplug NDATA message of the bench.
 const SPARKPLUG_METRICS: u64 = 20;
 
+/// A Sparkplug B payload of the bench: sequence number `seq`, time `ts` (ms).
+fn spb_payload(
+    seq: u64,
+    ts: i64,
+    metrics: Vec<weir_connectors::mqtt::sparkplug::proto::Metric>,
+) -> Vec<u8> {
+    use prost::Message as _;
+    weir_connectors::mqtt::sparkplug::proto::Payload {
+        timestamp: Some(ts as u64),
+        metrics,
+        seq: Some(seq % 256),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The DBIRTH metrics of the bench's device: 20 Doubles `m01`..`m20`, aliases 1..=20.
+fn spb_birth_metrics() -> Vec<weir_connectors::mqtt::sparkplug::proto::Metric> {
+    use weir_connectors::mqtt::sparkplug::proto::{DataType, Metric, Value};
+    (1..=SPARKPLUG_METRICS)
+        .map(|a| Metric {
+            name: Some(format!("m{a:02}")),
+            alias: Some(a),
+            datatype: Some(DataType::Double as u32),
+            value: Some(Value::DoubleValue(0.0)),
+            ..Metric::default()
+        })
+        .collect()
+}
+
+/// The metrics of DDATA message `i`: the 20 by alias only.
+fn spb_data_metrics(i: u64) -> Vec<weir_connectors::mqtt::sparkplug::proto::Metric> {
+    use weir_connectors::mqtt::sparkplug::proto::{Metric, Value};
+    (1..=SPARKPLUG_METRICS)
+        .map(|a| Metric {
+            alias: Some(a),
+            value: Some(Value::DoubleValue((i % 1000) as f64 / 7.0 + a as f64)),
+            ..Metric::default()
+        })
+        .collect()
+}
+
 /// The Sparkplug backlog of `round`: NBIRTH, DBIRTH (20 Double metrics, aliases 1..=20),
 /// `n` alias-only DDATA messages 1 ms apart, and one far ahead that closes every window.
 async fn publish_sparkplug(port: u16, round: i64, n: u64) {
-    use prost::Message as _;
-    use weir_connectors::mqtt::sparkplug::proto::{DataType, Metric, Payload, Value};
+    use weir_connectors::mqtt::sparkplug::proto::{DataType, Metric, Value};
     let t0 = T0 + round * 10 * 86_400_000;
     let mut o = options("bench-publisher", port);
     o.set_inflight(100);
@@ -375,24 +416,6 @@ async fn publish_sparkplug(port: u16, round: i64, n: u64) {
             }
         }
     });
-    let payload = |seq: u64, ts: i64, metrics: Vec<Metric>| {
-        Payload {
-            timestamp: Some(ts as u64),
-            metrics,
-            seq: Some(seq % 256),
-            ..Payload::default()
-        }
-        .encode_to_vec()
-    };
-    let birth: Vec<Metric> = (1..=SPARKPLUG_METRICS)
-        .map(|a| Metric {
-            name: Some(format!("m{a:02}")),
-            alias: Some(a),
-            datatype: Some(DataType::Double as u32),
-            value: Some(Value::DoubleValue(0.0)),
-            ..Metric::default()
-        })
-        .collect();
     let bd_seq = Metric {
         name: Some("bdSeq".into()),
         datatype: Some(DataType::UInt64 as u32),
@@ -402,11 +425,11 @@ async fn publish_sparkplug(port: u16, round: i64, n: u64) {
     let mut messages = vec![
         (
             "spBv1.0/Bench/NBIRTH/E1".to_string(),
-            payload(0, t0, vec![bd_seq]),
+            spb_payload(0, t0, vec![bd_seq]),
         ),
         (
             "spBv1.0/Bench/DBIRTH/E1/D1".to_string(),
-            payload(1, t0, birth),
+            spb_payload(1, t0, spb_birth_metrics()),
         ),
     ];
     for i in 0..=n {
@@ -416,16 +439,10 @@ async fn publish_sparkplug(port: u16, round: i64, n: u64) {
         } else {
             t0 + i as i64
         };
-        let data = (1..=SPARKPLUG_METRICS)
-            .map(|a| Metric {
-                alias: Some(a),
-                value: Some(Value::DoubleValue((i % 1000) as f64 / 7.0 + a as f64)),
-                ..Metric::default()
-            })
-            .collect();
+        let data = spb_data_metrics(i);
         messages.push((
             "spBv1.0/Bench/DDATA/E1/D1".to_string(),
-            payload(i + 2, ts, data),
+            spb_payload(i + 2, ts, data),
         ));
     }
     for (topic, body) in messages {
@@ -473,9 +490,7 @@ async fn drain_weir_sparkplug(port: u16, n: u64) -> f64 {
 /// bench's shape (after their births), to tell decoding from the rest of the run.
 fn sparkplug_decoder_alone(n: u64) -> f64 {
     use arrow::datatypes::{DataType as Arrow, Field, Schema, TimeUnit};
-    use prost::Message as _;
     use weir_connectors::mqtt::sparkplug::decode::{Behaviour, SparkplugDecoder, parts};
-    use weir_connectors::mqtt::sparkplug::proto::{DataType, Metric, Payload, Value};
     let schema = Arc::new(Schema::new(vec![
         Field::new("device", Arrow::Utf8, true),
         Field::new("metric", Arrow::Utf8, true),
@@ -492,41 +507,16 @@ fn sparkplug_decoder_alone(n: u64) -> f64 {
             death_rows: true,
         },
     );
-    let payload = |seq: u64, metrics: Vec<Metric>| {
-        Payload {
-            timestamp: Some(T0 as u64),
-            metrics,
-            seq: Some(seq % 256),
-            ..Payload::default()
-        }
-        .encode_to_vec()
-    };
-    let birth = (1..=SPARKPLUG_METRICS)
-        .map(|a| Metric {
-            name: Some(format!("m{a:02}")),
-            alias: Some(a),
-            datatype: Some(DataType::Double as u32),
-            value: Some(Value::DoubleValue(0.0)),
-            ..Metric::default()
-        })
-        .collect();
-    d.decode("spBv1.0/Bench/NBIRTH/E1", &payload(0, vec![]), 0)
+    d.decode("spBv1.0/Bench/NBIRTH/E1", &spb_payload(0, T0, vec![]), 0)
         .unwrap();
-    d.decode("spBv1.0/Bench/DBIRTH/E1/D1", &payload(1, birth), 0)
-        .unwrap();
+    d.decode(
+        "spBv1.0/Bench/DBIRTH/E1/D1",
+        &spb_payload(1, T0, spb_birth_metrics()),
+        0,
+    )
+    .unwrap();
     let messages: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            payload(
-                i + 2,
-                (1..=SPARKPLUG_METRICS)
-                    .map(|a| Metric {
-                        alias: Some(a),
-                        value: Some(Value::DoubleValue(i as f64 + a as f64)),
-                        ..Metric::default()
-                    })
-                    .collect(),
-            )
-        })
+        .map(|i| spb_payload(i + 2, T0, spb_data_metrics(i)))
         .collect();
     let start = Instant::now();
     for (i, m) in messages.iter().enumerate() {
