@@ -11,7 +11,8 @@
 # Rust target first: rustup target add aarch64-unknown-linux-gnu; then remove
 # localhost/weir-build-base so that it is made again with it).
 # Prints the image's size.
-#   deploy/build-image.sh [tag] [amd64|arm64]     (default: localhost/weir:dev, this machine's)
+# The binary is the `edge` build unless FEATURES=full (or minimal) is set.
+#   deploy/build-image.sh [tag] [amd64|arm64|armhf]     (default: localhost/weir:dev, this machine's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host=$(dpkg --print-architecture)
@@ -21,9 +22,10 @@ work=${WEIR_IMAGE_WORK:-/tmp/weir-image}
 mirror=http://deb.debian.org/debian
 bah=(buildah --storage-driver vfs)
 case "$arch" in
-  amd64) multiarch=x86_64-linux-gnu; loader=ld-linux-x86-64.so.2; loader_dir=lib64; variant="" ;;
-  arm64) multiarch=aarch64-linux-gnu; loader=ld-linux-aarch64.so.1; loader_dir=lib; variant=v8 ;;
-  *) echo "unsupported architecture $arch (amd64 or arm64)" >&2; exit 2 ;;
+  amd64) multiarch=x86_64-linux-gnu; loader=ld-linux-x86-64.so.2; loader_dir=lib64; variant=""; oci=amd64 ;;
+  arm64) multiarch=aarch64-linux-gnu; loader=ld-linux-aarch64.so.1; loader_dir=lib; variant=v8; oci=arm64 ;;
+  armhf) multiarch=arm-linux-gnueabihf; loader=ld-linux-armhf.so.3; loader_dir=lib; variant=v7; oci=arm ;;
+  *) echo "unsupported architecture $arch (amd64, arm64 or armhf)" >&2; exit 2 ;;
 esac
 
 need=()
@@ -83,18 +85,20 @@ if ! has_image "$runtime"; then
   chmod 1777 "$mnt/tmp"
   chown 65532:65532 "$mnt/home/nonroot"
   "${bah[@]}" umount "$c"
-  "${bah[@]}" config --arch "$arch" --os linux ${variant:+--variant "$variant"} --user 65532:65532 "$c"
+  "${bah[@]}" config --arch "$oci" --os linux ${variant:+--variant "$variant"} --user 65532:65532 "$c"
   "${bah[@]}" commit -q "$c" "$runtime"
   "${bah[@]}" rm "$c" >/dev/null
 fi
 
 "${bah[@]}" build --isolation chroot --pull=never \
-  --arch "$arch" ${variant:+--variant "$variant"} \
+  --arch "$oci" ${variant:+--variant "$variant"} \
   --build-arg RUST_IMAGE=localhost/weir-build-base \
   --build-arg RUNTIME_IMAGE="$runtime" \
   --build-arg BUILDPLATFORM="linux/$host" \
   --build-arg BUILDARCH="$host" \
-  --build-arg TARGETARCH="$arch" \
-  --build-arg TARGETPLATFORM="linux/$arch" \
+  --build-arg TARGETARCH="$oci" \
+  --build-arg TARGETVARIANT="$variant" \
+  --build-arg TARGETPLATFORM="linux/$oci${variant:+/$variant}" \
+  --build-arg FEATURES="${FEATURES:-edge}" \
   -f deploy/Dockerfile -t "$tag" .
 "${bah[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$tag"

@@ -1,6 +1,7 @@
 //! The `weir` command: run and check pipeline files.
 
 mod logs;
+#[cfg(feature = "flight")]
 mod query;
 mod serve_options;
 mod signals;
@@ -9,20 +10,49 @@ mod supervise;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_engine::exec::budget::{self, MaxStateBytes, StateLimits, StatePolicy};
 use weir_engine::exec::isolate::RowDeadLetters;
+#[cfg(feature = "flight")]
 use weir_engine::flight;
 use weir_engine::live::LiveHub;
-use weir_engine::observe::{Endpoints, Page, PageInfo, RunStatus};
+use weir_engine::observe::{Endpoints, RunStatus};
+#[cfg(feature = "page")]
+use weir_engine::observe::{Page, PageInfo};
+
+/// The Cargo features this binary was built with: its connectors, formats and object stores,
+/// Flight SQL and the operator page.
+fn features() -> Vec<&'static str> {
+    let mut f: Vec<&'static str> = weir_connectors::FEATURES
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+    if cfg!(feature = "flight") {
+        f.push("flight");
+    }
+    if cfg!(feature = "page") {
+        f.push("page");
+    }
+    f
+}
+
+/// `weir --version`: the version and the features built in.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        features().join(", ")
+    )
+});
 
 /// Weir: an edge stream-processing and local analytics engine. Pipelines are SQL files of
 /// CREATE SOURCE, CREATE SINK, CREATE VIEW and INSERT INTO statements.
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(name = "weir", version = VERSION.as_str(), about, long_about = None)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", env = "WEIR_LOG_LEVEL")]
@@ -128,6 +158,7 @@ enum Command {
         serve: serve_options::ServeOptions,
     },
     /// Run SQL on a running Weir's live tables over Flight SQL and print the result.
+    #[cfg(feature = "flight")]
     Query(query::QueryArgs),
     /// Parse and plan pipeline files without connecting to anything; errors are printed as
     /// file:line:column: message.
@@ -284,10 +315,24 @@ async fn main() -> ExitCode {
                     }
                 }
             };
+            #[cfg(not(feature = "page"))]
+            if http_token.is_some() {
+                tracing::warn!(
+                    "--http-token is ignored: the operator page is not in this build (built without feature \"page\")"
+                );
+            }
             let status = RunStatus::with_unready_after(unready_after);
-            let page = http_addr.is_some() && !no_operator_page;
+            let page = cfg!(feature = "page") && http_addr.is_some() && !no_operator_page;
+            #[cfg(not(feature = "flight"))]
+            if serve.flight().is_some() {
+                eprintln!(
+                    "weir: Flight SQL is not in this build (built without feature \"flight\"): leave out --flight-token and --flight-no-auth"
+                );
+                return ExitCode::from(2);
+            }
             // the live state feeds Flight SQL and the operator page
             let hub = (page || serve.flight().is_some()).then(|| LiveHub::new(serve.live()));
+            #[cfg(feature = "flight")]
             let flight_server = match (serve.flight(), &hub) {
                 (Some(settings), Some(hub)) => {
                     match flight::start(settings, Arc::clone(hub), Arc::clone(&status)) {
@@ -310,11 +355,12 @@ async fn main() -> ExitCode {
                 let metrics = connectors.metrics();
                 let served = match Endpoints::install(status.clone(), &metrics) {
                     Ok(e) => {
+                        #[cfg(feature = "page")]
                         let e = match hub.as_ref().filter(|_| page) {
                             Some(hub) => e.with_page(Page::new(
                                 PageInfo {
                                     version: env!("CARGO_PKG_VERSION").to_string(),
-                                    features: Vec::new(),
+                                    features: features().iter().map(|f| f.to_string()).collect(),
                                     sources: connectors
                                         .source_names()
                                         .iter()
@@ -344,6 +390,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            #[cfg(feature = "flight")]
             let _flight = flight_server;
             let live = hub;
             supervise::run_files(
@@ -363,6 +410,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        #[cfg(feature = "flight")]
         Command::Query(args) => query::run(args).await,
         Command::Functions => {
             for f in weir_udf::functions() {
@@ -377,6 +425,14 @@ async fn main() -> ExitCode {
                 let c = weir_connectors::all();
                 println!("sources: {}", c.source_names().join(", "));
                 println!("sinks:   {}", c.sink_names().join(", "));
+                let absent: Vec<String> = c
+                    .absent_list()
+                    .iter()
+                    .map(|(name, feature)| format!("{name} (feature \"{feature}\")"))
+                    .collect();
+                if !absent.is_empty() {
+                    println!("not in this build: {}", absent.join(", "));
+                }
                 ExitCode::SUCCESS
             }
             Some(name) => connector_options(&name, markdown),
@@ -402,6 +458,12 @@ fn connector_options(name: &str, markdown: bool) -> ExitCode {
     }
     if let Some(f) = c.sink(name) {
         tables.push(("sink", f.description(), f.options()));
+    }
+    if let Some(feature) = c.absent(name) {
+        eprintln!(
+            "weir: connector '{name}' is not in this build (built without feature \"{feature}\")"
+        );
+        return ExitCode::from(2);
     }
     if tables.is_empty() {
         eprintln!(

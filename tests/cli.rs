@@ -41,9 +41,13 @@ fn help_and_version() {
     let dir = tempfile::tempdir().unwrap();
     let v = run(&["--version"], dir.path());
     assert!(v.status.success());
+    // the default build is the full one: every feature listed
     assert_eq!(
         text(&v.stdout).trim(),
-        format!("weir {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "weir {} (features: mqtt, sparkplug, modbus, opcua, object_store, s3, gcs, azure, flight, page)",
+            env!("CARGO_PKG_VERSION")
+        )
     );
     let h = text(&run(&["--help"], dir.path()).stdout);
     for cmd in ["run", "check", "functions", "connectors", "--log-format"] {

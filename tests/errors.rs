@@ -2,7 +2,7 @@
 //! offending text, before anything connects.
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
-use weir_test_support::harness::{errors, try_compile};
+use weir_test_support::harness::{connectors, errors, try_compile, try_compile_with};
 
 /// `p.sql:LINE:COL` of the first occurrence of `needle` in `sql` (computed here, not by the
 /// engine).
@@ -56,6 +56,34 @@ async fn unknown_sink_connector() {
         &sql,
         "'ftp'",
         "unknown sink connector 'ftp' (available: file, object_store, stdout)",
+    );
+}
+
+/// A connector this build was made without (a `--no-default-features` build registers the
+/// ones it leaves out as absent) is named with the feature that brings it, as a source and as
+/// a sink.
+#[tokio::test]
+async fn connector_left_out_of_the_build() {
+    let mut c = connectors();
+    c.add_absent("opcua", "opcua");
+    c.add_absent("mqtt", "mqtt");
+    let sql = "CREATE SOURCE s (k VARCHAR)\n  WITH (connector = 'opcua');\nCREATE SINK out WITH (connector = 'mqtt', topic = 'x');\nINSERT INTO out SELECT * FROM s;";
+    let e: Vec<String> = match try_compile_with(sql, &[], true, &c).await {
+        Ok(_) => panic!("compiled with connectors left out"),
+        Err(d) => d.0.iter().map(|e| e.to_string()).collect(),
+    };
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_at(
+        &e[0],
+        sql,
+        "'opcua'",
+        "connector 'opcua' is not in this build (built without feature \"opcua\")",
+    );
+    assert_at(
+        &e[1],
+        sql,
+        "'mqtt'",
+        "connector 'mqtt' is not in this build (built without feature \"mqtt\")",
     );
 }
 

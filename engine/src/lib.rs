@@ -51,6 +51,8 @@ pub mod node;
 pub mod observe;
 pub mod parse;
 pub mod runtime;
+#[cfg(any(feature = "flight", feature = "page"))]
+mod secret;
 pub mod sync;
 
 pub use compile::{Project, compile};

@@ -1,9 +1,14 @@
-//! Footprint of a built `weir` binary, for sizing edge nodes and the Kubernetes manifests:
+//! Footprint of built `weir` binaries, for sizing edge nodes and the Kubernetes manifests:
 //! binary size, container image size (when deploy/build-image.sh has built it), start-up
 //! time until /readyz answers 200, resident memory (all of it, and the anonymous part) idle
 //! and with the demo pipeline's generator at 100,000 rows/s, and the CPU used.
 //!
-//!   cargo build --release && cargo bench -p weir-footprint
+//! It measures every binary `benches/footprint/build.sh` left under target/footprint (one per
+//! feature set and architecture), else target/release/weir, else WEIR_BIN. Binaries of
+//! another architecture run the demo under qemu-user (Debian's qemu-user-static, with the
+//! cross toolchain's libraries), which must end with the same summary as this machine's.
+//!
+//!   benches/footprint/build.sh && cargo bench -p weir-footprint
 //!   WEIR_BIN=/path/to/weir cargo bench -p weir-footprint
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
@@ -185,35 +190,226 @@ fn image_size() -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
-fn main() {
-    let bin = std::env::var_os("WEIR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/release/weir"));
-    if !bin.exists() {
-        eprintln!(
-            "{} is missing: run `cargo build --release` first (or set WEIR_BIN)",
-            bin.display()
-        );
-        std::process::exit(2);
+/// A binary to measure.
+struct Binary {
+    /// `<triple>/weir-<feature set>`, or the path given.
+    label: String,
+    path: PathBuf,
+    /// How to run it here when it is for another architecture (qemu-user), else empty.
+    emulator: Vec<String>,
+}
+
+/// The qemu-user command that runs binaries of `triple` here, with the cross toolchain's
+/// libraries; empty for this machine's own architecture.
+fn emulator(triple: &str) -> Option<Vec<String>> {
+    if triple.starts_with(std::env::consts::ARCH) {
+        return Some(Vec::new());
     }
-    let size = std::fs::metadata(&bin).unwrap().len();
+    let (qemu, libs) = match triple {
+        "armv7-unknown-linux-gnueabihf" => ("qemu-arm-static", "/usr/arm-linux-gnueabihf"),
+        "aarch64-unknown-linux-gnu" => ("qemu-aarch64-static", "/usr/aarch64-linux-gnu"),
+        _ => return None,
+    };
+    Some(vec![qemu.into(), "-L".into(), libs.into()])
+}
+
+/// WEIR_BIN, else what build.sh left under target/footprint, else target/release/weir.
+fn binaries() -> Vec<Binary> {
+    let given = |path: PathBuf| Binary {
+        label: path.display().to_string(),
+        path,
+        emulator: Vec::new(),
+    };
+    if let Some(b) = std::env::var_os("WEIR_BIN") {
+        return vec![given(PathBuf::from(b))];
+    }
+    let mut found = Vec::new();
+    if let Ok(triples) = std::fs::read_dir(root().join("target/footprint")) {
+        for t in triples.flatten() {
+            let triple = t.file_name().to_string_lossy().to_string();
+            let Some(emulator) = emulator(&triple) else {
+                println!("{triple}: no way to run it here, skipped");
+                continue;
+            };
+            for b in std::fs::read_dir(t.path()).into_iter().flatten().flatten() {
+                let name = b.file_name().to_string_lossy().to_string();
+                if name.starts_with("weir-") {
+                    found.push(Binary {
+                        label: format!("{triple}/{name}"),
+                        path: b.path(),
+                        emulator: emulator.clone(),
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.label.cmp(&b.label));
+    if found.is_empty() {
+        found.push(given(root().join("target/release/weir")));
+    }
+    found
+}
+
+/// The demo pipeline run to its end: the summary's source and pipeline lines (rows in,
+/// rows out, windows emitted), which do not depend on the machine.
+fn demo_summary(b: &Binary) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("weir-footprint-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(root().join("queries/demo.sql"), dir.join("demo.sql")).unwrap();
+    let mut cmd = match b.emulator.split_first() {
+        Some((qemu, args)) => {
+            let mut c = Command::new(qemu);
+            c.args(args).arg(&b.path);
+            c
+        }
+        None => Command::new(&b.path),
+    };
+    let t = Instant::now();
+    let out = cmd
+        .args(["run", "demo.sql"])
+        .current_dir(&dir)
+        .output()
+        .expect("run the demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: the demo failed: {err}", b.label);
+    let summary: Vec<String> = err
+        .lines()
+        .filter(|l| l.starts_with("  source ") || l.starts_with("  pipeline "))
+        .map(str::to_string)
+        .collect();
+    assert!(!summary.is_empty(), "{}: no summary in {err}", b.label);
     println!(
-        "binary {}: {:.1} MB ({size} bytes)",
-        bin.display(),
-        size as f64 / 1e6
+        "{}: the demo ran in {:.1} s{}",
+        b.label,
+        t.elapsed().as_secs_f64(),
+        if b.emulator.is_empty() {
+            String::new()
+        } else {
+            format!(" under {}", b.emulator[0])
+        }
     );
+    summary
+}
+
+fn main() {
+    let bins = binaries();
+    for b in &bins {
+        if !b.path.exists() {
+            eprintln!(
+                "{} is missing: run benches/footprint/build.sh or `cargo build --release` first (or set WEIR_BIN)",
+                b.path.display()
+            );
+            std::process::exit(2);
+        }
+    }
+    for b in &bins {
+        let size = std::fs::metadata(&b.path).unwrap().len();
+        println!(
+            "binary {}: {:.1} MB ({size} bytes)",
+            b.label,
+            size as f64 / 1e6
+        );
+    }
     match image_size() {
         Some(s) => println!("container image localhost/weir:dev: {s}"),
         None => println!("container image: not built here (deploy/build-image.sh builds it)"),
     }
+    // every architecture's demo ends as this machine's does
+    let mut reference: Option<(String, Vec<String>)> = None;
+    for b in bins.iter().filter(|b| b.emulator.is_empty()) {
+        let summary = demo_summary(b);
+        match &reference {
+            None => reference = Some((b.label.clone(), summary)),
+            Some((label, r)) => assert_eq!(&summary, r, "{} and {label} differ", b.label),
+        }
+    }
+    for b in bins.iter().filter(|b| !b.emulator.is_empty()) {
+        let summary = demo_summary(b);
+        let (label, r) = reference
+            .as_ref()
+            .expect("a binary of this machine to compare with");
+        assert_eq!(&summary, r, "{} and {label} differ", b.label);
+        println!("{}: the demo's summary equals {label}'s", b.label);
+    }
+    // the engine's speed as built: the demo's windows over 4.8 M generated rows, as fast as
+    // they come, each binary in turn (median of 3; ratio to the first)
+    let native: Vec<&Binary> = bins.iter().filter(|b| b.emulator.is_empty()).collect();
+    let mut rates = vec![Vec::new(); native.len()];
+    for _ in 0..3 {
+        for (i, b) in native.iter().enumerate() {
+            rates[i].push(max_rate(&b.path));
+        }
+    }
+    let base = median(rates[0].clone());
+    for (b, r) in native.iter().zip(rates) {
+        let r = median(r);
+        println!(
+            "{}: demo pipeline at full speed {:.0} rows/s (median of 3), {:.2}x {}",
+            b.label,
+            r,
+            r / base,
+            native[0].label
+        );
+    }
+    for b in &native {
+        println!("\n{}:", b.label);
+        measure(&b.path);
+    }
+}
 
+/// Rows per second of wall time of the demo pipeline over 200 machines × 4 sensors × 100 Hz ×
+/// 60 s of event time (4.8 M rows), its generator unthrottled.
+fn max_rate(bin: &Path) -> f64 {
+    let demo = std::fs::read_to_string(root().join("queries/demo.sql")).unwrap();
+    let pipeline: String = demo
+        .lines()
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("rate") => "    rate = 'max',".to_string(),
+            t if t.starts_with("machines") => "    machines = '200',".to_string(),
+            t if t.starts_with("duration") => "    duration = '60s',".to_string(),
+            _ => l.replace("format = 'table'", "format = 'ndjson'"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = std::env::temp_dir().join(format!("weir-footprint-rate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.sql"), pipeline).unwrap();
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(["run", "p.sql"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .output()
+        .expect("run weir");
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let rows: f64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("  source telemetry: ")?
+                .strip_suffix(" rows")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no source summary in {err}"));
+    assert_eq!(rows, 4_800_000.0, "{err}");
+    rows / secs
+}
+
+/// Start-up, idle and loaded memory and CPU of the binary at `bin`.
+fn measure(bin: &Path) {
     // start-up until /readyz = 200, idle memory (1 row/s) after it settles
     let idle_pipeline = demo_at(1);
     let mut startup = Vec::new();
     let mut idle_rss = Vec::new();
     for i in 0..RUNS {
         let t = Instant::now();
-        let mut w = Weir::start(&bin, &idle_pipeline, &format!("idle{i}"));
+        let mut w = Weir::start(bin, &idle_pipeline, &format!("idle{i}"));
         startup.push(w.ready(t).as_secs_f64() * 1e3);
         if i < 3 {
             std::thread::sleep(Duration::from_secs(3));
@@ -230,7 +426,7 @@ fn main() {
     println!("idle (demo pipeline at 1 row/s, after 3 s): {idle}");
 
     // loaded: the demo pipeline's generator at 100,000 rows/s for 12 s
-    let mut w = Weir::start(&bin, &demo_at(100_000), "loaded");
+    let mut w = Weir::start(bin, &demo_at(100_000), "loaded");
     w.ready(Instant::now());
     std::thread::sleep(Duration::from_secs(2));
     let pid = w.child.id();

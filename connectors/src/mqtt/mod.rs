@@ -10,6 +10,7 @@ pub mod payloads;
 pub mod settings;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "sparkplug")]
 pub mod sparkplug;
 pub mod telemetry;
 pub mod topic;

@@ -204,8 +204,11 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     DEAD_LETTER,
     dead_letter::MAX_BYTES,
     dead_letter::PAYLOAD_BYTES,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::REBIRTH,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::DEATH_ROWS,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::HOST_ID,
 ];
 
@@ -239,11 +242,24 @@ pub const SINK_OPTIONS: &[OptionSpec] = &[
     SINK_TOPIC,
     SINK_QOS,
     RETAIN,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::GROUP,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::EDGE_NODE,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::DEVICE_COLUMN,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::TIME_COLUMN,
 ];
+
+/// The error for `format = 'sparkplug_b'` in a build without Sparkplug B.
+#[cfg(not(feature = "sparkplug"))]
+pub fn sparkplug_not_in_build(o: &Options, format: &OptionSpec) -> PipelineError {
+    match o.entry(format) {
+        Some(e) => o.value_error(e, "not in this build (built without feature \"sparkplug\")"),
+        None => o.error("Sparkplug B is not in this build (built without feature \"sparkplug\")"),
+    }
+}
 
 /// The QoS option `spec` (`0`, `1` or `2`).
 pub fn qos(o: &Options, spec: &OptionSpec) -> Result<u8, PipelineError> {

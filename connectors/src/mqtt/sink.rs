@@ -2,8 +2,10 @@
 //! from the row (`alerts/{machine}`), or, with `format = 'sparkplug_b'`, as Sparkplug B
 //! device data of an edge node ([`super::sparkplug::edge`]).
 
+use std::sync::Arc;
+#[cfg(feature = "sparkplug")]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,16 +17,20 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tracing::warn;
 use weir_engine::PipelineError;
-use weir_engine::connector::{Sink, SinkSpec, SinkStart};
+#[cfg(feature = "sparkplug")]
+use weir_engine::connector::SinkStart;
+use weir_engine::connector::{Sink, SinkSpec};
 use weir_engine::observe::telemetry::SinkTelemetry;
 use weir_engine::parse::Options;
 
 use super::client::{self, Client, Event};
 use super::link::Link;
 use super::settings::{RETAIN, SINK_FORMAT, SINK_QOS, SINK_TOPIC, Settings, qos};
+#[cfg(feature = "sparkplug")]
 use super::sparkplug::edge::{Edge, EdgeSetup, asks_rebirth};
 use super::telemetry::SINK_CONNECTION_FAILURES;
 use super::topic::TopicTemplate;
+#[cfg(feature = "sparkplug")]
 use weir_engine::sync::lock;
 
 /// How long `close` waits for the broker to confirm what was published.
@@ -36,7 +42,9 @@ pub struct MqttSink {
     settings: Settings,
     template: TopicTemplate,
     /// `format = 'sparkplug_b'`: the edge node's settings, and its state once started.
+    #[cfg(feature = "sparkplug")]
     sparkplug: Option<EdgeSetup>,
+    #[cfg(feature = "sparkplug")]
     edge: Option<Arc<Mutex<Edge>>>,
     /// Wakes the connection task when rows wait (Sparkplug B).
     wake: Arc<tokio::sync::Notify>,
@@ -61,14 +69,21 @@ struct Running {
 impl MqttSink {
     /// Reads and checks the sink's options.
     pub fn build(spec: &SinkSpec, o: &Options) -> Result<MqttSink, PipelineError> {
+        #[cfg_attr(not(feature = "sparkplug"), allow(unused_mut))]
         let mut settings = Settings::from_options(o, &spec.name)?;
         client::check_tls(&settings).map_err(|e| o.error(format!("{e:#}")))?;
-        let sparkplug =
-            super::sparkplug::edge_setup(o, o.value::<String>(&SINK_FORMAT)? == "sparkplug_b")?;
+        let sparkplug_b = o.value::<String>(&SINK_FORMAT)? == "sparkplug_b";
+        #[cfg(not(feature = "sparkplug"))]
+        if sparkplug_b {
+            return Err(super::settings::sparkplug_not_in_build(o, &SINK_FORMAT));
+        }
+        #[cfg(feature = "sparkplug")]
+        let sparkplug = super::sparkplug::edge_setup(o, sparkplug_b)?;
         let template = match o.entry(&SINK_TOPIC) {
             Some(t) => TopicTemplate::parse(&t.value).map_err(|m| o.value_error(t, &m))?,
             None => TopicTemplate::parse("unused").expect("a plain topic"),
         };
+        #[cfg(feature = "sparkplug")]
         if let Some(s) = &sparkplug {
             settings.will = Some(s.will());
         }
@@ -76,7 +91,9 @@ impl MqttSink {
             name: spec.name.clone(),
             settings,
             template,
+            #[cfg(feature = "sparkplug")]
             sparkplug,
+            #[cfg(feature = "sparkplug")]
             edge: None,
             wake: Arc::new(tokio::sync::Notify::new()),
             qos: qos(o, &SINK_QOS)?,
@@ -99,14 +116,19 @@ impl MqttSink {
                 Box::new(move |up| telemetry.set_connected(up)),
                 SINK_CONNECTION_FAILURES.counter_with(&[&self.name]),
             );
+            #[cfg(feature = "sparkplug")]
             let edge = self.edge.clone().zip(self.sparkplug.clone());
+            #[cfg(feature = "sparkplug")]
             let (publisher, name) = (client.clone(), self.name.clone());
             let published_by_task = Arc::new(AtomicU64::new(0));
+            #[cfg(feature = "sparkplug")]
             let task_count = Arc::clone(&published_by_task);
             let wake = Arc::clone(&self.wake);
+            #[cfg(feature = "sparkplug")]
             let task_telemetry = Arc::clone(&self.telemetry);
             let task = tokio::spawn(async move {
                 loop {
+                    #[cfg(feature = "sparkplug")]
                     if let Some((edge, _)) = &edge {
                         let n = drain(edge, &publisher);
                         task_count.fetch_add(n, Ordering::Relaxed);
@@ -119,6 +141,7 @@ impl MqttSink {
                     match polled {
                         Ok(Event::Connected { session_present }) => {
                             link.up(session_present);
+                            #[cfg(feature = "sparkplug")]
                             if let Some((edge, setup)) = &edge {
                                 if let Err(e) = publisher.subscribe(&[setup.command_topic()], 0) {
                                     warn!(sink = %name, error = %e, "sparkplug command subscription failed");
@@ -126,6 +149,7 @@ impl MqttSink {
                                 lock(edge).born();
                             }
                         }
+                        #[cfg(feature = "sparkplug")]
                         Ok(Event::Message(m)) => {
                             if let Some((edge, setup)) = &edge
                                 && m.topic == setup.command_topic()
@@ -140,6 +164,7 @@ impl MqttSink {
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            #[cfg(feature = "sparkplug")]
                             if let Some((edge, _)) = &edge {
                                 lock(edge).lost();
                             }
@@ -160,6 +185,7 @@ impl MqttSink {
     }
 }
 
+#[cfg(feature = "sparkplug")]
 /// Hands the broker connection what the edge node has waiting, in order, while the
 /// request queue has room (QoS 0, as the specification has births and data); returns how
 /// many. The lock is never held across an await.
@@ -195,6 +221,7 @@ fn text_column(batch: &RecordBatch, name: &str) -> anyhow::Result<ArrayRef> {
 
 #[async_trait]
 impl Sink for MqttSink {
+    #[cfg(feature = "sparkplug")]
     async fn start(&mut self, start: SinkStart) -> anyhow::Result<()> {
         // an edge node is born on connect, with its metrics taken from the columns
         if let Some(setup) = &self.sparkplug {
@@ -208,6 +235,7 @@ impl Sink for MqttSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
+        #[cfg(feature = "sparkplug")]
         if let Some(edge) = self.edge.clone() {
             self.connect()?;
             let dropped = lock(&edge).rows(&batch)?;
@@ -268,9 +296,11 @@ impl Sink for MqttSink {
             (r.published + r.published_by_task.load(Ordering::Relaxed))
                 .saturating_sub(r.delivered.load(Ordering::Relaxed))
         };
+        #[cfg(feature = "sparkplug")]
         let (edge, wake) = (self.edge.clone(), Arc::clone(&self.wake));
         let mut waited = tokio::time::timeout_at(until, async {
             // Sparkplug: what waits goes out first
+            #[cfg(feature = "sparkplug")]
             while edge.as_ref().is_some_and(|e| !lock(e).is_idle()) {
                 wake.notify_one();
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -280,9 +310,9 @@ impl Sink for MqttSink {
             }
         })
         .await;
-        // an edge node going away says so (the will covers a lost connection only)
+        // an edge node (the one kind of sink with a will) going away says so: the will
+        // covers a lost connection only
         if waited.is_ok()
-            && self.sparkplug.is_some()
             && let Some(death) = &self.settings.will
             && r.client
                 .publish(
@@ -306,8 +336,11 @@ impl Sink for MqttSink {
         tokio::time::sleep(Duration::from_millis(50)).await;
         r.task.abort();
         if waited.is_err() {
+            #[cfg(feature = "sparkplug")]
             let missing =
                 unconfirmed(&r) as usize + self.edge.as_ref().map_or(0, |e| lock(e).waiting_rows());
+            #[cfg(not(feature = "sparkplug"))]
+            let missing = unconfirmed(&r) as usize;
             warn!(sink = %self.name, unconfirmed = missing, "mqtt sink closed before the broker confirmed every message");
             anyhow::bail!(
                 "{missing} published messages were not confirmed by the broker before closing"

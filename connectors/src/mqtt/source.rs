@@ -19,13 +19,17 @@ use super::client::{self, Event, Message};
 use super::decode::{Decoder, Fill, Format};
 use super::guard::{Guard, Oversized};
 use super::link::Link;
-use super::payloads::{Payloads, Sparkplug};
+#[cfg(feature = "sparkplug")]
+use super::payloads::Sparkplug;
+use super::payloads::{Command, Payloads};
 use super::settings::{
     ARRIVAL_TIME, BATCH_LATENCY, BATCH_ROWS, DEAD_LETTER, FORMAT, JSON_PATHS, MAX_UNACKED,
     PAYLOAD_COLUMN, Protocol, REQUIRED, SOURCE_QOS, SOURCE_TOPIC, Settings, TIMESTAMP_UNIT,
     TOPIC_COLUMN, Will, qos,
 };
-use super::sparkplug::decode::{Command, SparkplugDecoder};
+#[cfg(feature = "sparkplug")]
+use super::sparkplug::decode::SparkplugDecoder;
+#[cfg(feature = "sparkplug")]
 use super::sparkplug::{self as spb, Setup};
 use super::telemetry::{EARLY_CHECKPOINTS, MESSAGES, REDELIVERED, SOURCE_CONNECTION_FAILURES};
 use super::topic::TopicPattern;
@@ -50,6 +54,7 @@ pub struct MqttSource {
     schema: SchemaRef,
     format: Format,
     /// `format = 'sparkplug_b'`.
+    #[cfg(feature = "sparkplug")]
     sparkplug: Option<Setup>,
     /// The primary host's birth (`host_id`), published on each connect.
     host_birth: Option<Will>,
@@ -170,8 +175,15 @@ impl MqttSource {
             "raw" => Format::Raw,
             _ => Format::Json,
         };
+        #[cfg(not(feature = "sparkplug"))]
+        if format_name == "sparkplug_b" {
+            return Err(super::settings::sparkplug_not_in_build(o, &FORMAT));
+        }
+        #[cfg(feature = "sparkplug")]
         let sparkplug = Setup::from_options(o, &schema, format_name == "sparkplug_b")?;
+        #[cfg(feature = "sparkplug")]
         let mut settings = settings;
+        #[cfg(feature = "sparkplug")]
         let host_birth = sparkplug
             .as_ref()
             .and_then(|s| s.host_id.as_deref())
@@ -186,11 +198,16 @@ impl MqttSource {
                 EpochUnit::parse(v.trim()).ok_or_else(|| "expected s, ms, us or ns".to_string())
             })?
             .unwrap_or(EpochUnit::Millis);
+        #[cfg(not(feature = "sparkplug"))]
+        let host_birth = None;
+        #[cfg(feature = "sparkplug")]
         let fills = match sparkplug {
             // the decoder fills the columns by their names
             Some(_) => Vec::new(),
             None => column_fills(o, &schema, format, &capture_columns)?,
         };
+        #[cfg(not(feature = "sparkplug"))]
+        let fills = column_fills(o, &schema, format, &capture_columns)?;
         let mut required = vec![false; schema.fields().len()];
         if let Some(t) = spec.event_time {
             required[t] = true;
@@ -212,6 +229,7 @@ impl MqttSource {
             schema,
             format,
             host_birth,
+            #[cfg(feature = "sparkplug")]
             sparkplug,
             unit,
             fills,
@@ -439,6 +457,24 @@ async fn connection_task(
 }
 
 impl MqttSource {
+    /// The decoder of this source's format.
+    fn payloads(&self) -> Payloads {
+        #[cfg(feature = "sparkplug")]
+        if let Some(setup) = &self.sparkplug {
+            return Payloads::Sparkplug(Box::new(Sparkplug::new(
+                SparkplugDecoder::new(self.schema.clone(), setup.parts.clone(), setup.behaviour),
+                &self.name,
+            )));
+        }
+        Payloads::Plain(Decoder::new(
+            self.schema.clone(),
+            self.format,
+            self.unit,
+            self.fills.clone(),
+            self.required.clone(),
+        ))
+    }
+
     /// Per column, the level of `topic` its pattern captures for it; `None` when the topic
     /// matches no pattern (a leftover subscription of a persistent session).
     fn captured<'t>(&self, topic: &'t str) -> Option<Vec<Option<&'t str>>> {
@@ -757,23 +793,7 @@ impl Source for MqttSource {
         let source: &MqttSource = &self;
         let mut intake = Intake {
             source,
-            decoder: match &source.sparkplug {
-                Some(setup) => Payloads::Sparkplug(Box::new(Sparkplug::new(
-                    SparkplugDecoder::new(
-                        source.schema.clone(),
-                        setup.parts.clone(),
-                        setup.behaviour,
-                    ),
-                    &source.name,
-                ))),
-                None => Payloads::Plain(Decoder::new(
-                    source.schema.clone(),
-                    source.format,
-                    source.unit,
-                    source.fills.clone(),
-                    source.required.clone(),
-                )),
-            },
+            decoder: source.payloads(),
             commands: command_tx,
             dead,
             telemetry: Arc::clone(&telemetry),
@@ -799,7 +819,7 @@ impl Source for MqttSource {
         let mut stop = out.clone();
         // the Sparkplug node table catches up with the last messages
         let mut table_tick = tokio::time::interval(Duration::from_secs(1));
-        let has_tables = source.sparkplug.is_some();
+        let has_tables = intake.decoder.keeps_tables();
         let result = loop {
             let flush = tokio::select! {
                 biased;

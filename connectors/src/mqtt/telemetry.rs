@@ -39,9 +39,13 @@ pub const SOURCE_METRICS: &[MetricDef] = &[
     REDELIVERED,
     EARLY_CHECKPOINTS,
     SOURCE_CONNECTION_FAILURES,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::NODES,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::REBIRTHS,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::SEQ_ERRORS,
+    #[cfg(feature = "sparkplug")]
     super::sparkplug::STALE_DEATHS,
 ];
 /// What the sink records.

@@ -5,18 +5,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ObjectStore;
+#[cfg(feature = "s3")]
 use object_store::aws::AmazonS3Builder;
+#[cfg(feature = "azure")]
 use object_store::azure::MicrosoftAzureBuilder;
+#[cfg(feature = "gcs")]
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
 
-use super::settings::{
-    ACCESS_KEY_ID, ENDPOINT, PATH_STYLE, REGION, SECRET_ACCESS_KEY, TIMEOUT, URL,
-};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use super::settings::TIMEOUT;
+use super::settings::URL;
+#[cfg(feature = "s3")]
+use super::settings::{ACCESS_KEY_ID, ENDPOINT, PATH_STYLE, REGION, SECRET_ACCESS_KEY};
 
 /// A store and the key prefix inside it.
 #[derive(Debug, Clone)]
@@ -29,6 +36,7 @@ pub struct Target {
     pub display: String,
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 /// One quick retry: a store that does not answer is the spill buffer's business, and a long
 /// retry would hold up the uploader.
 fn retry() -> RetryConfig {
@@ -43,6 +51,7 @@ fn retry() -> RetryConfig {
     }
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn client(o: &Options, allow_http: bool) -> Result<ClientOptions, PipelineError> {
     let timeout: Duration = o.value(&TIMEOUT)?;
     Ok(ClientOptions::new()
@@ -51,22 +60,38 @@ fn client(o: &Options, allow_http: bool) -> Result<ClientOptions, PipelineError>
         .with_timeout(timeout))
 }
 
+/// The Cargo feature that brings the store of URL scheme `scheme`, when this build was made
+/// without it.
+fn absent_store(scheme: &str) -> Option<&'static str> {
+    let feature = match scheme {
+        "s3" | "s3a" => "s3",
+        "gs" => "gcs",
+        "az" | "abfs" | "abfss" | "azure" => "azure",
+        _ => return None,
+    };
+    crate::FEATURES
+        .iter()
+        .any(|&(f, on)| f == feature && !on)
+        .then_some(feature)
+}
+
 /// Builds the store named by the `url` option and the options that go with its scheme.
 pub fn target(o: &Options) -> Result<Target, PipelineError> {
     let entry = o.require(&URL)?;
     let url = url::Url::parse(entry.value.trim())
         .map_err(|e| o.value_error(entry, &format!("not a URL: {e}")))?;
     let prefix = url.path().trim_matches('/').to_string();
-    let bucket = url.host_str().unwrap_or_default().to_string();
     let fail = |e: object_store::Error| o.value_error(entry, &format!("{e}"));
     let store: Arc<dyn ObjectStore> = match url.scheme() {
+        #[cfg(feature = "s3")]
         "s3" | "s3a" => {
+            let bucket = url.host_str().unwrap_or_default();
             let endpoint = o.text(&ENDPOINT).map(str::to_string);
             let allow_http = endpoint
                 .as_deref()
                 .is_some_and(|e| e.starts_with("http://"));
             let mut b = AmazonS3Builder::from_env()
-                .with_bucket_name(&bucket)
+                .with_bucket_name(bucket)
                 .with_retry(retry())
                 .with_client_options(client(o, allow_http)?);
             if let Some(e) = endpoint {
@@ -87,6 +112,7 @@ pub fn target(o: &Options) -> Result<Target, PipelineError> {
             }
             Arc::new(b.build().map_err(fail)?)
         }
+        #[cfg(feature = "gcs")]
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
@@ -95,6 +121,7 @@ pub fn target(o: &Options) -> Result<Target, PipelineError> {
                 .build()
                 .map_err(fail)?,
         ),
+        #[cfg(feature = "azure")]
         "az" | "abfs" | "abfss" | "azure" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
@@ -118,10 +145,15 @@ pub fn target(o: &Options) -> Result<Target, PipelineError> {
             });
         }
         other => {
-            return Err(o.value_error(
-                entry,
-                &format!("unsupported scheme '{other}' (use s3://, gs://, az:// or file://)"),
-            ));
+            let message = match absent_store(other) {
+                Some(feature) => {
+                    format!("{other}:// is not in this build (built without feature \"{feature}\")")
+                }
+                None => {
+                    format!("unsupported scheme '{other}' (use s3://, gs://, az:// or file://)")
+                }
+            };
+            return Err(o.value_error(entry, &message));
         }
     };
     let mut display = url.clone();

@@ -292,14 +292,20 @@ impl<'a> Compiler<'a> {
         if known.contains(&name.as_str()) {
             return Some(name);
         }
-        self.errors.push(PipelineError::new(
-            opts.file(),
-            entry.value_location,
-            format!(
+        let message = match self.connectors.absent(&name) {
+            Some(feature) => format!(
+                "connector '{name}' is not in this build (built without feature \"{feature}\")"
+            ),
+            None => format!(
                 "unknown {kind} connector '{}' (available: {})",
                 entry.value,
                 known.join(", ")
             ),
+        };
+        self.errors.push(PipelineError::new(
+            opts.file(),
+            entry.value_location,
+            message,
         ));
         None
     }

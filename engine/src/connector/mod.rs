@@ -365,6 +365,8 @@ pub trait SinkFactory: Send + Sync {
 pub struct Connectors {
     sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+    /// Connectors Weir has but this build was made without: name → Cargo feature.
+    absent: BTreeMap<&'static str, &'static str>,
 }
 
 impl Connectors {
@@ -376,6 +378,23 @@ impl Connectors {
     /// Registers a sink connector.
     pub fn add_sink(&mut self, f: Arc<dyn SinkFactory>) {
         self.sinks.insert(f.name(), f);
+    }
+
+    /// Records that the connector `name` exists but is not in this build: it comes with the
+    /// Cargo feature `feature`.
+    pub fn add_absent(&mut self, name: &'static str, feature: &'static str) {
+        self.absent.insert(name, feature);
+    }
+
+    /// The Cargo feature that brings the connector `name`, when this build was made without
+    /// it.
+    pub fn absent(&self, name: &str) -> Option<&'static str> {
+        self.absent.get(name).copied()
+    }
+
+    /// The connectors this build was made without, each with the feature that brings it.
+    pub fn absent_list(&self) -> Vec<(&'static str, &'static str)> {
+        self.absent.iter().map(|(n, f)| (*n, *f)).collect()
     }
 
     /// The source connector called `name`.

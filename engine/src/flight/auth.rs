@@ -9,6 +9,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::secret::same;
+
 /// The configured token; `None` serves without authentication.
 #[derive(Clone, Default)]
 pub struct Auth {
@@ -95,11 +97,6 @@ impl Auth {
             Err(Status::unauthenticated(format!("invalid token: {HOW}")))
         }
     }
-}
-
-/// Compares without stopping at the first difference.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

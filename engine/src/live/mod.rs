@@ -17,8 +17,10 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 
 pub use latest::LatestBounds;
+#[cfg(feature = "flight")]
+pub(crate) use query::QueryError;
 pub use query::QueryLimits;
-pub(crate) use query::{QueryError, run_sql};
+pub(crate) use query::run_sql;
 pub use snapshot::{Snapshot, TableEntry};
 pub(crate) use writer::LiveWriter;
 

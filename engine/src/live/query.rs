@@ -22,6 +22,7 @@ use super::{CATALOG, LATEST, SCHEMAS};
 use crate::parse::limits;
 
 /// Why a query failed, by whose fault.
+#[cfg_attr(not(feature = "flight"), allow(dead_code))] // parts only Flight SQL uses
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The SQL does not parse, plan or type-check, or is not a read-only query.
@@ -75,6 +76,7 @@ impl QueryLimits {
 }
 
 /// A query's rows and the memory they hold in the pool (released when dropped).
+#[cfg_attr(not(feature = "flight"), allow(dead_code))] // parts only Flight SQL uses
 pub struct QueryOutput {
     /// The result's schema.
     pub schema: SchemaRef,
@@ -167,6 +169,7 @@ async fn dataframe(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryEr
 }
 
 /// Plans `sql` against `snap`: the schema of its result.
+#[cfg_attr(not(feature = "flight"), allow(dead_code))] // parts only Flight SQL uses
 pub async fn plan_sql(
     snap: &Snapshot,
     sql: &str,

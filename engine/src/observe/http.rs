@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+#[cfg(feature = "page")]
 use super::page::Page;
 use super::process;
 use super::status::RunStatus;
@@ -34,6 +35,7 @@ const DELAY_BUCKETS: &[f64] = &[
 pub struct Endpoints {
     metrics: PrometheusHandle,
     status: Arc<RunStatus>,
+    #[cfg(feature = "page")]
     page: Option<Page>,
 }
 
@@ -56,10 +58,12 @@ impl Endpoints {
         Ok(Self {
             metrics,
             status,
+            #[cfg(feature = "page")]
             page: None,
         })
     }
 
+    #[cfg(feature = "page")]
     /// Also serves the operator page (`/`, `/api/status`, `/api/history`).
     pub fn with_page(mut self, page: Page) -> Self {
         self.page = Some(page);
@@ -97,6 +101,7 @@ impl Endpoints {
                 };
                 text(code, why)
             }
+            #[cfg(feature = "page")]
             path => {
                 if let Some(page) = &self.page
                     && let Some(r) =
@@ -109,13 +114,20 @@ impl Endpoints {
                 } else {
                     ""
                 };
-                text(
-                    StatusCode::NOT_FOUND,
-                    format!("not found: try /metrics, /healthz, /readyz{page}\n"),
-                )
+                not_found(page)
             }
+            #[cfg(not(feature = "page"))]
+            _ => not_found(""),
         }
     }
+}
+
+/// The answer to a path nothing serves, listing what is served (`more`: the operator page's).
+fn not_found(more: &str) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("not found: try /metrics, /healthz, /readyz{more}\n"),
+    )
 }
 
 fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -146,13 +158,15 @@ pub async fn serve(addr: SocketAddr, endpoints: Endpoints) -> anyhow::Result<Soc
         .await
         .with_context(|| format!("cannot listen on {addr} for the HTTP endpoints"))?;
     let bound = listener.local_addr()?;
-    match &endpoints.page {
-        Some(page) => {
-            page.start_sampling();
-            info!(addr = %bound, "serving /metrics, /healthz, /readyz and the operator page (/, /api/status, /api/history)");
-        }
-        None => info!(addr = %bound, "serving /metrics, /healthz and /readyz"),
+    #[cfg(feature = "page")]
+    if let Some(page) = &endpoints.page {
+        page.start_sampling();
+        info!(addr = %bound, "serving /metrics, /healthz, /readyz and the operator page (/, /api/status, /api/history)");
+    } else {
+        info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
+    #[cfg(not(feature = "page"))]
+    info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     tokio::spawn(accept(listener, endpoints));
     Ok(bound)
 }

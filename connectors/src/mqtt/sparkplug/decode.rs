@@ -14,6 +14,7 @@ use super::proto::{DataType, Metric, Payload, Value};
 use super::topic::{self, Kind, NAMESPACE, Topic};
 use crate::columns::{ColumnBuffer, EpochUnit, Number};
 use crate::mqtt::decode::Skip;
+pub use crate::mqtt::payloads::Command;
 
 /// Templates nested deeper than this are refused (a hostile payload cannot recurse the
 /// decoder to death; protobuf decoding itself stops at 100 levels).
@@ -97,15 +98,6 @@ pub fn parts(schema: &SchemaRef, extra: &[(usize, Part)]) -> Result<Vec<Part>, S
                 })
         })
         .collect()
-}
-
-/// A message Weir publishes as a host: a rebirth request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    /// `spBv1.0/{group}/NCMD/{edge_node}`.
-    pub topic: String,
-    /// The encoded payload.
-    pub payload: Vec<u8>,
 }
 
 /// How the decoder treats node state.

@@ -115,13 +115,11 @@ impl Page {
                     if path == "/"
                         && let Some(given) = query.and_then(|q| param(q, "token"))
                     {
-                        return Some(
-                            if crate::flight::auth::same(given.as_bytes(), token.as_bytes()) {
-                                with_cookie(&given)
-                            } else {
-                                login(true)
-                            },
-                        );
+                        return Some(if crate::secret::same(given.as_bytes(), token.as_bytes()) {
+                            with_cookie(&given)
+                        } else {
+                            login(true)
+                        });
                     }
                     if !self.authorized(headers, token) {
                         return Some(if path.starts_with("/api/") {
@@ -191,7 +189,7 @@ impl Page {
         bearer
             .into_iter()
             .chain(cookies)
-            .any(|t| crate::flight::auth::same(t.as_bytes(), token.as_bytes()))
+            .any(|t| crate::secret::same(t.as_bytes(), token.as_bytes()))
     }
 }
 

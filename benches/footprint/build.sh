@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the release binary of each feature set for this machine and, with TARGETS, for
+# other architectures (Debian's cross gcc: gcc-arm-linux-gnueabihf, gcc-aarch64-linux-gnu;
+# `rustup target add` the triple first), and copies them to
+# target/footprint/<triple>/weir-<set>, which `cargo bench -p weir-footprint` then measures.
+#   benches/footprint/build.sh
+#   SETS=edge TARGETS="armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu" benches/footprint/build.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+host=$(rustc -vV | sed -n 's/^host: //p')
+sets=${SETS:-full edge minimal}
+targets=${TARGETS:-$host}
+for t in $targets; do
+  case "$t" in
+    "$host") cc="" ;;
+    armv7-unknown-linux-gnueabihf) cc=arm-linux-gnueabihf-gcc ;;
+    aarch64-unknown-linux-gnu) cc=aarch64-linux-gnu-gcc ;;
+    *) echo "no cross compiler known for $t" >&2; exit 2 ;;
+  esac
+  if [ -n "$cc" ]; then
+    export "CC_${t//-/_}=$cc"
+    export "CARGO_TARGET_$(echo "$t" | tr a-z- A-Z_)_LINKER=$cc"
+  fi
+  for s in $sets; do
+    echo "== $s for $t" >&2
+    cargo build --release --locked --bin weir --target "$t" --no-default-features --features "$s"
+    install -D "target/$t/release/weir" "target/footprint/$t/weir-$s"
+  done
+done
+ls -l target/footprint/*/weir-*
