@@ -42,10 +42,15 @@ fn features() -> Vec<&'static str> {
 
 /// `weir --version`: the version and the features built in.
 static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let features = features();
     format!(
         "{} (features: {})",
         env!("CARGO_PKG_VERSION"),
-        features().join(", ")
+        if features.is_empty() {
+            "none".to_string()
+        } else {
+            features.join(", ")
+        }
     )
 });
 

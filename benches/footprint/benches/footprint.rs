@@ -333,6 +333,9 @@ fn main() {
         assert_eq!(&summary, r, "{} and {label} differ", b.label);
         println!("{}: the demo's summary equals {label}'s", b.label);
     }
+    for b in bins.iter().filter(|b| b.emulator.is_empty()) {
+        refuses_what_it_lacks(b);
+    }
     // the engine's speed as built: the demo's windows over 4.8 M generated rows, as fast as
     // they come, each binary in turn (median of 3; ratio to the first)
     let native: Vec<&Binary> = bins.iter().filter(|b| b.emulator.is_empty()).collect();
@@ -356,6 +359,59 @@ fn main() {
     for b in &native {
         println!("\n{}:", b.label);
         measure(&b.path);
+    }
+}
+
+/// `weir check` of the example pipeline of each optional source connector: the ones
+/// `--version` lists compile, the others are refused at the connector's name with the
+/// feature that brings it.
+fn refuses_what_it_lacks(b: &Binary) {
+    let version = Command::new(&b.path).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    println!("{}: {}", b.label, version.trim());
+    let Some((_, listed)) = version.split_once("(features: ") else {
+        println!(
+            "{}: no feature list (built before features): not checked",
+            b.label
+        );
+        return;
+    };
+    let features: Vec<&str> = listed.trim().trim_end_matches(')').split(", ").collect();
+    for (connector, file) in [
+        ("mqtt", "mqtt_gateway.sql"),
+        ("modbus", "power_meter_modbus.sql"),
+        ("opcua", "line_opcua.sql"),
+    ] {
+        let path = root().join("queries").join(file);
+        let out = Command::new(&b.path)
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if features.contains(&connector) {
+            assert!(out.status.success(), "{}: {file}: {err}", b.label);
+            continue;
+        }
+        // where the file names the connector (computed here, not by weir)
+        let sql = std::fs::read_to_string(&path).unwrap();
+        let (line, col) = sql
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| {
+                let at = l.find(&format!("'{connector}'"))?;
+                (l.trim_start().starts_with("connector")).then_some((i + 1, at + 1))
+            })
+            .unwrap();
+        let expected = format!(
+            ":{line}:{col}: connector '{connector}' is not in this build (built without feature \"{connector}\")"
+        );
+        assert!(
+            !out.status.success() && err.contains(&expected),
+            "{}: {err:?} lacks {expected:?}",
+            b.label
+        );
+        println!("{}: {file}{expected}", b.label);
     }
 }
 

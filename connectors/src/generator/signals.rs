@@ -1,8 +1,8 @@
 //! Synthetic plant signals for the generator: vibration, temperature, current, with faults.
 
 use rand::Rng;
-use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// A fault injected on a machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn sample(
     t: f64,
     n: u64,
     faults: &[Fault],
-    rng: &mut SmallRng,
+    rng: &mut Xoshiro256PlusPlus,
     noise: &Normal<f64>,
 ) -> f64 {
     let tau = std::f64::consts::TAU;

@@ -3,6 +3,7 @@
 //! and few retries so that an unreachable store is noticed quickly and files are spilled.
 
 use std::sync::Arc;
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 use std::time::Duration;
 
 use object_store::ObjectStore;
@@ -18,6 +19,7 @@ use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use weir_engine::PipelineError;
 use weir_engine::parse::Options;
+use weir_engine::parse::options::OptionEntry;
 
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 use super::settings::TIMEOUT;
@@ -75,14 +77,15 @@ fn absent_store(scheme: &str) -> Option<&'static str> {
         .then_some(feature)
 }
 
-/// Builds the store named by the `url` option and the options that go with its scheme.
-pub fn target(o: &Options) -> Result<Target, PipelineError> {
-    let entry = o.require(&URL)?;
-    let url = url::Url::parse(entry.value.trim())
-        .map_err(|e| o.value_error(entry, &format!("not a URL: {e}")))?;
-    let prefix = url.path().trim_matches('/').to_string();
+/// The remote store of `url` (the `url` option's `entry`): S3, GCS or Azure, as built in.
+fn remote(
+    o: &Options,
+    entry: &OptionEntry,
+    url: &url::Url,
+) -> Result<Arc<dyn ObjectStore>, PipelineError> {
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     let fail = |e: object_store::Error| o.value_error(entry, &format!("{e}"));
-    let store: Arc<dyn ObjectStore> = match url.scheme() {
+    match url.scheme() {
         #[cfg(feature = "s3")]
         "s3" | "s3a" => {
             let bucket = url.host_str().unwrap_or_default();
@@ -110,40 +113,26 @@ pub fn target(o: &Options) -> Result<Target, PipelineError> {
             if let Some(k) = o.text(&SECRET_ACCESS_KEY) {
                 b = b.with_secret_access_key(k);
             }
-            Arc::new(b.build().map_err(fail)?)
+            Ok(Arc::new(b.build().map_err(fail)?))
         }
         #[cfg(feature = "gcs")]
-        "gs" => Arc::new(
+        "gs" => Ok(Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry())
                 .with_client_options(client(o, false)?)
                 .build()
                 .map_err(fail)?,
-        ),
+        )),
         #[cfg(feature = "azure")]
-        "az" | "abfs" | "abfss" | "azure" => Arc::new(
+        "az" | "abfs" | "abfss" | "azure" => Ok(Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry())
                 .with_client_options(client(o, false)?)
                 .build()
                 .map_err(fail)?,
-        ),
-        "file" => {
-            let dir = url
-                .to_file_path()
-                .map_err(|()| o.value_error(entry, "file:// needs an absolute path"))?;
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                o.value_error(entry, &format!("cannot create {}: {e}", dir.display()))
-            })?;
-            let store = LocalFileSystem::new_with_prefix(&dir).map_err(fail)?;
-            return Ok(Target {
-                store: Arc::new(store),
-                prefix: String::new(),
-                display: url.to_string(),
-            });
-        }
+        )),
         other => {
             let message = match absent_store(other) {
                 Some(feature) => {
@@ -153,9 +142,32 @@ pub fn target(o: &Options) -> Result<Target, PipelineError> {
                     format!("unsupported scheme '{other}' (use s3://, gs://, az:// or file://)")
                 }
             };
-            return Err(o.value_error(entry, &message));
+            Err(o.value_error(entry, &message))
         }
-    };
+    }
+}
+
+/// Builds the store named by the `url` option and the options that go with its scheme.
+pub fn target(o: &Options) -> Result<Target, PipelineError> {
+    let entry = o.require(&URL)?;
+    let url = url::Url::parse(entry.value.trim())
+        .map_err(|e| o.value_error(entry, &format!("not a URL: {e}")))?;
+    if url.scheme() == "file" {
+        let dir = url
+            .to_file_path()
+            .map_err(|()| o.value_error(entry, "file:// needs an absolute path"))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| o.value_error(entry, &format!("cannot create {}: {e}", dir.display())))?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| o.value_error(entry, &format!("{e}")))?;
+        return Ok(Target {
+            store: Arc::new(store),
+            prefix: String::new(),
+            display: url.to_string(),
+        });
+    }
+    let store = remote(o, entry, &url)?;
+    let prefix = url.path().trim_matches('/').to_string();
     let mut display = url.clone();
     let _ = display.set_password(None);
     let _ = display.set_username("");
