@@ -13,6 +13,13 @@
 //!    against none, alternated; a checkpoint's size and duration (state taken, files
 //!    written and fsynced) at 4,000 and 1,000,000 groups of a 1-hour window; and recovery:
 //!    reading the newest checkpoint, restoring it and emitting the first restored window.
+//! 5. Lookup join (issue: joins): the throughput pipeline's 1 s window over rows joined
+//!    with a 10,000-row asset table (a hash lookup per row, a table column in an aggregate)
+//!    against the same pipeline without the join, alternated in one process.
+//! 6. Interval join (issue: joins): two streams of 100k rows/s each (100,000 ids a second,
+//!    so each row meets about two of the other stream) joined on the id within ±1 s,
+//!    against the same rows through a stateless UNION ALL (the cost of moving them), in one
+//!    process: input rows per second and the join's peak state.
 //!
 //! Run: `cargo bench --bench engine` (medians of several runs; the machine is shared).
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
@@ -363,6 +370,135 @@ async fn checkpoints() {
     checkpoint_size(1_000_000).await;
 }
 
+/// The throughput input joined with a 10,000-row asset table before a 1 s window, and the
+/// same without the join (a constant in place of the table's column).
+async fn lookup_join() {
+    let (_, _, batches) = throughput_input().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assets.csv");
+    let mut csv = String::from("machine,class,rms_limit,site\n");
+    for m in 0..10_000 {
+        csv.push_str(&format!(
+            "M{m:03},{},{},{}\n",
+            ["group1_rigid", "group2_rigid", "group2_flexible"][m % 3],
+            1.0 + (m % 7) as f64,
+            ["north", "south"][m % 2]
+        ));
+    }
+    std::fs::write(&path, csv).unwrap();
+    let table = format!(
+        "CREATE TABLE assets (machine VARCHAR PRIMARY KEY, class VARCHAR, rms_limit DOUBLE, site VARCHAR) WITH (connector = 'file', path = '{}');\n",
+        path.display()
+    );
+    let joined = format!(
+        "{SOURCE}{table}INSERT INTO out SELECT t.machine, t.sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, max(value - a.rms_limit) AS over \
+         FROM TUMBLE(t, ts, INTERVAL '1' SECOND) t JOIN assets a ON t.machine = a.machine GROUP BY t.machine, t.sensor, window_start, window_end;"
+    );
+    let plain = format!(
+        "{SOURCE}INSERT INTO out SELECT machine, sensor, window_start, window_end, count(*) AS n, avg(value) AS mean, max(value - 1.0) AS over \
+         FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY machine, sensor, window_start, window_end;"
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        off.push(run_once(&plain, &batches, None).await);
+        on.push(run_once(&joined, &batches, None).await);
+    }
+    let (off, on) = (median(off), median(on));
+    println!(
+        "lookup join: the 1 s window over {GROUPS} groups with each row joined to a 10,000-row asset table vs no join, alternated"
+    );
+    println!("  no join:       {:>6.2} M rows/s (median of 7)", off / 1e6);
+    println!("  lookup join:   {:>6.2} M rows/s (median of 7)", on / 1e6);
+    println!("  ratio join/no: {:>6.1} %", 100.0 * on / off);
+}
+
+/// Batch `n` of an interval-join input stream: ids cycling through 100,000 a second,
+/// 100k rows per second of event time, `shift` ns later than the other stream.
+fn id_batch(schema: &SchemaRef, n: usize, shift: i64) -> RecordBatch {
+    use arrow::array::{Float64Array, Int64Array, TimestampNanosecondArray};
+    let first = (n * BATCH) as i64;
+    let ids = Int64Array::from_iter_values((0..BATCH as i64).map(|i| (first + i) % 100_000));
+    let ts = TimestampNanosecondArray::from_iter_values(
+        (0..BATCH as i64).map(|i| (first + i) * 10_000 + shift),
+    );
+    let v = Float64Array::from_iter_values((0..BATCH).map(|i| i as f64));
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(ids), Arc::new(ts), Arc::new(v)],
+    )
+    .unwrap()
+}
+
+/// Feeds both streams alternately to a project of `sql`: input rows per second, output
+/// rows and the peak state of pipeline 0.
+async fn two_stream_rate(sql: &str, batches: &[(RecordBatch, RecordBatch)]) -> (f64, usize, usize) {
+    let mut p = project(sql).await;
+    let now = Instant::now();
+    let start = Instant::now();
+    let (mut out, mut peak) = (0, 0);
+    for (a, b) in batches {
+        for (s, batch) in [(0, a), (1, b)] {
+            out += p
+                .dataflow
+                .on_batch(StreamId::new(s), batch.clone(), now)
+                .iter()
+                .map(|o| o.batch.num_rows())
+                .sum::<usize>();
+        }
+        peak = peak.max(p.dataflow.state_bytes(PipelineId::new(0)));
+    }
+    let rate = (2 * batches.len() * BATCH) as f64 / start.elapsed().as_secs_f64();
+    (rate, out, peak)
+}
+
+async fn interval_join() {
+    let sources = "CREATE SOURCE a (id BIGINT, ts TIMESTAMP, value DOUBLE) WITH (connector = 'bench', event_time = 'ts', watermark = '100ms');\n\
+         CREATE SOURCE b (id BIGINT, ts TIMESTAMP, value DOUBLE) WITH (connector = 'bench', event_time = 'ts', watermark = '100ms');\n\
+         CREATE SINK out WITH (connector = 'stdout');\n";
+    let joined = format!(
+        "{sources}INSERT INTO out SELECT a.id, a.ts, b.ts AS b_ts, a.value, b.value AS b_value FROM a JOIN b \
+         ON a.id = b.id AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '1' SECOND;"
+    );
+    let union = format!(
+        "{sources}INSERT INTO out SELECT id, ts, value FROM a UNION ALL SELECT id, ts, value FROM b;"
+    );
+    let probe = project(&joined).await;
+    let schema = probe.dataflow.stream_schema(StreamId::new(0)).clone();
+    // 60 s of event time per stream
+    let batches: Vec<(RecordBatch, RecordBatch)> = (0..732)
+        .map(|n| (id_batch(&schema, n, 0), id_batch(&schema, n, 3_000)))
+        .collect();
+    let (mut join_rates, mut union_rates) = (Vec::new(), Vec::new());
+    let (mut join_out, mut peak) = (0, 0);
+    for _ in 0..5 {
+        let (r, out, p) = two_stream_rate(&union, &batches).await;
+        assert!(out > 0 && p == 0);
+        union_rates.push(r);
+        let (r, out, p) = two_stream_rate(&joined, &batches).await;
+        join_rates.push(r);
+        (join_out, peak) = (out, peak.max(p));
+    }
+    let (j, u) = (median(join_rates), median(union_rates));
+    let rows = 2 * batches.len() * BATCH;
+    println!(
+        "interval join: two streams of 100k rows/s (100,000 ids a second), joined on id within ±1 s, {rows} input rows"
+    );
+    println!(
+        "  UNION ALL (no join):  {:>6.2} M input rows/s (median of 5)",
+        u / 1e6
+    );
+    println!(
+        "  interval join:        {:>6.2} M input rows/s (median of 5)",
+        j / 1e6
+    );
+    println!("  ratio join/union:     {:>6.1} %", 100.0 * j / u);
+    println!(
+        "  joined rows: {join_out} ({:.2} per input row); peak join state: {:.1} MiB",
+        join_out as f64 / rows as f64,
+        peak as f64 / (1 << 20) as f64
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let which = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -378,5 +514,11 @@ async fn main() {
     }
     if which.as_deref().is_none_or(|w| w == "checkpoint") {
         checkpoints().await;
+    }
+    if which.as_deref().is_none_or(|w| w == "lookup") {
+        lookup_join().await;
+    }
+    if which.as_deref().is_none_or(|w| w == "interval") {
+        interval_join().await;
     }
 }

@@ -55,7 +55,7 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Weir: an edge stream-processing and local analytics engine. Pipelines are SQL files of
-/// CREATE SOURCE, CREATE SINK, CREATE VIEW and INSERT INTO statements.
+/// CREATE SOURCE, CREATE SINK, CREATE TABLE, CREATE VIEW and INSERT INTO statements.
 #[derive(Parser, Debug)]
 #[command(name = "weir", version = VERSION.as_str(), about, long_about = None)]
 struct Cli {
@@ -430,6 +430,7 @@ async fn main() -> ExitCode {
                 let c = weir_connectors::all();
                 println!("sources: {}", c.source_names().join(", "));
                 println!("sinks:   {}", c.sink_names().join(", "));
+                println!("tables:  {}", c.table_names().join(", "));
                 let absent: Vec<String> = c
                     .absent_list()
                     .iter()
@@ -463,6 +464,9 @@ fn connector_options(name: &str, markdown: bool) -> ExitCode {
     }
     if let Some(f) = c.sink(name) {
         tables.push(("sink", f.description(), f.options()));
+    }
+    if let Some(f) = c.table(name) {
+        tables.push(("table", f.description(), f.options()));
     }
     if let Some(feature) = c.absent(name) {
         eprintln!(

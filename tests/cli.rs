@@ -423,7 +423,16 @@ fn readme_documents_every_metric_and_every_option_as_declared() {
         let options = connectors.sink(n).unwrap().options();
         ("sink", "Sink", n, options)
     });
-    for (kind, heading, name, options) in sources.chain(sinks) {
+    let tables_ = connectors.table_names().into_iter().map(|n| {
+        let options = connectors.table(n).unwrap().options();
+        ("table", "Table", n, options)
+    });
+    let joins = readme_section(&readme, "## Joins and reference tables");
+    let table_options = markdown_table(weir_engine::reference::TABLE_OPTIONS);
+    assert!(joins.contains(table_options.trim_end()), "{table_options}");
+    let fill = markdown_table([&weir_engine::reference::FILL_KEYS]);
+    assert!(joins.contains(fill.trim_end()), "{fill}");
+    for (kind, heading, name, options) in sources.chain(sinks).chain(tables_) {
         let want = markdown_table(each_option(options));
         let section = readme_section(&readme, &format!("### {heading} `{name}`"));
         assert!(
@@ -432,7 +441,7 @@ fn readme_documents_every_metric_and_every_option_as_declared() {
         );
         tables += 1;
     }
-    assert_eq!(tables, 9);
+    assert_eq!(tables, 10);
     // the command prints the same declaration
     let dir = tempfile::tempdir().unwrap();
     let out = run(

@@ -116,7 +116,7 @@ async fn view_options_are_checked_where_written() {
         &one_error(&sql).await,
         &sql,
         "max_state",
-        "unknown option 'max_state' for a view (known options: max_state_bytes, state_policy)",
+        "unknown option 'max_state' for a view (known options: max_state_bytes, state_policy, fill_keys)",
     );
     let sql = view("max_state_bytes = '1MiB', state_policy = 'drop_new_keys'");
     assert!(try_compile(&sql, &[], true).await.is_ok());
@@ -287,7 +287,7 @@ async fn syntax_error() {
         &one_error(&sql).await,
         &sql,
         "DROP",
-        "expected CREATE SOURCE, CREATE SINK, CREATE VIEW or INSERT INTO",
+        "expected CREATE SOURCE, CREATE SINK, CREATE TABLE, CREATE VIEW or INSERT INTO",
     );
 }
 
@@ -329,7 +329,7 @@ async fn unsupported_window_function() {
         &one_error(&sql).await,
         &sql,
         "out SELECT k, row_number",
-        "only ewma(value, alpha) and zscore(value, n)",
+        "only ewma(value, alpha), zscore(value, n), locf(value) and interpolate(value, time, max_gap)",
     );
 }
 

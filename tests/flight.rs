@@ -652,7 +652,10 @@ async fn errors_metadata_prepared_statements_and_plain_flight() {
         .iter()
         .map(|r| text(r, "db_schema_name"))
         .collect();
-    assert_eq!(schemas, ["history", "latest", "sources", "system"]);
+    assert_eq!(
+        schemas,
+        ["history", "latest", "sources", "system", "tables"]
+    );
     let tables = |schema: Option<&str>| CommandGetTables {
         catalog: None,
         db_schema_filter_pattern: schema.map(String::from),
@@ -985,4 +988,86 @@ async fn hostile_queries_are_refused_and_do_not_slow_ingestion() {
             "{result}"
         );
     }
+}
+
+/// Machines' classes, enriched into 1-second windows; the table is looked at every 100 ms.
+const ENRICHED: &str = r#"
+CREATE SOURCE gen (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (
+    connector = 'generator', machines = '2', sensors = 'temp',
+    rate = '200', batch_rows = '10', event_time = 'ts', watermark = '50ms'
+);
+CREATE TABLE assets (machine VARCHAR PRIMARY KEY, class VARCHAR, site VARCHAR)
+    WITH (connector = 'file', path = 'assets.csv', reload = '100ms');
+CREATE SINK out WITH (connector = 'stdout', format = 'ndjson');
+CREATE VIEW enriched AS
+SELECT g.machine, a.class, window_start, window_end, count(*) AS n
+FROM TUMBLE(gen, ts, INTERVAL '1' SECOND) g JOIN assets a ON g.machine = a.machine
+GROUP BY g.machine, a.class, window_start, window_end;
+INSERT INTO out SELECT * FROM enriched;
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_tables_are_served_and_reloaded_while_running() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let first = "machine,class,site\nM1,group1_rigid,north\nM2,group2_rigid,south\n";
+    let mut w = WeirProcess::start_with_files(
+        ENRICHED,
+        &[("assets.csv", first.as_bytes())],
+        &["--flight-addr", addr.as_str(), "--flight-no-auth"],
+        &[],
+    );
+    w.wait_log("Flight SQL listening", 1);
+    let rows = sql_until(
+        &addr,
+        None,
+        "SELECT machine, class, site FROM tables.assets ORDER BY machine",
+        Duration::from_secs(30),
+        |r| r.len() == 2,
+    )
+    .await;
+    assert_eq!(rows[0]["class"], "group1_rigid");
+    assert_eq!(rows[1]["site"], "south");
+    sql_until(
+        &addr,
+        None,
+        "SELECT count(*) AS n FROM latest.enriched WHERE class = 'group1_rigid'",
+        Duration::from_secs(30),
+        |r| r[0]["n"] == 1,
+    )
+    .await;
+    // a ConfigMap-style swap: a new file renamed over the old one
+    let next = "machine,class,site\nM1,group2_flexible,north\nM2,group2_rigid,south\n";
+    std::fs::write(w.path("next.csv"), next).unwrap();
+    std::fs::rename(w.path("next.csv"), w.path("assets.csv")).unwrap();
+    sql_until(
+        &addr,
+        None,
+        "SELECT class FROM tables.assets WHERE machine = 'M1'",
+        Duration::from_secs(30),
+        |r| r[0]["class"] == "group2_flexible",
+    )
+    .await;
+    // windows closed after the reload carry the new class
+    sql_until(
+        &addr,
+        None,
+        "SELECT class FROM latest.enriched WHERE machine = 'M1' ORDER BY window_end DESC LIMIT 1",
+        Duration::from_secs(30),
+        |r| r.first().is_some_and(|r| r["class"] == "group2_flexible"),
+    )
+    .await;
+    w.wait_log("reference table reloaded", 1);
+    // a bad file: logged with its line, the version in use stays
+    std::fs::write(w.path("assets.csv"), "machine,class,site\nM1,x\n").unwrap();
+    w.wait_log("reference table not reloaded", 1);
+    assert!(w.stderr().contains("assets.csv:2:"), "{}", w.stderr());
+    let rows = sql_until(
+        &addr,
+        None,
+        "SELECT count(*) AS n FROM tables.assets",
+        Duration::from_secs(5),
+        |r| r[0]["n"] == 2,
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
 }

@@ -85,3 +85,35 @@ fn every_query_file_checks() {
         );
     }
 }
+
+#[test]
+fn vibration_zone_uses_each_machines_class_from_the_asset_table() {
+    let (out, err) = run_query("vibration_zone_by_class.sql");
+    // M2's bearing fault reaches 3.9 mm/s: zone C for its class (group 2, rigid: C from
+    // 2.8), while the same value would be B for M4's (group 1, flexible: C from 7.1)
+    assert_eq!(alerted(&out, "iso_zone"), set(&["M2"]), "{out}\n{err}");
+    // M1 runs at 0.7 mm/s, over its own 0.5 mm/s limit from the table
+    assert_eq!(alerted(&out, "own_limit"), set(&["M1"]), "{out}\n{err}");
+    assert!(alerted(&out, "not_in_asset_table").is_empty(), "{out}");
+    assert!(err.contains("table assets: 5 rows, version 1"), "{err}");
+}
+
+#[test]
+fn silent_sensors_alerts_the_machines_that_send_nothing() {
+    let (out, err) = run_query("silent_sensors.sql");
+    // M3 stops after its first minute; M5 is in the asset table and never sends
+    assert_eq!(alerted(&out, "silent"), set(&["M3", "M5"]), "{out}\n{err}");
+    // M3's first alert: the two minutes ending at 00:04 are the first both empty
+    let first_m3 = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["machine"] == "M3")
+        .map(|v| v["window_end"].as_str().unwrap().to_string())
+        .min();
+    assert_eq!(first_m3.as_deref(), Some("2026-01-01T00:04:00Z"), "{out}");
+    // every machine of the table has a row in every minute: 5 machines × 5 minutes
+    assert!(
+        err.contains("pipeline samples_1m: 960 rows in, 25 rows out, 5 windows emitted"),
+        "{err}"
+    );
+}

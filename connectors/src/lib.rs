@@ -52,6 +52,7 @@ pub fn all() -> Connectors {
     c.add_source(Arc::new(file::FileSourceFactory));
     c.add_sink(Arc::new(stdout::StdoutSinkFactory));
     c.add_sink(Arc::new(file::FileSinkFactory));
+    c.add_table(Arc::new(file::FileTableFactory));
     #[cfg(feature = "mqtt")]
     {
         c.add_source(Arc::new(mqtt::MqttSourceFactory));

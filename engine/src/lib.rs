@@ -50,6 +50,7 @@ pub mod live;
 pub mod node;
 pub mod observe;
 pub mod parse;
+pub mod reference;
 pub mod runtime;
 #[cfg(any(feature = "flight", feature = "page"))]
 mod secret;

@@ -1,4 +1,5 @@
-//! `ewma(value, alpha)` and `zscore(value, n)`: per key, over the stream of window results,
+//! `ewma(value, alpha)`, `zscore(value, n)` and `locf(value)`: per key, over the stream of
+//! window results,
 //! written as window functions: `ewma(vib_rms, 0.3) OVER (PARTITION BY machine ORDER BY
 //! window_end)`. State per key is one value (ewma) or the last `n` values (zscore).
 //!
@@ -24,6 +25,8 @@ pub enum RunningKind {
     Ewma,
     /// Standard score against the previous n values.
     Zscore,
+    /// Last observation carried forward: the value, or the key's last non-null one.
+    Locf,
 }
 
 impl RunningKind {
@@ -32,12 +35,19 @@ impl RunningKind {
         match self {
             RunningKind::Ewma => "ewma",
             RunningKind::Zscore => "zscore",
+            RunningKind::Locf => "locf",
         }
     }
 
-    /// State for parameter `p` (alpha for ewma, n for zscore).
+    /// True when the function takes a second argument (its parameter).
+    pub fn has_parameter(self) -> bool {
+        self != RunningKind::Locf
+    }
+
+    /// State for parameter `p` (alpha for ewma, n for zscore; locf has none).
     pub fn start(self, p: f64) -> Result<Running> {
         match self {
+            RunningKind::Locf => Ok(Running::Locf { value: None }),
             RunningKind::Ewma if p > 0.0 && p <= 1.0 => Ok(Running::Ewma {
                 alpha: p,
                 value: None,
@@ -71,6 +81,11 @@ pub enum Running {
         /// Up to n previous values, oldest first.
         history: VecDeque<f64>,
     },
+    /// locf: the last non-null value.
+    Locf {
+        /// The last non-null value.
+        value: Option<f64>,
+    },
 }
 
 impl Running {
@@ -83,6 +98,12 @@ impl Running {
                         None => x,
                         Some(v) => *alpha * x + (1.0 - *alpha) * v,
                     });
+                }
+                *value
+            }
+            Running::Locf { value } => {
+                if x.is_some() {
+                    *value = x;
                 }
                 *value
             }
@@ -117,9 +138,10 @@ pub struct RunningFunction {
 impl RunningFunction {
     /// The function of `kind`.
     pub fn new(kind: RunningKind) -> Self {
+        let args = if kind.has_parameter() { 2 } else { 1 };
         Self {
             kind,
-            signature: Signature::numeric(2, Volatility::Immutable),
+            signature: Signature::numeric(args, Volatility::Immutable),
         }
     }
 }
@@ -167,7 +189,11 @@ struct RunningEvaluator {
 
 impl PartitionEvaluator for RunningEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], _num_rows: usize) -> Result<ArrayRef> {
-        let mut state = self.kind.start(parameter(self.kind, &values[1])?)?;
+        let p = match values.get(1) {
+            Some(v) if self.kind.has_parameter() => parameter(self.kind, v)?,
+            _ => 0.0,
+        };
+        let mut state = self.kind.start(p)?;
         let out: Float64Array = values_f64(&values[0])?
             .into_iter()
             .map(|x| state.next(x))
@@ -199,5 +225,14 @@ mod tests {
         assert!((got[3].unwrap() - 2.0).abs() < 1e-12);
         assert!((got[4].unwrap() - 95.0 / 2.0).abs() < 1e-12);
         assert!(RunningKind::Ewma.start(1.5).is_err());
+        let mut l = RunningKind::Locf.start(0.0).unwrap();
+        let got: Vec<_> = [None, Some(2.0), None, None, Some(5.0), None]
+            .into_iter()
+            .map(|x| l.next(x))
+            .collect();
+        assert_eq!(
+            got,
+            vec![None, Some(2.0), Some(2.0), Some(2.0), Some(5.0), Some(5.0)]
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod across_windows;
 mod arrays;
 pub mod bounded;
 pub mod constants;
+pub mod interpolate;
 pub mod iso10816;
 pub mod moment_functions;
 pub mod moments;
@@ -29,7 +30,7 @@ pub struct FunctionDoc {
     pub description: &'static str,
 }
 
-const OTHERS: [FunctionDoc; 5] = [
+const OTHERS: [FunctionDoc; 7] = [
     FunctionDoc {
         name: "trend_slope(ts, value)",
         description: "least-squares slope of value over time, in value units per second",
@@ -45,6 +46,14 @@ const OTHERS: [FunctionDoc; 5] = [
     FunctionDoc {
         name: "zscore(value, n) OVER (PARTITION BY key ORDER BY window_end)",
         description: "standard score of value against the previous n windows of its key (null until 2 exist)",
+    },
+    FunctionDoc {
+        name: "locf(value) OVER (PARTITION BY key ORDER BY window_end)",
+        description: "last observation carried forward: value, or the last non-null value of its key (with fill_keys: a silent window shows the last known value)",
+    },
+    FunctionDoc {
+        name: "interpolate(value, time, max_gap) OVER (PARTITION BY key ORDER BY time)",
+        description: "a null value between two known values of its key at most max_gap apart: the straight line between them by time (streaming: the gap's rows wait for the value after it)",
     },
     FunctionDoc {
         name: "iso10816_zone(rms_velocity_mm_s, machine_class)",
@@ -77,9 +86,10 @@ pub fn register(ctx: &SessionContext) {
     for kind in [TrendKind::Slope, TrendKind::TimeToThreshold] {
         ctx.register_udaf(AggregateUDF::from(TrendFunction::new(kind)));
     }
-    for kind in [RunningKind::Ewma, RunningKind::Zscore] {
+    for kind in [RunningKind::Ewma, RunningKind::Zscore, RunningKind::Locf] {
         ctx.register_udwf(WindowUDF::from(RunningFunction::new(kind)));
     }
+    ctx.register_udwf(WindowUDF::from(interpolate::Interpolate::default()));
     ctx.register_udf(ScalarUDF::from(iso10816::Iso10816Zone::default()));
     bounded::register(ctx);
 }

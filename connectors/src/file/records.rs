@@ -25,6 +25,21 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Records one after another in `bytes`, each starting at its offset in `starts`, the
+    /// first on line `first_line` (1-based).
+    pub fn new(bytes: Vec<u8>, starts: Vec<usize>, first_line: u64) -> Self {
+        Self {
+            bytes,
+            starts,
+            first_line,
+        }
+    }
+
+    /// Its bytes as text, when they are UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+
     /// How many records it holds.
     pub fn len(&self) -> usize {
         self.starts.len()

@@ -77,6 +77,24 @@ pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     dead_letter::PAYLOAD_BYTES,
 ];
 
+/// Table `path`.
+pub const TABLE_PATH: OptionSpec = OptionSpec::new(
+    "path",
+    OptionType::Path,
+    "the file (relative: to the directory of the pipeline file); read through symbolic links, so a Kubernetes ConfigMap swap is seen",
+)
+.required();
+/// Table `format`.
+pub const TABLE_FORMAT: OptionSpec = OptionSpec::new(
+    "format",
+    OptionType::Choice(&["parquet", "csv", "ndjson", "json"]),
+    "`parquet`, `csv` (a header line naming the declared columns in order), `ndjson` or `json` (an array of objects)",
+)
+.derived("from the extension");
+
+/// Every option of the file table.
+pub const TABLE_OPTIONS: &[OptionSpec] = &[TABLE_PATH, TABLE_FORMAT, TIMESTAMP_UNIT];
+
 /// Sink `path`.
 pub const SINK_PATH: OptionSpec =
     OptionSpec::new("path", OptionType::Path, "directory (created if missing)").required();
@@ -104,6 +122,37 @@ pub const ROLL_INTERVAL: OptionSpec = OptionSpec::new(
 
 /// Every option of the file sink.
 pub const SINK_OPTIONS: &[OptionSpec] = &[SINK_PATH, SINK_FORMAT, ROLL_ROWS, ROLL_INTERVAL];
+
+/// What a file table reads.
+#[derive(Debug)]
+pub struct TableSettings {
+    /// The file, as written.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: super::table::TableFormat,
+    /// Unit of epoch numbers in `TIMESTAMP` columns.
+    pub unit: EpochUnit,
+}
+
+impl TableSettings {
+    /// Reads the options of a file table.
+    pub fn from_options(o: &Options) -> Result<Self, PipelineError> {
+        use super::table::TableFormat;
+        let path: PathBuf = o.value(&TABLE_PATH)?;
+        let format = match o.optional::<String>(&TABLE_FORMAT)? {
+            Some(f) => TableFormat::named(&f.to_ascii_lowercase()).expect("a declared choice"),
+            None => TableFormat::from_extension(&path).ok_or_else(|| {
+                o.error(format!(
+                    "cannot tell the format of '{}' from its extension: add format = 'csv' (or parquet, ndjson, json)",
+                    path.display()
+                ))
+            })?,
+        };
+        let unit =
+            EpochUnit::parse(&o.value::<String>(&TIMESTAMP_UNIT)?).expect("a declared choice");
+        Ok(Self { path, format, unit })
+    }
+}
 
 /// File formats the file source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

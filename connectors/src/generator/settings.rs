@@ -68,7 +68,7 @@ pub const SEED: OptionSpec =
 pub const FAULTS: OptionSpec = OptionSpec::new(
     "faults",
     OptionType::List,
-    "`MACHINE:FAULT,...` with `bearing` (vibration grows, impacts every 50 samples raise crest factor, kurtosis and high-frequency energy), `overheat` (+0.05 °C/s), `overload` (current and power +50%)",
+    "`MACHINE:FAULT,...` with `bearing` (vibration grows, impacts every 50 samples raise crest factor, kurtosis and high-frequency energy), `overheat` (+0.05 °C/s), `overload` (current and power +50%), `silent` (sends nothing after its first minute)",
 );
 /// `disorder`.
 pub const DISORDER: OptionSpec = OptionSpec::new(
@@ -148,7 +148,7 @@ fn parse_faults(v: &str) -> Result<HashMap<String, Vec<Fault>>, String> {
         let (m, f) = item.split_once(':').unwrap_or((item, ""));
         let fault = Fault::parse(f).ok_or_else(|| {
             format!(
-                "'{item}': expected MACHINE:FAULT with FAULT one of bearing, overheat, overload"
+                "'{item}': expected MACHINE:FAULT with FAULT one of bearing, overheat, overload, silent"
             )
         })?;
         faults.entry(m.trim().to_string()).or_default().push(fault);

@@ -13,6 +13,8 @@ pub enum Fault {
     Overheat,
     /// Mechanical overload: motor current and power 50% high, current noisier.
     Overload,
+    /// The machine stops sending after its first minute (a dead sensor or gateway).
+    Silent,
 }
 
 impl Fault {
@@ -22,6 +24,7 @@ impl Fault {
             "bearing" => Some(Fault::Bearing),
             "overheat" => Some(Fault::Overheat),
             "overload" => Some(Fault::Overload),
+            "silent" => Some(Fault::Silent),
             _ => None,
         }
     }

@@ -157,10 +157,24 @@ impl RowMaker {
         let mut seq = Int64Builder::with_capacity(n);
         let per_tick = self.cfg.machines * self.kinds.len();
         let mut rows = 0;
+        let mut silent = 0;
         while rows < n && !self.done() {
             let m = self.slot / self.kinds.len();
             let s = self.slot % self.kinds.len();
             let offset = (self.tick as i64).saturating_mul(self.cfg.interval);
+            if offset >= SILENT_AFTER && self.machine_faults[m].contains(&Fault::Silent) {
+                silent += 1;
+                if silent > per_tick {
+                    // every machine is silent: nothing more will come
+                    break;
+                }
+                self.slot += 1;
+                if self.slot == per_tick {
+                    self.slot = 0;
+                    self.tick += 1;
+                }
+                continue;
+            }
             let t_secs = offset as f64 / 1e9;
             let v = sample(
                 self.kinds[s],
@@ -183,6 +197,7 @@ impl RowMaker {
             seq.append_value(self.seq as i64);
             self.seq += 1;
             rows += 1;
+            silent = 0;
             self.slot += 1;
             if self.slot == per_tick {
                 self.slot = 0;
@@ -203,6 +218,9 @@ impl RowMaker {
         RecordBatch::try_new(natural_schema(), cols).ok()
     }
 }
+
+/// A machine with the `silent` fault sends nothing after this much event time (ns).
+const SILENT_AFTER: i64 = 60_000_000_000;
 
 /// With a `rate`, batches are made this often per second (or at `batch_rows`).
 const PACED_BATCHES_PER_SECOND: f64 = 10.0;

@@ -72,6 +72,13 @@ pub struct PipelineEntry {
     pub groups: usize,
     /// Per `ewma`/`zscore` step: the IPC file with its state (None: no key yet).
     pub running_files: Vec<Option<String>>,
+    /// A join of two streams: per side (left, right), the IPC file with the rows it keeps.
+    #[serde(default)]
+    pub join_files: Vec<Option<String>>,
+    /// Per `interpolate` step: the IPC files of its keys' last values and of the rows it
+    /// holds (None: nothing).
+    #[serde(default)]
+    pub interpolate_files: Vec<(Option<String>, Option<String>)>,
     /// Its counters.
     pub counts: PipelineCounts,
 }

@@ -18,7 +18,7 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use super::tables::{StreamTable, as_table};
 use crate::exec::chain::{Chain, Step};
 use crate::exec::ids::StreamId;
-use crate::exec::pipeline::{Branch, Windowed};
+use crate::exec::pipeline::{Branch, StreamJoin, Windowed};
 use crate::exec::window::assign::WindowAssign;
 use crate::exec::window::partial;
 use crate::exec::window::session::SessionAggregate;
@@ -48,18 +48,18 @@ pub struct LowerError {
     pub part: Part,
 }
 
-type LResult<T> = Result<T, LowerError>;
+pub(super) type LResult<T> = Result<T, LowerError>;
 
 const GROUP_BY_WINDOW: &str = "GROUP BY over a window must include window_start (and, for SESSION, window_end), e.g. GROUP BY machine, window_start, window_end";
 
-fn err<T>(part: Part, message: impl Into<String>) -> LResult<T> {
+pub(super) fn err<T>(part: Part, message: impl Into<String>) -> LResult<T> {
     Err(LowerError {
         message: message.into(),
         part,
     })
 }
 
-fn df<T>(r: datafusion::common::Result<T>) -> LResult<T> {
+pub(super) fn df<T>(r: datafusion::common::Result<T>) -> LResult<T> {
     r.map_err(|e| LowerError {
         message: super::clean_message(&e),
         part: Part::Statement,
@@ -80,6 +80,8 @@ pub struct Lowered {
     pub branches: Vec<Branch>,
     /// Windowed aggregation, if any.
     pub window: Option<Windowed>,
+    /// A join of two streams within a time bound, if any.
+    pub join: Option<StreamJoin>,
     /// Steps after the aggregation or union.
     pub post: Chain,
     /// Stateless pipelines: output time columns `(pre column, output column)`.
@@ -91,7 +93,7 @@ pub struct Lowered {
 }
 
 /// A stateless plan node's step.
-fn step_of(state: &SessionState, node: &LogicalPlan) -> LResult<Option<Step>> {
+pub(super) fn step_of(state: &SessionState, node: &LogicalPlan) -> LResult<Option<Step>> {
     Ok(match node {
         LogicalPlan::Filter(f) => Some(Step::Filter(df(
             state.create_physical_expr(f.predicate.clone(), f.input.schema())
@@ -108,15 +110,72 @@ fn step_of(state: &SessionState, node: &LogicalPlan) -> LResult<Option<Step>> {
             })
         }
         LogicalPlan::Window(w) => Some(running_step(state, w)?),
+        LogicalPlan::Join(j) => Some(super::join::lookup_step(state, j)?),
         _ => None,
     })
 }
 
-/// `ewma`/`zscore` window functions as a step with per-key state.
+/// `interpolate(value, time, max_gap) OVER (PARTITION BY ... ORDER BY ...)` as a step.
+fn interpolate_step(
+    state: &SessionState,
+    w: &datafusion::logical_expr::Window,
+    params: &datafusion::logical_expr::expr::WindowFunctionParams,
+) -> LResult<Step> {
+    let input = w.input.schema();
+    let part = || Part::Function("interpolate".into());
+    let max_gap = match params.args.get(2) {
+        Some(Expr::Literal(v, _)) => weir_udf::interpolate::gap_ns(v),
+        _ => None,
+    };
+    let Some(max_gap) = max_gap else {
+        return err(
+            part(),
+            "interpolate(value, time, max_gap): max_gap must be a constant positive interval, e.g. INTERVAL '10' MINUTE",
+        );
+    };
+    let phys = |e: &Expr| df(state.create_physical_expr(e.clone(), input));
+    let time = &params.args[1];
+    if !matches!(
+        df(time.get_type(input))?,
+        arrow::datatypes::DataType::Timestamp(..)
+    ) {
+        return err(
+            part(),
+            "interpolate(value, time, max_gap): time must be a TIMESTAMP, e.g. window_end",
+        );
+    }
+    let partition = params
+        .partition_by
+        .iter()
+        .map(phys)
+        .collect::<LResult<Vec<_>>>()?;
+    let partition_types = params
+        .partition_by
+        .iter()
+        .map(|e| df(e.get_type(input)))
+        .collect::<LResult<Vec<_>>>()?;
+    let order = match params.order_by.first() {
+        Some(o) => Some(phys(&o.expr)?),
+        None => None,
+    };
+    Ok(Step::Interpolate(Box::new(df(
+        crate::exec::interpolate::Interpolating::new(
+            partition,
+            partition_types,
+            order,
+            phys(&params.args[0])?,
+            phys(time)?,
+            max_gap,
+            Arc::new(w.schema.as_arrow().clone()),
+        ),
+    )?)))
+}
+
+/// `ewma`/`zscore`/`locf` window functions as a step with per-key state.
 fn running_step(state: &SessionState, w: &datafusion::logical_expr::Window) -> LResult<Step> {
     use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
     use weir_udf::across_windows::RunningFunction;
-    let only = "window functions in a streaming pipeline: only ewma(value, alpha) and zscore(value, n) OVER (PARTITION BY ... ORDER BY ...) are supported";
+    let only = "window functions in a streaming pipeline: only ewma(value, alpha), zscore(value, n), locf(value) and interpolate(value, time, max_gap) OVER (PARTITION BY ... ORDER BY ...) are supported";
     let input = w.input.schema();
     let mut calls = Vec::new();
     let mut shape: Option<(Vec<Expr>, Vec<datafusion::logical_expr::SortExpr>)> = None;
@@ -133,6 +192,18 @@ fn running_step(state: &SessionState, w: &datafusion::logical_expr::Window) -> L
             return err(Part::Statement, format!("{only} (found {})", fun.name()));
         };
         let inner: &dyn std::any::Any = udf.inner().as_ref();
+        if inner
+            .downcast_ref::<weir_udf::interpolate::Interpolate>()
+            .is_some()
+        {
+            if w.window_expr.len() > 1 {
+                return err(
+                    Part::Function("interpolate".into()),
+                    "interpolate() must be the only window function of its SELECT (compute others in a view it reads)",
+                );
+            }
+            return interpolate_step(state, w, params);
+        }
         let Some(f) = inner.downcast_ref::<RunningFunction>() else {
             return err(Part::Statement, format!("{only} (found {})", fun.name()));
         };
@@ -140,15 +211,22 @@ fn running_step(state: &SessionState, w: &datafusion::logical_expr::Window) -> L
         if shape.as_ref().is_some_and(|s| *s != this) {
             return err(
                 Part::Statement,
-                "every ewma/zscore call of one SELECT must use the same PARTITION BY and ORDER BY",
+                "every ewma/zscore/locf call of one SELECT must use the same PARTITION BY and ORDER BY",
             );
         }
         shape = Some(this);
         let phys = |e: &Expr| df(state.create_physical_expr(e.clone(), input));
+        let param = match params.args.get(1) {
+            Some(p) => phys(p)?,
+            None => phys(&Expr::Literal(
+                datafusion::common::ScalarValue::Float64(Some(0.0)),
+                None,
+            ))?,
+        };
         calls.push(crate::exec::running::RunningCall {
             kind: f.kind,
             value: phys(&params.args[0])?,
-            param: phys(&params.args[1])?,
+            param,
         });
     }
     let (partition, order) = shape.unwrap_or_default();
@@ -179,7 +257,6 @@ fn unsupported(node: &LogicalPlan) -> LowerError {
     let (part, message) = match node {
         LogicalPlan::Sort(_) => (Part::Statement, "ORDER BY is not supported in a streaming pipeline: each window's rows are emitted when it closes; sort when you read the results".to_string()),
         LogicalPlan::Limit(_) => (Part::Statement, "LIMIT is not supported in a streaming pipeline (the input never ends)".to_string()),
-        LogicalPlan::Join(_) => (Part::From, "joins are not supported in a streaming pipeline yet; read one stream (or UNION ALL of streams)".to_string()),
         LogicalPlan::Aggregate(_) => (Part::From, "an aggregation inside a subquery is not supported; define it as a view (CREATE VIEW ... AS SELECT ...) and read the view".to_string()),
         LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => (Part::From, "a pipeline must read a source or a view (FROM name or FROM TUMBLE(name, ...))".to_string()),
         other => (Part::Statement, format!("{} is not supported in a streaming pipeline", other.display().to_string().split(':').next().unwrap_or("this"))),
@@ -214,6 +291,10 @@ fn lower_branch(
             | LogicalPlan::Window(_) => {
                 nodes.push(n);
                 n = n.inputs()[0];
+            }
+            LogicalPlan::Join(j) => {
+                nodes.push(n);
+                n = super::join::stream_input(j)?;
             }
             LogicalPlan::TableScan(s) => break s,
             other => return Err(unsupported(other)),
@@ -288,16 +369,135 @@ fn lower_branch(
     }
 }
 
-/// Lowers the plan of one view or insert.
+/// The steps of `nodes` (outermost first), applied innermost first.
+fn chain_of(state: &SessionState, nodes: &[&LogicalPlan]) -> LResult<Chain> {
+    let mut steps = Vec::new();
+    for n in nodes.iter().rev() {
+        if let Some(s) = step_of(state, n)? {
+            steps.push(s);
+        }
+    }
+    Ok(Chain::new(steps))
+}
+
+/// The stream column of branch `b`'s time column `pre`.
+fn stream_col_of(b: &Branch, pre: usize) -> usize {
+    b.time_cols
+        .iter()
+        .find(|(_, p)| *p == pre)
+        .map(|(c, _)| *c)
+        .expect("a time column, checked when planned")
+}
+
+/// A join of two streams within a time bound, with the steps `post_nodes` after it.
+fn lower_stream_join(
+    state: &SessionState,
+    j: &datafusion::logical_expr::Join,
+    post_nodes: &[&LogicalPlan],
+    streams: &dyn StreamInfo,
+) -> LResult<Lowered> {
+    let post = chain_of(state, post_nodes)?;
+    let (left, lw) = lower_branch(state, &j.left, streams)?;
+    let (right, rw) = lower_branch(state, &j.right, streams)?;
+    if lw.is_some() || rw.is_some() {
+        return err(
+            Part::From,
+            "TUMBLE/HOP/SESSION on a side of a join of two streams is not supported: aggregate each stream in a windowed view and join the views on window_end and their keys (a window join)",
+        );
+    }
+    // per join: the operator, its time columns, and its output time columns with how far
+    // behind the join's watermark rows may still come
+    let (op, [lt, rt], lags): (Box<dyn crate::exec::interval_join::JoinOperator>, _, _) =
+        match super::join::asof_condition(j) {
+            Some(condition) => {
+                let (plan, cols) = super::join::asof_plan(state, j, condition, [&left, &right])?;
+                // left rows leave once the watermark passed their time
+                let op = df(crate::exec::asof_join::AsOfJoin::new(plan))?;
+                (Box::new(op), cols, [Some(0), None])
+            }
+            None => {
+                let (plan, cols) = super::join::interval_plan(state, j, [&left, &right])?;
+                // rows still to come: left times after W - after, right times after W - before
+                let lags = [Some(plan.after.max(0)), Some(plan.before.max(0))];
+                let op = df(crate::exec::interval_join::IntervalJoin::new(plan))?;
+                (Box::new(op), cols, lags)
+            }
+        };
+    let time_col = [stream_col_of(&left, lt), stream_col_of(&right, rt)];
+    let width = j.left.schema().fields().len();
+    let out_time: Vec<(usize, i64)> = [(lt, lags[0]), (width + rt, lags[1])]
+        .into_iter()
+        .filter_map(|(pre, lag)| Some((post.map_column(pre)?, lag?)))
+        .collect();
+    let time_cols = out_time.iter().map(|(o, _)| *o).collect();
+    let description = op.description().to_string();
+    Ok(Lowered {
+        branches: vec![left, right],
+        window: None,
+        join: Some(StreamJoin {
+            op,
+            time_col,
+            out_time,
+        }),
+        post,
+        out_time: vec![],
+        time_cols,
+        description,
+    })
+}
+
+/// A view's `fill_keys`: the reference table column whose keys every window must have.
+pub struct FillKeys {
+    /// The table.
+    pub table: Arc<crate::reference::ReferenceTable>,
+    /// The column.
+    pub column: usize,
+}
+
+/// Lowers the plan of one view or insert (`fill`: the view's `fill_keys`).
 pub fn lower(
     state: &SessionState,
     plan: &LogicalPlan,
     streams: &dyn StreamInfo,
+    fill: Option<FillKeys>,
+) -> LResult<Lowered> {
+    let mut lowered = lower_plan(state, plan, streams, fill)?;
+    if lowered.branches.iter().any(|b| b.chain.hold() > 0) {
+        return err(
+            Part::Function("interpolate".into()),
+            "interpolate() must be in the outer SELECT of a view or insert (not in a subquery or a UNION input)",
+        );
+    }
+    let joins: Vec<String> = lowered
+        .branches
+        .iter()
+        .flat_map(|b| b.chain.lookups())
+        .chain(lowered.post.lookups())
+        .map(|l| l.describe())
+        .collect();
+    for j in joins {
+        lowered.description.push_str("; ");
+        lowered.description.push_str(&j);
+    }
+    Ok(lowered)
+}
+
+fn lower_plan(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    streams: &dyn StreamInfo,
+    fill: Option<FillKeys>,
 ) -> LResult<Lowered> {
     let mut post_nodes = Vec::new();
     let mut node = plan;
     let aggregate: Option<&Aggregate> = loop {
         match node {
+            LogicalPlan::Join(j) if super::join::joins_two_streams(j) => {
+                if fill.is_some() {
+                    return err(Part::GroupBy, FILL_NEEDS);
+                }
+                return lower_stream_join(state, j, &post_nodes, streams);
+            }
             LogicalPlan::Filter(_)
             | LogicalPlan::Projection(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -305,18 +505,16 @@ pub fn lower(
                 post_nodes.push(node);
                 node = node.inputs()[0];
             }
+            LogicalPlan::Join(j) => {
+                post_nodes.push(node);
+                node = super::join::stream_input(j)?;
+            }
             LogicalPlan::Aggregate(a) => break Some(a),
             LogicalPlan::Union(_) | LogicalPlan::TableScan(_) => break None,
             other => return Err(unsupported(other)),
         }
     };
-    let mut post_steps = Vec::new();
-    for n in post_nodes.iter().rev() {
-        if let Some(s) = step_of(state, n)? {
-            post_steps.push(s);
-        }
-    }
-    let post = Chain::new(post_steps);
+    let post = chain_of(state, &post_nodes)?;
     let input = aggregate.map_or(node, |a| a.input.as_ref());
     let inputs: Vec<&LogicalPlan> = match input {
         LogicalPlan::Union(u) => u.inputs.iter().map(|i| i.as_ref()).collect(),
@@ -346,10 +544,13 @@ pub fn lower(
     }
     let window_kind = windowed.first().map(|w| w.kind);
     match aggregate {
+        None if fill.is_some() => err(Part::GroupBy, FILL_NEEDS),
         None => lower_stateless(branches, post, window_kind),
-        Some(agg) => lower_aggregate(state, agg, branches, &windows, post, streams),
+        Some(agg) => lower_aggregate(state, agg, branches, &windows, post, streams, fill),
     }
 }
+
+const FILL_NEEDS: &str = "fill_keys needs a windowed aggregation over TUMBLE or HOP with one key besides the window: GROUP BY machine, window_start, window_end";
 
 fn lower_stateless(
     branches: Vec<Branch>,
@@ -387,6 +588,7 @@ fn lower_stateless(
     Ok(Lowered {
         branches,
         window: None,
+        join: None,
         post,
         out_time,
         time_cols,
@@ -599,6 +801,49 @@ fn window_operator(
     Ok((op, describe(kind)))
 }
 
+/// Gap filling of a windowed aggregation with the keys of a table column.
+fn gap_fill(
+    f: FillKeys,
+    kind: Option<WindowKind>,
+    keys: &GroupKeys,
+    aggs: &[AggSpec],
+    layout: &OutputLayout,
+) -> LResult<crate::exec::window::fill::GapFill> {
+    let (size, slide) = match kind {
+        Some(WindowKind::Tumble { size }) => (size, size),
+        Some(WindowKind::Hop { slide, size }) => (size, slide),
+        _ => return err(Part::GroupBy, FILL_NEEDS),
+    };
+    if keys.exprs.len() != 1 {
+        return err(Part::GroupBy, FILL_NEEDS);
+    }
+    let key_type = keys.schema.field(0).data_type().clone();
+    let table_type = f.table.schema().field(f.column).data_type();
+    if !arrow::compute::can_cast_types(table_type, &key_type) {
+        return err(
+            Part::GroupBy,
+            format!("fill_keys: the table column is {table_type}, the GROUP BY key is {key_type}"),
+        );
+    }
+    let empties = aggs
+        .iter()
+        .map(|a| {
+            df(a.expr
+                .create_accumulator()
+                .and_then(|mut acc| acc.evaluate()))
+        })
+        .collect::<LResult<Vec<_>>>()?;
+    Ok(crate::exec::window::fill::GapFill::new(
+        f.table,
+        f.column,
+        key_type,
+        layout.clone(),
+        empties,
+        size,
+        slide,
+    ))
+}
+
 fn lower_aggregate(
     state: &SessionState,
     agg: &Aggregate,
@@ -606,6 +851,7 @@ fn lower_aggregate(
     windows: &[Option<BranchWindow>],
     post: Chain,
     streams: &dyn StreamInfo,
+    fill: Option<FillKeys>,
 ) -> LResult<Lowered> {
     refuse_grouping_sets(agg)?;
     let window_cols = window_columns(&branches, windows[0])?;
@@ -644,6 +890,10 @@ fn lower_aggregate(
             .iter()
             .position(|a| a.expr.fun().name() == partial::WINDOW_PARTIAL),
     };
+    let fill = match fill {
+        None => None,
+        Some(f) => Some(gap_fill(f, kind, &keys, &aggs, &layout)?),
+    };
     let (op, window) = window_operator(kind, window_cols, keys, aggs, layout)?;
     let (out_start, out_end, time_col) = match kind {
         Some(_) => (
@@ -653,11 +903,15 @@ fn lower_aggregate(
         ),
         None => (None, None, vec![0; branches.len()]),
     };
-    let description = format!(
+    let mut description = format!(
         "windowed aggregation: {window}; keys [{}]; aggregates [{}]",
         key_names.join(", "),
         aggregate_names.join(", ")
     );
+    if let Some(f) = &fill {
+        description.push_str("; ");
+        description.push_str(&f.describe());
+    }
     let time_cols = out_start.iter().chain(out_end.iter()).copied().collect();
     let out_keys = slots
         .iter()
@@ -673,7 +927,9 @@ fn lower_aggregate(
             out_end,
             out_keys,
             time_col,
+            fill,
         }),
+        join: None,
         post,
         out_time: vec![],
         time_cols,

@@ -1,6 +1,7 @@
 //! Compiles pipeline files into a runnable project: checks every statement, plans queries
 //! with DataFusion and lowers them into streaming operators — all before anything connects.
 
+mod join;
 mod locate;
 mod lower;
 mod tables;
@@ -33,9 +34,14 @@ use crate::exec::pipeline::{PipelineExec, Target};
 use crate::observe::telemetry::{PipelineTelemetry, SinkTelemetry, SourceTelemetry};
 use crate::parse::{
     Options, PipelineFile, QueryStatement, SinkStatement, SourceStatement, Statement,
+    TableStatement,
+};
+use crate::reference::{
+    FILL_KEYS, MAX_BYTES, MAX_ROWS, RELOAD, ReferenceProvider, ReferenceTable, TABLE_OPTIONS,
+    TableLimits,
 };
 use crate::sync;
-use lower::{StreamInfo, lower};
+use lower::{FillKeys, StreamInfo, lower};
 use tables::{StreamCatalog, StreamEntry, StreamTable, WindowFn, WindowTvf};
 
 /// A source ready to start.
@@ -74,6 +80,8 @@ pub struct Project {
     pub dataflow: Dataflow,
     /// Per pipeline: its description and DataFusion plan, for `weir check --explain`.
     pub explain: Vec<String>,
+    /// Reference tables, loaded.
+    pub tables: Vec<Arc<ReferenceTable>>,
 }
 
 /// Runs `work` (parsing and planning, which recurse over statements) on a thread of its own
@@ -123,6 +131,7 @@ pub fn planning_context(catalog: &StreamCatalog) -> SessionContext {
     let ctx = SessionContext::new_with_state(state);
     weir_udf::register(&ctx);
     ctx.register_udaf(crate::exec::window::partial::window_partial());
+    ctx.register_udf(join::asof_marker());
     for (name, kind) in [
         ("tumble", WindowFn::Tumble),
         ("hop", WindowFn::Hop),
@@ -218,6 +227,7 @@ struct Compiler<'a> {
     sink_schemas: HashMap<SinkId, SchemaRef>,
     pipelines: Vec<PipelineExec>,
     explain: Vec<String>,
+    tables: Vec<Arc<ReferenceTable>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -311,12 +321,25 @@ impl<'a> Compiler<'a> {
     }
 
     /// The declared columns, as DataFusion maps SQL types (timestamps in nanoseconds).
-    async fn source_schema(&mut self, file: &str, s: &SourceStatement) -> Option<SchemaRef> {
+    async fn declared_schema(
+        &mut self,
+        file: &str,
+        name: &str,
+        declared: &[ast::ColumnDef],
+        location: Location,
+    ) -> Option<SchemaRef> {
+        let columns: Vec<ast::ColumnDef> = declared
+            .iter()
+            .map(|c| ast::ColumnDef {
+                options: vec![],
+                ..c.clone()
+            })
+            .collect();
         let table =
             ast::helpers::stmt_create_table::CreateTableBuilder::new(ObjectName::from(vec![
-                ast::Ident::new(s.name.clone()),
+                ast::Ident::new(name.to_string()),
             ]))
-            .columns(s.columns.clone())
+            .columns(columns)
             .build();
         let plan = self
             .state()
@@ -331,17 +354,16 @@ impl<'a> Compiler<'a> {
             Ok(other) => {
                 self.errors.push(PipelineError::new(
                     file,
-                    s.location,
+                    location,
                     format!("internal: the columns planned to {}", other.display()),
                 ));
                 None
             }
             Err(e) => {
-                let at = s
-                    .columns
+                let at = declared
                     .first()
                     .map(|c| Location::from_sql(c.span().start))
-                    .unwrap_or(s.location);
+                    .unwrap_or(location);
                 self.errors
                     .push(PipelineError::new(file, at, clean_message(&e)));
                 None
@@ -411,7 +433,10 @@ impl<'a> Compiler<'a> {
             .declare(SOURCE_OPTIONS.iter().chain(each_option(factory.options())));
         let opts = &s.options;
         self.errors.extend(opts.unknown(factory.name()));
-        let Some(schema) = self.source_schema(file, &s).await else {
+        let Some(schema) = self
+            .declared_schema(file, &s.name, &s.columns, s.location)
+            .await
+        else {
             return;
         };
         let before = self.errors.len();
@@ -462,6 +487,102 @@ impl<'a> Compiler<'a> {
             source,
             telemetry,
         });
+    }
+
+    /// A reference table: declared, checked and loaded (its first version).
+    async fn table(&mut self, file: &str, mut t: TableStatement) {
+        let names = self.connectors.table_names();
+        let Some(factory) = self
+            .connector_name(&t.options, "table", &names)
+            .and_then(|n| self.connectors.table(&n).cloned())
+        else {
+            return;
+        };
+        t.options
+            .declare(TABLE_OPTIONS.iter().chain(each_option(factory.options())));
+        let opts = &t.options;
+        self.errors.extend(opts.unknown(factory.name()));
+        let Some(schema) = self
+            .declared_schema(file, &t.name, &t.columns, t.location)
+            .await
+        else {
+            return;
+        };
+        let mut key = Vec::new();
+        for (column, at) in &t.primary_key {
+            match schema.index_of(column) {
+                Ok(i) => key.push(i),
+                Err(_) => {
+                    self.errors.push(PipelineError::new(
+                        file,
+                        *at,
+                        format!(
+                            "primary key column '{column}' is not a column of table '{}'",
+                            t.name
+                        ),
+                    ));
+                    return;
+                }
+            }
+        }
+        let opts = &t.options;
+        let (reload, max_rows, max_bytes) = match (
+            opts.value::<Duration>(&RELOAD),
+            opts.value::<u64>(&MAX_ROWS),
+            opts.value::<u64>(&MAX_BYTES),
+        ) {
+            (Ok(r), Ok(m), Ok(b)) => (r, m, b),
+            (r, m, b) => {
+                self.errors.extend(r.err());
+                self.errors.extend(m.err());
+                self.errors.extend(b.err());
+                return;
+            }
+        };
+        let spec = crate::connector::TableSpec {
+            name: t.name.clone(),
+            schema: Arc::clone(&schema),
+            base_dir: std::path::Path::new(file)
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default(),
+            max_bytes,
+        };
+        let loader = match factory.build(&spec, opts) {
+            Ok(l) => l,
+            Err(e) => {
+                self.errors.push(e);
+                return;
+            }
+        };
+        if !self.claim_name(file, &t.name, t.location, "table") {
+            return;
+        }
+        let reload = (!reload.is_zero()).then_some(reload);
+        let limits = TableLimits {
+            max_rows,
+            max_bytes,
+        };
+        let table = match ReferenceTable::load(&t.name, schema, key, loader, reload, limits) {
+            Ok(table) => Arc::new(table),
+            Err(e) => {
+                self.errors.push(PipelineError::new(
+                    file,
+                    t.location,
+                    format!("table '{}': {e}", t.name),
+                ));
+                return;
+            }
+        };
+        self.ctx
+            .register_table(
+                t.name.as_str(),
+                Arc::new(ReferenceProvider {
+                    table: Arc::clone(&table),
+                }),
+            )
+            .expect("register reference table");
+        self.tables.push(table);
     }
 
     fn sink(&mut self, file: &str, mut s: SinkStatement) {
@@ -531,6 +652,7 @@ impl<'a> Compiler<'a> {
         let state = self.state();
         let mut query = q.query.as_ref().clone();
         normalize_window_calls(&mut query);
+        join::rewrite_asof(&mut query);
         let stmt = DfStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
         let result = match state.statement_to_plan(stmt).await {
             Ok(plan) => state.optimize(&plan),
@@ -565,7 +687,7 @@ impl<'a> Compiler<'a> {
         let Some(opts) = q.options.as_mut() else {
             return Ok(StateBudget::default());
         };
-        opts.declare(VIEW_OPTIONS);
+        opts.declare(VIEW_OPTIONS.iter().chain([&FILL_KEYS]));
         let unknown = opts.unknown_for("a view");
         let max = opts.optional::<u64>(&MAX_STATE_BYTES);
         let policy = opts.optional::<String>(&STATE_POLICY);
@@ -581,8 +703,47 @@ impl<'a> Compiler<'a> {
         Ok(StateBudget::declared(max, policy))
     }
 
+    /// A view's `fill_keys = 'table.column'`; errors are recorded.
+    fn fill_keys(&mut self, q: &QueryStatement) -> Result<Option<FillKeys>, ()> {
+        let Some(opts) = q.options.as_ref() else {
+            return Ok(None);
+        };
+        let Some(entry) = opts.entry(&FILL_KEYS) else {
+            return Ok(None);
+        };
+        let found = entry.value.split_once('.').and_then(|(t, c)| {
+            let table = self
+                .tables
+                .iter()
+                .find(|x| x.name() == t.to_ascii_lowercase())?;
+            let column = table.schema().index_of(&c.to_ascii_lowercase()).ok()?;
+            Some(FillKeys {
+                table: Arc::clone(table),
+                column,
+            })
+        });
+        match found {
+            Some(f) => Ok(Some(f)),
+            None => {
+                let tables: Vec<&str> = self.tables.iter().map(|t| t.name()).collect();
+                self.errors.push(opts.value_error(
+                    entry,
+                    &format!(
+                        "expected table.column of a reference table (tables: {})",
+                        if tables.is_empty() {
+                            "none".to_string()
+                        } else {
+                            tables.join(", ")
+                        }
+                    ),
+                ));
+                Err(())
+            }
+        }
+    }
+
     async fn query(&mut self, file: &str, mut q: QueryStatement, is_view: bool) {
-        let Ok(budget) = self.view_budget(&mut q) else {
+        let (Ok(budget), Ok(fill)) = (self.view_budget(&mut q), self.fill_keys(&q)) else {
             // statements reading the view are not reported as reading an unknown one
             self.broken.insert(q.name);
             return;
@@ -629,7 +790,7 @@ impl<'a> Compiler<'a> {
             return;
         }
         let state = self.state();
-        let lowered = match lower(&state, &plan, &self.info) {
+        let lowered = match lower(&state, &plan, &self.info, fill) {
             Ok(l) => l,
             Err(e) => {
                 let at = locate::part_location(&q.query, &e.part).unwrap_or(q.location);
@@ -699,6 +860,7 @@ impl<'a> Compiler<'a> {
             name: q.name,
             branches: lowered.branches,
             window: lowered.window,
+            join: lowered.join,
             post: lowered.post,
             schema,
             target,
@@ -816,6 +978,7 @@ pub async fn compile(
         sink_schemas: HashMap::new(),
         pipelines: Vec::new(),
         explain: Vec::new(),
+        tables: Vec::new(),
     };
     // Sources and sinks first so queries may refer to them wherever they are declared;
     // views are read in file order.
@@ -833,6 +996,13 @@ pub async fn compile(
                 Statement::Sink(s) => {
                     let (name, before) = (s.name.clone(), c.errors.len());
                     c.sink(&f.path, s);
+                    if c.errors.len() > before {
+                        c.broken.insert(name);
+                    }
+                }
+                Statement::Table(t) => {
+                    let (name, before) = (t.name.clone(), c.errors.len());
+                    c.table(&f.path, t).await;
                     if c.errors.len() > before {
                         c.broken.insert(name);
                     }
@@ -864,5 +1034,6 @@ pub async fn compile(
         sinks: c.sinks,
         dataflow,
         explain: c.explain,
+        tables: c.tables,
     })
 }

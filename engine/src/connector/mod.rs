@@ -360,11 +360,55 @@ pub trait SinkFactory: Send + Sync {
     fn build(&self, spec: &SinkSpec, options: &Options) -> Result<Box<dyn Sink>, PipelineError>;
 }
 
+/// What a reference table's connector is told when it is built.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Table name.
+    pub name: String,
+    /// The declared columns: every load returns exactly these.
+    pub schema: SchemaRef,
+    /// The directory of the pipeline file that declares the table: relative paths start there.
+    pub base_dir: std::path::PathBuf,
+    /// The table's `max_bytes`: a loader reads no more than this (a file, decoded batches).
+    pub max_bytes: u64,
+}
+
+/// Reads a reference table whole, again whenever its data changed.
+pub trait TableLoader: Send + Sync {
+    /// Something that changes whenever the data may have changed (a file's modification
+    /// time, size and inode, read through symbolic links, so that a Kubernetes ConfigMap
+    /// swap counts).
+    fn stamp(&self) -> std::io::Result<String>;
+    /// Every row, in the declared columns. A record that cannot be read fails the whole load
+    /// with an error naming its `file:line`.
+    fn load(&self) -> anyhow::Result<Vec<RecordBatch>>;
+    /// Where the data comes from, for messages.
+    fn location(&self) -> String;
+}
+
+/// Builds reference-table loaders of one connector kind.
+pub trait TableFactory: Send + Sync {
+    /// The `connector = '...'` name.
+    fn name(&self) -> &'static str;
+    /// One line for docs.
+    fn description(&self) -> &'static str;
+    /// Every option the connector takes, in groups (the engine's own are in
+    /// [`TABLE_OPTIONS`](crate::reference::TABLE_OPTIONS)).
+    fn options(&self) -> &'static [&'static [OptionSpec]];
+    /// Checks options and returns a loader that has not read anything yet.
+    fn build(
+        &self,
+        spec: &TableSpec,
+        options: &Options,
+    ) -> Result<Box<dyn TableLoader>, PipelineError>;
+}
+
 /// Connectors by name.
 #[derive(Default, Clone)]
 pub struct Connectors {
     sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+    tables: BTreeMap<&'static str, Arc<dyn TableFactory>>,
     /// Connectors Weir has but this build was made without: name → Cargo feature.
     absent: BTreeMap<&'static str, &'static str>,
 }
@@ -378,6 +422,21 @@ impl Connectors {
     /// Registers a sink connector.
     pub fn add_sink(&mut self, f: Arc<dyn SinkFactory>) {
         self.sinks.insert(f.name(), f);
+    }
+
+    /// Registers a reference-table connector.
+    pub fn add_table(&mut self, f: Arc<dyn TableFactory>) {
+        self.tables.insert(f.name(), f);
+    }
+
+    /// The reference-table connector called `name`.
+    pub fn table(&self, name: &str) -> Option<&Arc<dyn TableFactory>> {
+        self.tables.get(name)
+    }
+
+    /// Names of the reference-table connectors.
+    pub fn table_names(&self) -> Vec<&'static str> {
+        self.tables.keys().copied().collect()
     }
 
     /// Records that the connector `name` exists but is not in this build: it comes with the

@@ -11,7 +11,9 @@ use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 
+use super::interpolate::Interpolating;
 use super::isolate::{RowFailure, culprit, isolate};
+use super::lookup::LookupJoin;
 use super::running::KeyedRunning;
 
 /// One step.
@@ -30,6 +32,10 @@ pub enum Step {
     Select(Vec<usize>),
     /// Append running statistics per key (the one step with state across batches).
     Running(Box<KeyedRunning>),
+    /// Join with a reference table.
+    Lookup(Box<LookupJoin>),
+    /// `interpolate(...)`: holds the rows of a gap until the value after it.
+    Interpolate(Box<Interpolating>),
 }
 
 impl Step {
@@ -55,6 +61,8 @@ impl Step {
             }
             Step::Select(idx) => Ok(batch.project(idx)?),
             Step::Running(r) => r.apply(batch.clone()),
+            Step::Lookup(l) => l.apply(batch),
+            Step::Interpolate(i) => i.apply(batch),
         }
     }
 
@@ -85,17 +93,20 @@ impl Step {
             Step::Project { exprs, .. } => culprit(exprs, row),
             Step::Select(_) => None,
             Step::Running(r) => culprit(r.exprs(), row),
+            Step::Lookup(l) => culprit(l.stream_exprs(), row),
+            Step::Interpolate(i) => culprit(i.exprs(), row),
         }
     }
 
     /// Where input column `col` is in this step's output, if it passes through unchanged.
     fn map(&self, col: usize) -> Option<usize> {
         match self {
-            Step::Filter(_) | Step::Running(_) => Some(col),
+            Step::Filter(_) | Step::Running(_) | Step::Interpolate(_) => Some(col),
             Step::Select(idx) => idx.iter().position(|&i| i == col),
             Step::Project { exprs, .. } => exprs
                 .iter()
                 .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == col)),
+            Step::Lookup(l) => Some(l.map(col)),
         }
     }
 
@@ -108,6 +119,8 @@ impl Step {
                 .any(|e| e.downcast_ref::<Column>().is_none() && expr_reads(e, col)),
             Step::Select(_) => false,
             Step::Running(r) => r.exprs().any(|e| expr_reads(e, col)),
+            Step::Lookup(l) => l.reads(col),
+            Step::Interpolate(i) => i.exprs().any(|e| expr_reads(e, col)),
         }
     }
 }
@@ -143,6 +156,94 @@ impl Chain {
             Step::Running(r) => Some(r.as_mut()),
             _ => None,
         })
+    }
+
+    /// How far behind the watermark rows may leave it (ns): the widest `max_gap` of its
+    /// `interpolate` steps (0 without).
+    pub fn hold(&self) -> i64 {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Interpolate(i) => Some(i.max_gap()),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// Rows its `interpolate` steps let out because the watermark reached `w` (`None`: the
+    /// input ended), through the steps after them.
+    pub fn release(
+        &mut self,
+        w: Option<i64>,
+        failed: &mut Vec<RowFailure>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for i in 0..self.steps.len() {
+            let Step::Interpolate(step) = &mut self.steps[i] else {
+                continue;
+            };
+            let released = match w {
+                Some(w) => step.release_until(w)?,
+                None => step.release_all()?,
+            };
+            if let Some(mut b) = released {
+                for later in &mut self.steps[i + 1..] {
+                    if b.num_rows() == 0 {
+                        break;
+                    }
+                    b = match later.apply(&b) {
+                        Ok(b) => b,
+                        Err(_) => later.apply_isolating(&b, failed)?,
+                    };
+                }
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Its `interpolate` steps, in order.
+    pub fn interpolations(&self) -> impl Iterator<Item = &Interpolating> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Interpolate(i) => Some(i.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The same, to restore them.
+    pub fn interpolations_mut(&mut self) -> impl Iterator<Item = &mut Interpolating> {
+        self.steps.iter_mut().filter_map(|s| match s {
+            Step::Interpolate(i) => Some(i.as_mut()),
+            _ => None,
+        })
+    }
+
+    /// Forgets what its `interpolate` steps hold.
+    pub fn clear_held(&mut self) {
+        for s in &mut self.steps {
+            if let Step::Interpolate(i) = s {
+                i.clear();
+            }
+        }
+    }
+
+    /// Its joins with reference tables, in order.
+    pub fn lookups(&self) -> impl Iterator<Item = &LookupJoin> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Lookup(l) => Some(l.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// Stream rows its inner joins dropped for want of a match since the last call.
+    pub fn take_unmatched(&mut self) -> u64 {
+        self.steps
+            .iter_mut()
+            .map(|s| match s {
+                Step::Lookup(l) => l.take_unmatched(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Runs every step over `batch`. Rows a step cannot evaluate are set aside into

@@ -268,12 +268,9 @@ impl Dataflow {
         self.pipelines[p.index()].telemetry.counts()
     }
 
-    /// Approximate bytes of window state pipeline `p` holds.
+    /// Approximate bytes of window (or join) state pipeline `p` holds.
     pub fn state_bytes(&self, p: PipelineId) -> usize {
-        self.pipelines[p.index()]
-            .window
-            .as_ref()
-            .map_or(0, |w| w.op.state_bytes())
+        self.pipelines[p.index()].state_bytes()
     }
 
     /// Rows any pipeline cannot evaluate are written to `dead_letters` from now on.
@@ -523,15 +520,24 @@ impl Dataflow {
     /// Closes the windows of `p` that its inputs' watermark has passed.
     fn advance_windows(&mut self, p: PipelineId) {
         let pipe = &self.pipelines[p.index()];
-        let Some(win) = &pipe.window else {
-            return;
+        let by_branch = |cols: &[usize]| -> Vec<(StreamId, usize)> {
+            pipe.branches
+                .iter()
+                .zip(cols)
+                .map(|(b, &c)| (b.stream, c))
+                .collect()
         };
-        let inputs: Vec<(StreamId, usize)> = pipe
-            .branches
-            .iter()
-            .zip(&win.time_col)
-            .map(|(b, &c)| (b.stream, c))
-            .collect();
+        let inputs: Vec<(StreamId, usize)> = match (&pipe.window, &pipe.join) {
+            (Some(win), _) => by_branch(&win.time_col),
+            (None, Some(j)) => by_branch(&j.time_col),
+            // rows held by `interpolate` leave by the watermark of every time column read
+            (None, None) if pipe.post.hold() > 0 => pipe
+                .branches
+                .iter()
+                .flat_map(|b| b.time_cols.iter().map(|(c, _)| (b.stream, *c)))
+                .collect(),
+            (None, None) => return,
+        };
         let w = self.combined(inputs.into_iter());
         if let Some(w) = w
             && self.last_watermark[p.index()].is_none_or(|last| w > last)
@@ -557,6 +563,14 @@ impl Dataflow {
                     marks.push((col, lb.saturating_sub(1)));
                 }
             }
+            None if pipe.join.is_some() => {
+                let j = pipe.join.as_ref().expect("matched");
+                if let Some(w) = self.last_watermark[p.index()] {
+                    for &(col, lag) in &j.out_time {
+                        marks.push((col, w.saturating_sub(lag)));
+                    }
+                }
+            }
             None => {
                 for &(pre, out_col) in &pipe.out_time {
                     let inputs = pipe.branches.iter().filter_map(|b| {
@@ -571,8 +585,12 @@ impl Dataflow {
                 }
             }
         }
+        // rows held by `interpolate` may leave up to its max_gap behind
+        let hold = pipe.post.hold();
         for (col, w) in marks {
-            self.streams[out.index()].watermarks.insert(col, w);
+            self.streams[out.index()]
+                .watermarks
+                .insert(col, w.saturating_sub(hold));
         }
     }
 }

@@ -67,6 +67,18 @@ pub struct Windowed {
     pub out_keys: Vec<usize>,
     /// Stream column (per branch) whose watermark drives the windows.
     pub time_col: Vec<usize>,
+    /// Rows for the keys of a reference table that a closed window had none of.
+    pub fill: Option<super::window::fill::GapFill>,
+}
+
+/// Two input streams joined within a time bound, and where its time columns end up.
+pub struct StreamJoin {
+    /// The join.
+    pub op: Box<dyn super::interval_join::JoinOperator>,
+    /// Stream column (per branch: left, right) whose watermark releases the join's state.
+    pub time_col: [usize; 2],
+    /// Output time columns and how far behind the join's watermark their watermark is (ns).
+    pub out_time: Vec<(usize, i64)>,
 }
 
 /// A compiled view or insert.
@@ -77,6 +89,8 @@ pub struct PipelineExec {
     pub branches: Vec<Branch>,
     /// Windowed aggregation, if the query has a `GROUP BY`.
     pub window: Option<Windowed>,
+    /// A join of its two inputs within a time bound.
+    pub join: Option<StreamJoin>,
     /// Steps after the aggregation (or after the union of the branches).
     pub post: Chain,
     /// Output schema.
@@ -136,9 +150,19 @@ impl PipelineExec {
                 failed.extend(p.failed);
                 vec![]
             }),
-            (Ok(pre), None) => self.post_process(vec![pre], &mut failed),
+            (Ok(pre), None) => match &mut self.join {
+                Some(j) => match j.op.process(branch, &pre) {
+                    Ok(p) => {
+                        self.telemetry.late(p.late);
+                        self.post_process(p.out.into_iter().collect(), &mut failed)
+                    }
+                    Err(e) => Err(e),
+                },
+                None => self.post_process(vec![pre], &mut failed),
+            },
         };
         self.report(failed);
+        self.count_unmatched();
         let out = out?;
         if self.window.is_some() {
             return self.keep_own_budget();
@@ -151,6 +175,10 @@ impl PipelineExec {
         if let Some(w) = &mut self.window {
             let _ = w.op.finish(false);
         }
+        if let Some(j) = &mut self.join {
+            j.op.clear();
+        }
+        self.post.clear_held();
         let steps = self
             .branches
             .iter_mut()
@@ -161,14 +189,19 @@ impl PipelineExec {
         }
     }
 
-    /// Bytes of window state held now.
+    /// Bytes of window (or join) state held now.
     pub fn state_bytes(&self) -> usize {
         self.window.as_ref().map_or(0, |w| w.op.state_bytes())
+            + self.join.as_ref().map_or(0, |j| j.op.state_bytes())
     }
 
     /// Sets the state metrics on the dataflow's tick: its open windows and groups, and its
     /// bytes for pipelines no budget applies to (the others measure them after each batch).
     pub fn record_state_bytes(&self) {
+        if let Some(j) = &self.join {
+            self.telemetry.extent(0, j.op.state_rows());
+            self.telemetry.state_bytes(j.op.state_bytes());
+        }
         let Some(w) = &self.window else { return };
         let extent = w.op.extent();
         self.telemetry.extent(extent.windows, extent.groups);
@@ -284,6 +317,17 @@ impl PipelineExec {
         }
     }
 
+    /// Counts the stream rows that joins with reference tables dropped for want of a match.
+    fn count_unmatched(&mut self) {
+        let n: u64 = self
+            .branches
+            .iter_mut()
+            .map(|b| b.chain.take_unmatched())
+            .sum::<u64>()
+            + self.post.take_unmatched();
+        self.telemetry.join_unmatched(n);
+    }
+
     /// Counts (and logs, and dead-letters) rows that could not be evaluated.
     fn report(&self, failed: Vec<RowFailure>) {
         for f in failed {
@@ -296,20 +340,80 @@ impl PipelineExec {
 
     /// The watermark of the windows reached `w`: emits what closed.
     pub fn advance(&mut self, w: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = self.advance_operator(w)?;
+        out.extend(self.release_held(Some(w))?);
+        Ok(out)
+    }
+
+    /// The window or join operator reached watermark `w`: the rows it completes.
+    fn advance_operator(&mut self, w: i64) -> Result<Vec<RecordBatch>> {
+        if let Some(j) = &mut self.join {
+            let done = j.op.advance(w)?;
+            let mut failed = Vec::new();
+            let out = self.post_process(done.into_iter().collect(), &mut failed);
+            self.report(failed);
+            self.count_unmatched();
+            return out;
+        }
         match &mut self.window {
             Some(win) => {
-                let out = win.op.advance(w)?;
+                let mut out = win.op.advance(w)?;
+                if let Some(f) = &mut win.fill {
+                    out.batches = f.fill_in(std::mem::take(&mut out.batches), w)?;
+                }
                 self.emit(out)
             }
             None => Ok(vec![]),
         }
     }
 
+    /// Rows the steps after the operator held (`interpolate`) and let out now that the
+    /// watermark reached `w` (`None`: the input ended).
+    fn release_held(&mut self, w: Option<i64>) -> Result<Vec<RecordBatch>> {
+        let mut failed = Vec::new();
+        let released = self.post.release(w, &mut failed);
+        self.report(failed);
+        let mut out = Vec::new();
+        for b in released? {
+            if b.num_rows() > 0 {
+                self.telemetry.rows_out(b.num_rows() as u64);
+                out.push(conform(&self.schema, b)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// End of every input: emits (or drops) open windows.
     pub fn finish(&mut self, emit: bool) -> Result<Vec<RecordBatch>> {
+        let mut out = self.finish_operator(emit)?;
+        if emit {
+            out.extend(self.release_held(None)?);
+        } else {
+            self.post.clear_held();
+        }
+        Ok(out)
+    }
+
+    /// The window or join operator at the end of the input: what it still emits.
+    fn finish_operator(&mut self, emit: bool) -> Result<Vec<RecordBatch>> {
+        if let Some(j) = &mut self.join {
+            // the inputs ended: rows waiting for the watermark leave (or are dropped)
+            let done = if emit { j.op.advance(i64::MAX)? } else { None };
+            j.op.clear();
+            let mut failed = Vec::new();
+            let out = self.post_process(done.into_iter().collect(), &mut failed);
+            self.report(failed);
+            return out;
+        }
         match &mut self.window {
             Some(win) => {
-                let out = win.op.finish(emit)?;
+                let mut out = win.op.finish(emit)?;
+                if let Some(f) = &mut win.fill {
+                    // up to the end of the last window emitted
+                    if let Some(upto) = f.last_end(&out.batches) {
+                        out.batches = f.fill_in(std::mem::take(&mut out.batches), upto)?;
+                    }
+                }
                 self.emit(out)
             }
             None => Ok(vec![]),
@@ -328,6 +432,7 @@ impl PipelineExec {
         let mut failed = Vec::new();
         let out = self.post_process(emitted.batches, &mut failed);
         self.report(failed);
+        self.count_unmatched();
         let out = out?;
         if let Some(col) = self.window.as_ref().and_then(|w| w.out_end) {
             let now = crate::clock::now_nanos();

@@ -1,5 +1,5 @@
 //! Window functions over the stream of rows, per partition key, with state kept across
-//! batches: `ewma(...) OVER (PARTITION BY ... ORDER BY ...)` and `zscore(...)`.
+//! batches: `ewma(...) OVER (PARTITION BY ... ORDER BY ...)`, `zscore(...)` and `locf(...)`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +11,21 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use weir_udf::across_windows::{Running, RunningKind, parameter, values_f64};
+
+/// Encoded partition keys back as columns `k0`, `k1`, ... (the start of a checkpointed state
+/// batch of a step that keeps state per key).
+pub fn key_state_columns<'a>(
+    converter: &RowConverter,
+    keys: impl Iterator<Item = &'a Vec<u8>>,
+) -> Result<Vec<(String, ArrayRef)>> {
+    let parser = converter.parser();
+    let keys = converter.convert_rows(keys.map(|k| parser.parse(k)))?;
+    Ok(keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (format!("k{i}"), k))
+        .collect())
+}
 
 /// One call: which statistic, its value and parameter expressions.
 #[derive(Debug)]
@@ -70,16 +85,8 @@ impl KeyedRunning {
         if self.state.is_empty() {
             return Ok(None);
         }
-        let parser = self.converter.parser();
         let entries: Vec<(&Vec<u8>, &Vec<Running>)> = self.state.iter().collect();
-        let keys = self
-            .converter
-            .convert_rows(entries.iter().map(|(k, _)| parser.parse(k)))?;
-        let mut cols: Vec<(String, ArrayRef)> = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| (format!("k{i}"), k))
-            .collect();
+        let mut cols = key_state_columns(&self.converter, entries.iter().map(|(k, _)| *k))?;
         for (c, call) in self.calls.iter().enumerate() {
             let states = entries.iter().map(|(_, s)| &s[c]);
             let params: Float64Array = states
@@ -87,14 +94,15 @@ impl KeyedRunning {
                 .map(|r| match r {
                     Running::Ewma { alpha, .. } => Some(*alpha),
                     Running::Zscore { n, .. } => Some(*n as f64),
+                    Running::Locf { .. } => Some(0.0),
                 })
                 .collect();
             cols.push((format!("c{c}_param"), Arc::new(params)));
             match call.kind {
-                RunningKind::Ewma => {
+                RunningKind::Ewma | RunningKind::Locf => {
                     let values: Float64Array = states
                         .map(|r| match r {
-                            Running::Ewma { value, .. } => *value,
+                            Running::Ewma { value, .. } | Running::Locf { value } => *value,
                             Running::Zscore { .. } => None,
                         })
                         .collect();
@@ -106,7 +114,7 @@ impl KeyedRunning {
                             Running::Zscore { history, .. } => {
                                 Some(history.iter().copied().map(Some).collect::<Vec<_>>())
                             }
-                            Running::Ewma { .. } => None,
+                            Running::Ewma { .. } | Running::Locf { .. } => None,
                         },
                     ));
                     cols.push((format!("c{c}_history"), Arc::new(history)));
@@ -155,7 +163,7 @@ impl KeyedRunning {
             for (kind, params, values) in &per_call {
                 let mut r = kind.start(params.value(i))?;
                 match &mut r {
-                    Running::Ewma { value, .. } => {
+                    Running::Ewma { value, .. } | Running::Locf { value } => {
                         let v = values.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
                         *value = v.is_valid(i).then(|| v.value(i));
                     }

@@ -75,6 +75,30 @@ impl Dataflow {
                     None => None,
                 });
             }
+            let mut join_files = Vec::new();
+            if let Some(j) = &p.join {
+                for (side, batch) in j.op.snapshot()?.into_iter().enumerate() {
+                    join_files.push(batch.map(|b| {
+                        let name = format!("p{i}-join{side}.arrow");
+                        files.push((name.clone(), b));
+                        name
+                    }));
+                }
+            }
+            let mut interpolate_files = Vec::new();
+            for (j, step) in p.post.interpolations().enumerate() {
+                let mut name = |what: &str, b: RecordBatch| {
+                    let name = format!("p{i}-interpolate{j}-{what}.arrow");
+                    files.push((name.clone(), b));
+                    name
+                };
+                interpolate_files.push(match step.snapshot()? {
+                    Some((state, held)) => {
+                        (Some(name("keys", state)), held.map(|h| name("held", h)))
+                    }
+                    None => (None, None),
+                });
+            }
             let (window_meta, window_file, windows, groups) = match window {
                 Some(OperatorState {
                     meta,
@@ -101,6 +125,8 @@ impl Dataflow {
                 windows,
                 groups,
                 running_files,
+                join_files,
+                interpolate_files,
                 counts: p.telemetry.counts(),
             });
         }
@@ -184,6 +210,23 @@ impl Dataflow {
         for (step, file) in steps.zip(&e.running_files) {
             if let Some(batch) = restored.file(file) {
                 step.restore(&batch)?;
+            }
+        }
+        if let Some(j) = &mut p.join {
+            for (side, file) in e.join_files.iter().enumerate() {
+                if let Some(batch) = restored.file(file) {
+                    j.op.restore(side, &batch)?;
+                }
+            }
+            if let Some(w) = e.last_watermark {
+                // rows a checkpoint keeps are after its watermark: nothing is completed here
+                let _ = j.op.advance(w)?;
+            }
+        }
+        for (step, (state, held)) in p.post.interpolations_mut().zip(&e.interpolate_files) {
+            if let Some(state) = restored.file(state) {
+                let held = restored.file(held);
+                step.restore(&state, held.as_ref())?;
             }
         }
         p.telemetry.restore(&e.counts);

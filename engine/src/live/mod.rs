@@ -35,10 +35,12 @@ pub const LATEST: &str = "latest";
 pub const HISTORY: &str = "history";
 /// Schema of each source's most recent raw rows.
 pub const SOURCES: &str = "sources";
+/// Schema of the reference tables (the version in use of each).
+pub const TABLES: &str = "tables";
 /// Schema of the system tables.
 pub const SYSTEM: &str = "system";
 /// Every schema, in listing order.
-pub const SCHEMAS: [&str; 4] = [LATEST, HISTORY, SOURCES, SYSTEM];
+pub const SCHEMAS: [&str; 5] = [LATEST, HISTORY, SOURCES, TABLES, SYSTEM];
 
 /// A query on a fixed snapshot (a latest table, a history table, a source ring and the
 /// system tables), for fuzzing the Flight SQL statement path: parse, bounds, plan, run.

@@ -123,6 +123,10 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
             counts(p.iter().map(|p| p.counts.refused_rows)),
         ),
         (
+            "join_unmatched_rows",
+            counts(p.iter().map(|p| p.counts.join_unmatched_rows)),
+        ),
+        (
             "latest_keys",
             counts(p.iter().map(|p| p.counts.latest_keys)),
         ),

@@ -13,13 +13,14 @@ use super::ring::RowRing;
 use super::snapshot::{
     Graph, GraphNode, LiveTable, NodeKind, PipelineStatus, SinkStatus, Snapshot, SourceStatus,
 };
-use super::{HISTORY, LiveHub, SOURCES};
+use super::{HISTORY, LiveHub, SOURCES, TABLES};
 use crate::clock::now_nanos;
 use crate::compile::{CompiledSink, CompiledSource};
 use crate::exec::dataflow::Dataflow;
 use crate::exec::ids::{PipelineId, StreamId};
 use crate::exec::pipeline::Target;
 use crate::observe::telemetry::{SinkTelemetry, SourceTelemetry};
+use crate::reference::ReferenceTable;
 
 /// How often at most a snapshot is published when only source rows changed (new output is
 /// published at once; the latest tables by their own thread).
@@ -53,15 +54,17 @@ pub struct LiveWriter {
     last_publish: Option<Instant>,
     changed: bool,
     graph: Arc<Graph>,
+    tables: Vec<Arc<ReferenceTable>>,
 }
 
 impl LiveWriter {
-    /// Tables for the sources, pipelines and sinks of one run, published into `hub`. Tells
-    /// `dataflow` to keep its pipelines' outputs.
+    /// Tables for the sources, pipelines, sinks and reference tables of one run, published
+    /// into `hub`. Tells `dataflow` to keep its pipelines' outputs.
     pub fn new(
         hub: Arc<LiveHub>,
         sources: &[CompiledSource],
         sinks: &[CompiledSink],
+        tables: &[Arc<ReferenceTable>],
         dataflow: &mut Dataflow,
     ) -> Self {
         dataflow.keep_outputs();
@@ -120,6 +123,7 @@ impl LiveWriter {
             last_publish: None,
             changed: true,
             graph: Arc::new(graph(sources.len(), sinks, dataflow)),
+            tables: tables.to_vec(),
         };
         writer.publish(dataflow, Instant::now());
         writer
@@ -179,6 +183,15 @@ impl LiveWriter {
                 LiveTable {
                     schema: dataflow.streams[s].schema.clone(),
                     batches: feed.ring.batches(),
+                },
+            );
+        }
+        for t in &self.tables {
+            tables.insert(
+                (TABLES, t.name().to_string()),
+                LiveTable {
+                    schema: Arc::clone(t.schema()),
+                    batches: vec![t.current().batch.clone()],
                 },
             );
         }

@@ -7,7 +7,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::options::{OptionEntry, Options};
-use super::{SinkStatement, SourceStatement, first_location, ident_name, parser_error};
+use super::{
+    SinkStatement, SourceStatement, TableStatement, first_location, ident_name, parser_error,
+};
 use crate::diagnostic::{Location, PipelineError};
 
 /// Parses `CREATE SOURCE name (col type, ...) WITH (key = 'value', ...)`.
@@ -18,20 +20,12 @@ pub(super) fn parse_source(
     let start = first_location(&tokens);
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
-    let err = |e| parser_error(path, e, start);
-    p.expect_keyword(Keyword::CREATE).map_err(err)?;
-    p.next_token(); // SOURCE
-    let name = p.parse_identifier().map_err(err)?;
-    let location = Location::from_sql(name.span.start);
-    usable_name(path, &name, location, "SELECT * FROM {}")?;
-    if p.peek_token().token != Token::LParen {
-        return Err(PipelineError::new(
-            path,
-            location,
-            "CREATE SOURCE needs its columns: CREATE SOURCE name (col TYPE, ...) WITH (...)",
-        ));
-    }
-    let (columns, constraints) = p.parse_columns().map_err(err)?;
+    let (name, location, columns, constraints) = parse_head(
+        path,
+        &mut p,
+        start,
+        "CREATE SOURCE name (col TYPE, ...) WITH (...)",
+    )?;
     if !constraints.is_empty() {
         return Err(PipelineError::new(
             path,
@@ -46,6 +40,102 @@ pub(super) fn parse_source(
         columns,
         options,
     })
+}
+
+/// Parses `CREATE TABLE name (col type [PRIMARY KEY], ..., [PRIMARY KEY (col, ...)]) WITH
+/// (key = 'value', ...)`.
+pub(super) fn parse_table(
+    path: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<TableStatement, PipelineError> {
+    use datafusion::sql::sqlparser::ast::{ColumnOption, Expr, TableConstraint};
+    let start = first_location(&tokens);
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let (name, location, columns, constraints) = parse_head(
+        path,
+        &mut p,
+        start,
+        "CREATE TABLE name (col TYPE, ..., PRIMARY KEY (col)) WITH (connector = 'file', path = '...')",
+    )?;
+    let at = |i: &Ident| Location::from_sql(i.span.start);
+    let mut primary_key: Vec<(String, Location)> = Vec::new();
+    for c in &columns {
+        for o in &c.options {
+            if matches!(o.option, ColumnOption::PrimaryKey(_)) {
+                primary_key.push((ident_name(&c.name), at(&c.name)));
+            }
+        }
+    }
+    for c in &constraints {
+        let TableConstraint::PrimaryKey(pk) = c else {
+            return Err(PipelineError::new(
+                path,
+                location,
+                format!("only PRIMARY KEY is supported on a reference table, found {c}"),
+            ));
+        };
+        if !primary_key.is_empty() {
+            return Err(PipelineError::new(
+                path,
+                location,
+                "the primary key is declared twice",
+            ));
+        }
+        for col in &pk.columns {
+            match &col.column.expr {
+                Expr::Identifier(i) => primary_key.push((ident_name(i), at(i))),
+                other => {
+                    return Err(PipelineError::new(
+                        path,
+                        location,
+                        format!("a primary key is a list of columns, found {other}"),
+                    ));
+                }
+            }
+        }
+    }
+    let options = parse_with(path, &mut p, location)?;
+    Ok(TableStatement {
+        name: ident_name(&name),
+        location,
+        columns,
+        primary_key,
+        options,
+    })
+}
+
+/// The columns of a source's or table's statement.
+type Head = (
+    Ident,
+    Location,
+    Vec<datafusion::sql::sqlparser::ast::ColumnDef>,
+    Vec<datafusion::sql::sqlparser::ast::TableConstraint>,
+);
+
+/// Parses `CREATE <KIND> name (columns...)` of a statement whose shape is `usage`: its name,
+/// where it is, its columns and constraints.
+fn parse_head(
+    path: &str,
+    p: &mut Parser<'_>,
+    start: Location,
+    usage: &str,
+) -> Result<Head, PipelineError> {
+    let err = |e| parser_error(path, e, start);
+    p.expect_keyword(Keyword::CREATE).map_err(err)?;
+    let kind = p.next_token().token.to_string().to_ascii_uppercase();
+    let name = p.parse_identifier().map_err(err)?;
+    let location = Location::from_sql(name.span.start);
+    usable_name(path, &name, location, "SELECT * FROM {}")?;
+    if p.peek_token().token != Token::LParen {
+        return Err(PipelineError::new(
+            path,
+            location,
+            format!("CREATE {kind} needs its columns: {usage}"),
+        ));
+    }
+    let (columns, constraints) = p.parse_columns().map_err(err)?;
+    Ok((name, location, columns, constraints))
 }
 
 /// Parses `CREATE SINK name WITH (key = 'value', ...)`.

@@ -26,6 +26,21 @@ pub struct SourceStatement {
     pub options: Options,
 }
 
+/// `CREATE TABLE name (columns, PRIMARY KEY (...)) WITH (options)`: a reference table.
+#[derive(Debug)]
+pub struct TableStatement {
+    /// Table name.
+    pub name: String,
+    /// Where the name is.
+    pub location: Location,
+    /// Declared columns.
+    pub columns: Vec<ast::ColumnDef>,
+    /// Primary key columns as written, with where each is.
+    pub primary_key: Vec<(String, Location)>,
+    /// `WITH` options.
+    pub options: Options,
+}
+
 /// `CREATE SINK name WITH (options)`.
 #[derive(Debug)]
 pub struct SinkStatement {
@@ -59,6 +74,8 @@ pub enum Statement {
     Source(SourceStatement),
     /// `CREATE SINK`.
     Sink(SinkStatement),
+    /// `CREATE TABLE`: a reference table.
+    Table(TableStatement),
     /// `CREATE VIEW name AS SELECT ...`.
     View(QueryStatement),
     /// `INSERT INTO sink SELECT ...`.
@@ -265,11 +282,12 @@ fn parse_statement(
     match words.as_slice() {
         ["CREATE", "SOURCE"] => ddl::parse_source(path, tokens).map(Statement::Source),
         ["CREATE", "SINK"] => ddl::parse_sink(path, tokens).map(Statement::Sink),
+        ["CREATE", "TABLE"] => ddl::parse_table(path, tokens).map(Statement::Table),
         ["CREATE", _] | ["INSERT", _] => parse_query_statement(path, text, tokens, start),
         _ => Err(PipelineError::new(
             path,
             start,
-            "expected CREATE SOURCE, CREATE SINK, CREATE VIEW or INSERT INTO",
+            "expected CREATE SOURCE, CREATE SINK, CREATE TABLE, CREATE VIEW or INSERT INTO",
         )),
     }
 }
@@ -298,7 +316,7 @@ fn parse_query_statement(
             path,
             start,
             format!(
-                "{what} is not supported here: expected CREATE SOURCE, CREATE SINK, CREATE VIEW name AS SELECT ... or INSERT INTO sink SELECT ..."
+                "{what} is not supported here: expected CREATE SOURCE, CREATE SINK, CREATE TABLE, CREATE VIEW name AS SELECT ... or INSERT INTO sink SELECT ..."
             ),
         )
     };
@@ -341,9 +359,6 @@ fn parse_query_statement(
                 options: None,
             }))
         }
-        ast::Statement::CreateTable(_) => Err(unsupported(
-            "CREATE TABLE (use CREATE SOURCE for inputs and CREATE SINK for outputs)",
-        )),
         other => {
             let kind = other.to_string();
             let kind: String = kind

@@ -96,11 +96,13 @@ fn every_bad_statement_is_reported() {
     assert_eq!(e.len(), 3, "{e:?}");
     assert_eq!(e[0].location.line, 1);
     assert!(
-        e[0].message
-            .contains("expected CREATE SOURCE, CREATE SINK, CREATE VIEW or INSERT INTO")
+        e[0].message.contains(
+            "expected CREATE SOURCE, CREATE SINK, CREATE TABLE, CREATE VIEW or INSERT INTO"
+        )
     );
     assert!(
-        e[2].message.contains("CREATE TABLE (use CREATE SOURCE"),
+        e[2].message
+            .contains("expected WITH (connector = '...', ...)"),
         "{}",
         e[2].message
     );

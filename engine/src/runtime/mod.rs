@@ -299,12 +299,13 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         mut sources,
         sinks,
         mut dataflow,
+        tables,
         ..
     } = project;
     if let Some(d) = dead_letter_rows {
         dataflow.set_row_dead_letters(d);
     }
-    let live = live.map(|hub| LiveWriter::new(hub, &sources, &sinks, &mut dataflow));
+    let live = live.map(|hub| LiveWriter::new(hub, &sources, &sinks, &tables, &mut dataflow));
     let source_telemetry: Vec<Arc<SourceTelemetry>> =
         sources.iter().map(|s| Arc::clone(&s.telemetry)).collect();
     let sink_telemetry: Vec<Arc<SinkTelemetry>> =
@@ -373,6 +374,8 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         checkpoints,
         holding_ends: false,
     };
+    let (tables_stop, tables_stopped) = watch::channel(false);
+    let fresh = tokio::spawn(crate::reference::keep_fresh(tables.clone(), tables_stopped));
     let mut source_tasks = SourceTasks::start(sources, committed);
     status.running(run.dataflow.pipeline_count(), source_telemetry.clone());
     let stopped_at = run
@@ -381,6 +384,8 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
     if !run.dataflow.is_finished() && !run.holding_ends {
         warn!("not every pipeline finished");
     }
+    let _ = tables_stop.send(true);
+    let _ = fresh.await;
     run.final_checkpoint().await;
     let processing = started_at.elapsed();
     status.stopping();
@@ -419,5 +424,9 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         failed_sources: run.failed,
         checkpoints: checkpoint_telemetry.map(|t| t.counts()),
         failed_sinks: Vec::new(),
+        tables: tables
+            .iter()
+            .map(|t| (t.name().to_string(), t.telemetry().counts()))
+            .collect(),
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::observe::telemetry::{CheckpointCounts, PipelineCounts, SinkCounts, SourceCounts};
+use crate::observe::telemetry::{
+    CheckpointCounts, PipelineCounts, SinkCounts, SourceCounts, TableCounts,
+};
 
 /// What happened during a run.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +27,8 @@ pub struct Summary {
     pub checkpoints: Option<CheckpointCounts>,
     /// Sinks that could not start, with their error: nothing was started.
     pub failed_sinks: Vec<(String, String)>,
+    /// Reference tables: name and counters.
+    pub tables: Vec<(String, TableCounts)>,
 }
 
 /// One source's counters.
@@ -141,6 +145,13 @@ impl std::fmt::Display for Summary {
                     c.refused_rows
                 )?;
             }
+            if c.join_unmatched_rows > 0 {
+                write!(
+                    f,
+                    ", {} rows without a match in a joined table dropped",
+                    c.join_unmatched_rows
+                )?;
+            }
             if c.state_failed {
                 write!(f, ", FAILED: state budget reached (state_policy fail)")?;
             }
@@ -150,6 +161,13 @@ impl std::fmt::Display for Summary {
                     ", latest table: {} keys evicted, {} rows not taken",
                     c.latest_evicted, c.latest_dropped_rows
                 )?;
+            }
+            writeln!(f)?;
+        }
+        for (name, c) in &self.tables {
+            write!(f, "  table {name}: {} rows, version {}", c.rows, c.version)?;
+            if c.failed_loads > 0 {
+                write!(f, ", {} reloads failed (version kept)", c.failed_loads)?;
             }
             writeln!(f)?;
         }

@@ -62,6 +62,7 @@ pub fn connectors() -> Connectors {
     c.add_source(Arc::new(TestSourceFactory));
     c.add_sink(Arc::new(weir_connectors::stdout::StdoutSinkFactory));
     c.add_sink(Arc::new(weir_connectors::file::FileSinkFactory));
+    c.add_table(Arc::new(weir_connectors::file::FileTableFactory));
     c.add_sink(Arc::new(
         weir_connectors::object_store::ObjectStoreSinkFactory,
     ));

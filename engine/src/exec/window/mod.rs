@@ -4,6 +4,7 @@
 //! times are nanoseconds since the Unix epoch; windows are aligned to the epoch.
 
 pub mod assign;
+pub mod fill;
 pub mod partial;
 pub mod session;
 pub mod state;

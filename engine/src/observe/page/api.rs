@@ -118,6 +118,7 @@ pub fn status(info: &PageInfo, run: &RunStatus, snap: &Snapshot, history: &Histo
                 "state_groups": c.state_groups,
                 "windows_emitted_early": c.windows_emitted_early,
                 "refused_rows": c.refused_rows,
+                "join_unmatched_rows": c.join_unmatched_rows,
                 "watermark": time(p.watermark),
                 "watermark_lag_seconds": lag(now, p.watermark),
                 "last_emit": time(p.last_emit),

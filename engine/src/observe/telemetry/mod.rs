@@ -16,6 +16,7 @@ mod limit;
 mod pipeline;
 mod sink;
 mod source;
+mod table;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ pub use limit::LogLimit;
 pub use pipeline::{PipelineCounts, PipelineTelemetry};
 pub use sink::{SinkCounts, SinkTelemetry};
 pub use source::{Connection, SourceCounts, SourceTelemetry};
+pub use table::{TableCounts, TableTelemetry};
 
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +332,24 @@ pub const PIPELINE_REFUSED_ROWS: MetricDef = MetricDef::counter(
     &["pipeline"],
     "Rows a pipeline dropped because its state was at its budget and their group key had no state yet (state_policy drop_new_keys)",
 );
+/// Rows an inner join with a reference table dropped.
+pub const JOIN_UNMATCHED: MetricDef = MetricDef::counter(
+    "weir_join_unmatched_rows_total",
+    &["pipeline"],
+    "Rows an inner join with a reference table dropped because no table row matched (a LEFT JOIN keeps them with nulls)",
+);
+/// Rows of a reference table.
+pub const TABLE_ROWS: MetricDef = MetricDef::gauge(
+    "weir_table_rows",
+    &["table"],
+    "Rows of the reference table version in use",
+);
+/// Loads of a reference table.
+pub const TABLE_LOADS: MetricDef = MetricDef::counter(
+    "weir_table_loads_total",
+    &["table", "result"],
+    "Loads of a reference table: `ok` (a new version in use) or `failed` (the previous version stays)",
+);
 /// Keys in a latest table.
 pub const LIVE_LATEST_KEYS: MetricDef = MetricDef::gauge(
     "weir_live_latest_keys",
@@ -560,6 +580,9 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     STATE_LIMIT,
     PIPELINE_EARLY_WINDOWS,
     PIPELINE_REFUSED_ROWS,
+    JOIN_UNMATCHED,
+    TABLE_ROWS,
+    TABLE_LOADS,
     LIVE_LATEST_KEYS,
     LIVE_LATEST_EVICTED,
     LIVE_LATEST_DROPPED,

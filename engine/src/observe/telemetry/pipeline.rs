@@ -11,10 +11,11 @@ use tracing::warn;
 use crate::sync::lock;
 
 use super::{
-    Count, LATE_ROWS, LIVE_LATEST_DROPPED, LIVE_LATEST_EVICTED, LIVE_LATEST_KEYS, Lazy, LogLimit,
-    PIPELINE_EARLY_WINDOWS, PIPELINE_ERRORS, PIPELINE_OPEN_WINDOWS, PIPELINE_REFUSED_ROWS,
-    PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT, PIPELINE_STATE_BYTES,
-    PIPELINE_STATE_GROUPS, PIPELINE_WINDOWS, WATERMARK_LAG, WINDOW_EMIT_DELAY,
+    Count, JOIN_UNMATCHED, LATE_ROWS, LIVE_LATEST_DROPPED, LIVE_LATEST_EVICTED, LIVE_LATEST_KEYS,
+    Lazy, LogLimit, PIPELINE_EARLY_WINDOWS, PIPELINE_ERRORS, PIPELINE_OPEN_WINDOWS,
+    PIPELINE_REFUSED_ROWS, PIPELINE_ROW_ERRORS, PIPELINE_ROWS_IN, PIPELINE_ROWS_OUT,
+    PIPELINE_STATE_BYTES, PIPELINE_STATE_GROUPS, PIPELINE_WINDOWS, WATERMARK_LAG,
+    WINDOW_EMIT_DELAY,
 };
 
 /// A pipeline's counters at one moment.
@@ -53,6 +54,8 @@ pub struct PipelineCounts {
     pub refused_rows: u64,
     /// Stopped because its state reached its budget (`fail`).
     pub state_failed: bool,
+    /// Rows an inner join with a reference table dropped for want of a match.
+    pub join_unmatched_rows: u64,
 }
 
 impl PipelineCounts {
@@ -93,6 +96,7 @@ pub struct PipelineTelemetry {
     extent_gauges: Lazy<[metrics::Gauge; 2]>,
     early_windows: Count,
     refused_rows: Count,
+    join_unmatched: Count,
     budget_log: LogLimit,
     state_failed: std::sync::atomic::AtomicBool,
 }
@@ -134,6 +138,7 @@ impl PipelineTelemetry {
             extent_gauges: Lazy::default(),
             early_windows: Count::default(),
             refused_rows: Count::default(),
+            join_unmatched: Count::default(),
             budget_log: LogLimit::default(),
             state_failed: Default::default(),
         }
@@ -297,6 +302,14 @@ impl PipelineTelemetry {
         }
     }
 
+    /// An inner join with a reference table dropped `rows` rows for want of a match.
+    pub fn join_unmatched(&self, rows: u64) {
+        if rows > 0 {
+            self.join_unmatched
+                .add(rows, || JOIN_UNMATCHED.counter_with(&[&self.name]));
+        }
+    }
+
     /// It stopped because its state reached its budget (`fail`).
     pub fn state_failed(&self) {
         self.state_failed.store(true, Ordering::Relaxed);
@@ -321,6 +334,8 @@ impl PipelineTelemetry {
         });
         self.refused_rows
             .carry(c.refused_rows, || PIPELINE_REFUSED_ROWS.counter_with(&[n]));
+        self.join_unmatched
+            .carry(c.join_unmatched_rows, || JOIN_UNMATCHED.counter_with(&[n]));
         let mut r = lock(&self.row_errors);
         for (reason, count) in &c.row_errors {
             let e = r.entry(reason).or_insert_with(|| RowErrors {
@@ -356,6 +371,7 @@ impl PipelineTelemetry {
             windows_emitted_early: self.early_windows.get(),
             refused_rows: self.refused_rows.get(),
             state_failed: self.state_failed.load(Ordering::Relaxed),
+            join_unmatched_rows: self.join_unmatched.get(),
         }
     }
 }

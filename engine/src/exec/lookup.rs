@@ -1,0 +1,373 @@
+//! A stream joined with a reference table: a hash lookup per row on the join keys in the
+//! table version current when the batch is processed (the index is built once per version).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
+use arrow::compute::{filter_record_batch, take};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatchOptions;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::chain::{Chain, expr_reads};
+use super::kept_rows::key_columns;
+use crate::reference::ReferenceTable;
+
+/// Which rows a lookup join keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupKind {
+    /// Stream rows with a matching table row, once per match.
+    Inner,
+    /// Every stream row: with each matching table row, or once with nulls.
+    Left,
+    /// Stream rows with a matching table row, once, without table columns (`IN`, `EXISTS`).
+    Semi,
+    /// Stream rows without a matching table row, without table columns (`NOT IN`, `NOT EXISTS`).
+    Anti,
+}
+
+impl LookupKind {
+    /// As written in SQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            LookupKind::Inner => "INNER",
+            LookupKind::Left => "LEFT",
+            LookupKind::Semi => "SEMI (IN/EXISTS)",
+            LookupKind::Anti => "ANTI (NOT IN/NOT EXISTS)",
+        }
+    }
+}
+
+/// How a lookup join is planned.
+#[derive(Debug)]
+pub struct LookupPlan {
+    /// The table.
+    pub table: Arc<ReferenceTable>,
+    /// Steps over the table's rows before the join (its projection and filters).
+    pub table_chain: Chain,
+    /// Key expressions over the stream's rows.
+    pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Key expressions over the table side's rows, in the same order.
+    pub table_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Extra predicate over the columns of both sides (the left input's first).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Which rows are kept.
+    pub kind: LookupKind,
+    /// True when the stream is the left input (its columns come first).
+    pub stream_first: bool,
+    /// Columns of the table side.
+    pub table_width: usize,
+    /// Output columns.
+    pub schema: SchemaRef,
+}
+
+/// A fast hash for short encoded keys (a map of the table's keys is never exposed to input
+/// it could be attacked with: its keys come from the table file).
+type KeyHasher = std::hash::BuildHasherDefault<twox_hash::XxHash64>;
+
+/// The index of one table version.
+struct Index {
+    version: u64,
+    /// The table side's rows (after its own steps).
+    rows: RecordBatch,
+    converter: RowConverter,
+    key_types: Vec<DataType>,
+    /// Encoded key → first row with it.
+    first: HashMap<Box<[u8]>, u32, KeyHasher>,
+    /// Row → next row with the same key (`u32::MAX`: none).
+    next: Vec<u32>,
+}
+
+/// The join as a step of a chain.
+pub struct LookupJoin {
+    plan: LookupPlan,
+    index: Option<Index>,
+    unmatched: u64,
+}
+
+impl std::fmt::Debug for LookupJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupJoin")
+            .field("table", &self.plan.table.name())
+            .field("kind", &self.plan.kind)
+            .finish()
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+impl LookupJoin {
+    /// A join as planned.
+    pub fn new(plan: LookupPlan) -> Self {
+        Self {
+            plan,
+            index: None,
+            unmatched: 0,
+        }
+    }
+
+    /// One line for `weir check --explain`: the join's kind, its table and its state bound.
+    pub fn describe(&self) -> String {
+        let t = &self.plan.table;
+        let v = t.current();
+        format!(
+            "{} lookup join with table '{}' on {} key{} (state: the table, {} rows now, at most max_rows = {} / max_bytes = {}; version {} from {}, {})",
+            self.plan.kind.name(),
+            t.name(),
+            self.plan.stream_keys.len(),
+            if self.plan.stream_keys.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            v.batch.num_rows(),
+            t.limits().max_rows,
+            t.limits().max_bytes,
+            v.number,
+            t.location(),
+            match t.reload() {
+                Some(d) => format!("looked at every {}", humantime::format_duration(d)),
+                None => "read once".to_string(),
+            }
+        )
+    }
+
+    /// Stream rows dropped for want of a match since the last call.
+    pub fn take_unmatched(&mut self) -> u64 {
+        std::mem::take(&mut self.unmatched)
+    }
+
+    /// The expressions evaluated over the stream's rows.
+    pub fn stream_exprs(&self) -> impl Iterator<Item = &Arc<dyn PhysicalExpr>> {
+        self.plan.stream_keys.iter()
+    }
+
+    /// Where stream column `col` is in the output.
+    pub fn map(&self, col: usize) -> usize {
+        match self.plan.kind {
+            LookupKind::Inner | LookupKind::Left if !self.plan.stream_first => {
+                self.plan.table_width + col
+            }
+            _ => col,
+        }
+    }
+
+    /// True when the join computes with stream column `col`.
+    pub fn reads(&self, col: usize) -> bool {
+        let in_pair = if self.plan.stream_first {
+            col
+        } else {
+            self.plan.table_width + col
+        };
+        self.plan.stream_keys.iter().any(|e| expr_reads(e, col))
+            || self
+                .plan
+                .filter
+                .as_ref()
+                .is_some_and(|f| expr_reads(f, in_pair))
+    }
+
+    /// The index of the version in use, built when the version changed.
+    fn index(&mut self) -> Result<&Index> {
+        let version = self.plan.table.current();
+        if self.index.as_ref().map(|i| i.version) != Some(version.number) {
+            let mut failed = Vec::new();
+            let rows = self
+                .plan
+                .table_chain
+                .apply(version.batch.clone(), &mut failed)?;
+            if let Some(f) = failed.first() {
+                tracing::warn!(table = %self.plan.table.name(), rows = failed.len(), error = %f.message,
+                    "table rows left out of a join: evaluating them failed");
+            }
+            let n = rows.num_rows();
+            let keys = self
+                .plan
+                .table_keys
+                .iter()
+                .map(|e| e.evaluate(&rows)?.into_array(n))
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
+            let converter = RowConverter::new(
+                key_types
+                    .iter()
+                    .map(|t| SortField::new(t.clone()))
+                    .collect(),
+            )?;
+            let encoded = converter.convert_columns(&keys)?;
+            let mut first: HashMap<Box<[u8]>, u32, KeyHasher> =
+                HashMap::with_capacity_and_hasher(n, KeyHasher::default());
+            let mut next = vec![NONE; n];
+            // backwards, so that walking a key's rows goes in table order
+            for r in (0..n).rev() {
+                if keys.iter().any(|k| k.is_null(r)) {
+                    continue;
+                }
+                if let Some(prev) = first.insert(encoded.row(r).as_ref().into(), r as u32) {
+                    next[r] = prev;
+                }
+            }
+            self.index = Some(Index {
+                version: version.number,
+                rows,
+                converter,
+                key_types,
+                first,
+                next,
+            });
+        }
+        Ok(self.index.as_ref().expect("built above"))
+    }
+
+    /// The join over one batch of stream rows.
+    pub fn apply(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        self.index()?;
+        let index = self.index.as_ref().expect("built by index()");
+        let keys = key_columns(batch, &self.plan.stream_keys, &index.key_types)?;
+        let encoded = index.converter.convert_columns(&keys)?;
+        // candidate pairs, in stream order
+        let mut probe = UInt32Builder::with_capacity(n);
+        let mut build = UInt32Builder::with_capacity(n);
+        for i in 0..n {
+            if keys.iter().any(|k| k.is_null(i)) {
+                continue;
+            }
+            let mut r = index
+                .first
+                .get(encoded.row(i).as_ref())
+                .copied()
+                .unwrap_or(NONE);
+            while r != NONE {
+                probe.append_value(i as u32);
+                build.append_value(r);
+                r = index.next[r as usize];
+            }
+        }
+        let (mut probe, mut build) = (probe.finish(), build.finish());
+        let table_rows = index.rows.clone();
+        if let Some(filter) = &self.plan.filter {
+            let pairs = self.assemble(batch, &table_rows, &probe, &build, None)?;
+            let mask = filter.evaluate(&pairs)?.into_array(pairs.num_rows())?;
+            let mask = mask
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| DataFusionError::Internal("join filter is not boolean".into()))?;
+            let keep = match mask.nulls() {
+                Some(_) => arrow::compute::prep_null_mask_filter(mask),
+                None => mask.clone(),
+            };
+            probe = downcast_u32(arrow::compute::filter(&probe, &keep)?)?;
+            build = downcast_u32(arrow::compute::filter(&build, &keep)?)?;
+        }
+        let mut matched = vec![false; n];
+        for &i in probe.values() {
+            matched[i as usize] = true;
+        }
+        let misses = matched.iter().filter(|m| !**m).count() as u64;
+        match self.plan.kind {
+            LookupKind::Inner => {
+                self.unmatched += misses;
+                self.assemble(batch, &table_rows, &probe, &build, Some(&self.plan.schema))
+            }
+            LookupKind::Left => {
+                let mut p = UInt32Builder::with_capacity(n);
+                let mut b = UInt32Builder::with_capacity(n);
+                let mut at = 0;
+                for (i, &m) in matched.iter().enumerate() {
+                    if !m {
+                        p.append_value(i as u32);
+                        b.append_null();
+                        continue;
+                    }
+                    while at < probe.len() && probe.value(at) as usize == i {
+                        p.append_value(i as u32);
+                        b.append_value(build.value(at));
+                        at += 1;
+                    }
+                }
+                let (p, b) = (p.finish(), b.finish());
+                self.assemble(batch, &table_rows, &p, &b, Some(&self.plan.schema))
+            }
+            LookupKind::Semi | LookupKind::Anti => {
+                let semi = self.plan.kind == LookupKind::Semi;
+                if semi {
+                    self.unmatched += misses;
+                }
+                let keep: BooleanArray = matched.iter().map(|&m| Some(m == semi)).collect();
+                let kept = filter_record_batch(batch, &keep)?;
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(&self.plan.schema),
+                    kept.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(kept.num_rows())),
+                )?)
+            }
+        }
+    }
+
+    /// The stream rows `probe` beside the table rows `build` (null: none), in the inputs'
+    /// order; with `schema`, as the join's output, else under a schema of both sides.
+    fn assemble(
+        &self,
+        batch: &RecordBatch,
+        table: &RecordBatch,
+        probe: &UInt32Array,
+        build: &UInt32Array,
+        schema: Option<&SchemaRef>,
+    ) -> Result<RecordBatch> {
+        // every row once, in order (each matched one table row): the columns as they are
+        let identity = probe.len() == batch.num_rows()
+            && probe
+                .values()
+                .iter()
+                .enumerate()
+                .all(|(i, &p)| p as usize == i);
+        let stream_cols = if identity {
+            batch.columns().to_vec()
+        } else {
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c, probe, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        let table_cols = table
+            .columns()
+            .iter()
+            .map(|c| take(c, build, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (mut cols, mut fields) = (Vec::new(), Vec::new());
+        let sides = if self.plan.stream_first {
+            [(stream_cols, batch.schema()), (table_cols, table.schema())]
+        } else {
+            [(table_cols, table.schema()), (stream_cols, batch.schema())]
+        };
+        for (c, s) in sides {
+            cols.extend(c);
+            fields.extend(
+                s.fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true)),
+            );
+        }
+        let schema = match schema {
+            Some(s) => Arc::clone(s),
+            None => Arc::new(arrow::datatypes::Schema::new(fields)),
+        };
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(probe.len())),
+        )?)
+    }
+}
+
+fn downcast_u32(a: ArrayRef) -> Result<UInt32Array> {
+    a.as_any()
+        .downcast_ref::<UInt32Array>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("expected row numbers".into()))
+}
