@@ -987,3 +987,68 @@ async fn interpolate_state_survives_a_checkpoint() {
             .any(|r| r[0] == "b" && r[1].ends_with("00:00:09") && r[4] != "null")
     );
 }
+
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    // what the kubelet does: the file is a link into `..data`, itself a link to a timestamped
+    // directory; an update writes a new directory and renames a new `..data` link over the old
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let version = |name: &str, class: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(
+            d.join(name).join("assets.csv"),
+            format!("machine,class,rms_limit,site\na,{class},1,north\n"),
+        )
+        .unwrap();
+    };
+    version("..2026_12_07_1", "first");
+    symlink("..2026_12_07_1", d.join("..data")).unwrap();
+    symlink("..data/assets.csv", d.join("assets.csv")).unwrap();
+    let sql = format!(
+        "{}INSERT INTO out SELECT t.k, a.class FROM s t JOIN assets a ON t.k = a.machine;",
+        source_and_table(&d.join("assets.csv"))
+    );
+    let h = Harness::new(&sql).await;
+    let table = Arc::clone(&h.project.tables[0]);
+    let class = || rows_of(&table.current().batch)[0][1].clone();
+    assert_eq!(class(), "first");
+    assert!(!table.refresh().unwrap(), "nothing changed");
+    version("..2026_12_07_2", "second");
+    symlink("..2026_12_07_2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    assert!(table.refresh().unwrap());
+    assert_eq!(class(), "second");
+    assert_eq!(table.current().number, 2);
+}
+
+#[tokio::test]
+async fn a_lookup_on_two_keys_of_different_types_matches_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = write(dir.path(), "assets.csv", ASSETS);
+    let sql = format!(
+        "{}INSERT INTO out SELECT t.k, t.ts, t.v, a.class FROM s t JOIN assets a ON t.k = a.machine AND t.v = a.rms_limit;",
+        source_and_table(&assets)
+    );
+    let mut h = Harness::new(&sql).await;
+    let mut rng = Lcg(41);
+    // values 2.8, 4.5 and 7.1 (the limits) come up often
+    let rows: Vec<Row> = (0..3000)
+        .map(|i| Row {
+            k: ["a", "b", "c", "d"][rng.below(4) as usize].to_string(),
+            ts: i * 10 * MS,
+            v: [2.8, 4.5, 7.1, 1.0][rng.below(4) as usize],
+        })
+        .collect();
+    feed_all(&mut h, &rows, &mut rng);
+    let want = reference(
+        &rows,
+        &assets,
+        "SELECT t.k, t.ts, t.v, a.class FROM t JOIN assets a ON t.k = a.machine AND t.v = a.rms_limit",
+    )
+    .await;
+    let got = h.sink(0).unwrap();
+    assert_rows_eq(&rows_of(&got), &rows_of(&want));
+    assert!(got.num_rows() > 200, "{}", got.num_rows());
+}

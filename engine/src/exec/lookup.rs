@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
+use arrow::array::make_comparator;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt32Builder,
+};
+use arrow::compute::SortOptions;
 use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatchOptions;
-use arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -64,21 +68,149 @@ pub struct LookupPlan {
     pub schema: SchemaRef,
 }
 
-/// A fast hash for short encoded keys (a map of the table's keys is never exposed to input
-/// it could be attacked with: its keys come from the table file).
-type KeyHasher = std::hash::BuildHasherDefault<twox_hash::XxHash64>;
+/// Hashes of the keys' values (DataFusion's, as its hash join uses them).
+const KEY_HASHES: RandomState = RandomState::with_seed(0x5765_6972);
+
+/// A map keyed by a hash already computed: the hash is its own hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// The index of one table version.
 struct Index {
     version: u64,
     /// The table side's rows (after its own steps).
     rows: RecordBatch,
-    converter: RowConverter,
+    /// Their keys.
+    keys: Vec<ArrayRef>,
     key_types: Vec<DataType>,
-    /// Encoded key → first row with it.
-    first: HashMap<Box<[u8]>, u32, KeyHasher>,
-    /// Row → next row with the same key (`u32::MAX`: none).
+    /// Hash of a key → the first row with that hash.
+    first: HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
+    /// Row → next row with the same hash (`u32::MAX`: none).
     next: Vec<u32>,
+}
+
+/// The hash of a text key (one text column: hashed by value, row by row).
+fn text_hash(v: &str) -> u64 {
+    use std::hash::BuildHasher;
+    KEY_HASHES.hash_one(v)
+}
+
+/// The hashes of the table's keys, as the probe computes them for the stream's.
+fn table_hashes(keys: &[ArrayRef], n: usize) -> Result<Vec<u64>> {
+    if let [k] = keys
+        && let Some(text) = k.as_string_view_opt()
+    {
+        return Ok((0..n)
+            .map(|i| {
+                if text.is_null(i) {
+                    0
+                } else {
+                    text_hash(text.value(i))
+                }
+            })
+            .collect());
+    }
+    let mut h = vec![0; n];
+    create_hashes(keys, &KEY_HASHES, &mut h)?;
+    Ok(h)
+}
+
+/// Pairs (stream row, table row) of a single text key. Consecutive rows with the same short
+/// key (a device's sensors one after another) reuse the previous row's matches.
+fn probe_text(
+    index: &Index,
+    s: &arrow::array::StringViewArray,
+    t: &arrow::array::StringViewArray,
+) -> (Vec<u32>, Vec<u32>) {
+    let n = s.len();
+    let (mut probe, mut build) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (sv, tv) = (s.views(), t.views());
+    // the previous row's view and where its matches start in `build`
+    let mut prev: Option<(u128, usize)> = None;
+    for i in 0..n {
+        if s.is_null(i) {
+            prev = None;
+            continue;
+        }
+        let v = sv[i];
+        if let Some((pv, from)) = prev
+            && pv == v
+            && (v as u32) <= 12
+        {
+            let to = build.len();
+            for k in from..to {
+                probe.push(i as u32);
+                build.push(build[k]);
+            }
+            prev = Some((v, to));
+            continue;
+        }
+        let from = build.len();
+        let value = s.value(i);
+        let mut r = index.first.get(&text_hash(value)).copied().unwrap_or(NONE);
+        while r != NONE {
+            let w = tv[r as usize];
+            let equal = if (v as u32) <= 12 {
+                v == w
+            } else {
+                t.value(r as usize) == value
+            };
+            if equal {
+                probe.push(i as u32);
+                build.push(r);
+            }
+            r = index.next[r as usize];
+        }
+        prev = Some((v, from));
+    }
+    (probe, build)
+}
+
+/// Pairs (stream row, table row) of any keys.
+fn probe_any(index: &Index, keys: &[ArrayRef]) -> Result<(Vec<u32>, Vec<u32>)> {
+    let n = keys.first().map_or(0, |k| k.len());
+    let mut hashes = vec![0; n];
+    create_hashes(keys, &KEY_HASHES, &mut hashes)?;
+    let equal = keys
+        .iter()
+        .zip(&index.keys)
+        .map(|(s, t)| make_comparator(s.as_ref(), t.as_ref(), SortOptions::default()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let nulls = keys.iter().any(|k| k.null_count() > 0);
+    let (mut probe, mut build) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, h) in hashes.iter().enumerate() {
+        if nulls && null_key(keys, i) {
+            continue;
+        }
+        let mut r = index.first.get(h).copied().unwrap_or(NONE);
+        while r != NONE {
+            if equal.iter().all(|eq| eq(i, r as usize).is_eq()) {
+                probe.push(i as u32);
+                build.push(r);
+            }
+            r = index.next[r as usize];
+        }
+    }
+    Ok((probe, build))
+}
+
+/// Row `i` of each of `keys` is null in some key.
+fn null_key(keys: &[ArrayRef], i: usize) -> bool {
+    keys.iter().any(|k| k.is_null(i))
 }
 
 /// The join as a step of a chain.
@@ -191,29 +323,24 @@ impl LookupJoin {
                 .map(|e| e.evaluate(&rows)?.into_array(n))
                 .collect::<Result<Vec<ArrayRef>>>()?;
             let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
-            let converter = RowConverter::new(
-                key_types
-                    .iter()
-                    .map(|t| SortField::new(t.clone()))
-                    .collect(),
-            )?;
-            let encoded = converter.convert_columns(&keys)?;
-            let mut first: HashMap<Box<[u8]>, u32, KeyHasher> =
-                HashMap::with_capacity_and_hasher(n, KeyHasher::default());
+            let hashes = table_hashes(&keys, n)?;
+            let nulls = keys.iter().any(|k| k.null_count() > 0);
+            let mut first: HashMap<u64, u32, _> =
+                HashMap::with_capacity_and_hasher(n, Default::default());
             let mut next = vec![NONE; n];
-            // backwards, so that walking a key's rows goes in table order
+            // backwards, so that walking a hash's rows goes in table order
             for r in (0..n).rev() {
-                if keys.iter().any(|k| k.is_null(r)) {
+                if nulls && null_key(&keys, r) {
                     continue;
                 }
-                if let Some(prev) = first.insert(encoded.row(r).as_ref().into(), r as u32) {
+                if let Some(prev) = first.insert(hashes[r], r as u32) {
                     next[r] = prev;
                 }
             }
             self.index = Some(Index {
                 version: version.number,
                 rows,
-                converter,
+                keys,
                 key_types,
                 first,
                 next,
@@ -224,30 +351,18 @@ impl LookupJoin {
 
     /// The join over one batch of stream rows.
     pub fn apply(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let n = batch.num_rows();
         self.index()?;
         let index = self.index.as_ref().expect("built by index()");
         let keys = key_columns(batch, &self.plan.stream_keys, &index.key_types)?;
-        let encoded = index.converter.convert_columns(&keys)?;
         // candidate pairs, in stream order
-        let mut probe = UInt32Builder::with_capacity(n);
-        let mut build = UInt32Builder::with_capacity(n);
-        for i in 0..n {
-            if keys.iter().any(|k| k.is_null(i)) {
-                continue;
+        let (probe, build) = match (keys.as_slice(), index.keys.as_slice()) {
+            ([s], [t]) if s.as_string_view_opt().is_some() && t.as_string_view_opt().is_some() => {
+                probe_text(index, s.as_string_view(), t.as_string_view())
             }
-            let mut r = index
-                .first
-                .get(encoded.row(i).as_ref())
-                .copied()
-                .unwrap_or(NONE);
-            while r != NONE {
-                probe.append_value(i as u32);
-                build.append_value(r);
-                r = index.next[r as usize];
-            }
-        }
-        let (mut probe, mut build) = (probe.finish(), build.finish());
+            _ => probe_any(index, &keys)?,
+        };
+        let (mut probe, mut build) = (UInt32Array::from(probe), UInt32Array::from(build));
+        let n = batch.num_rows();
         let table_rows = index.rows.clone();
         if let Some(filter) = &self.plan.filter {
             let pairs = self.assemble(batch, &table_rows, &probe, &build, None)?;
