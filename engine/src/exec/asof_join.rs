@@ -129,8 +129,9 @@ impl AsOfJoin {
 
     /// Per key, the right rows before the latest one at or before `w` are released.
     fn release(&mut self, w: i64) {
-        self.right
-            .release(|rows| rows.partition_point(|r| r.time <= w).saturating_sub(1));
+        self.right.release(w, |rows| {
+            rows.partition_point(|r| r.time <= w).saturating_sub(1)
+        });
     }
 }
 

@@ -235,8 +235,8 @@ impl IntervalJoin {
         for s in 0..2 {
             let keep = self.keep(s);
             // rows are in time order: those no row still to come can match come first
-            self.sides[s]
-                .release(|rows| rows.partition_point(|r| r.time.saturating_add(keep) <= w));
+            let upto = w.saturating_sub(keep);
+            self.sides[s].release(upto, |rows| rows.partition_point(|r| r.time <= upto));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Rows a join of two streams keeps for matching: the batches they came in (each dropped
 //! once none of its rows is kept) and, per encoded join key, the kept rows in time order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use std::sync::Arc;
 
@@ -99,6 +99,9 @@ pub struct KeptRows {
     batches: HashMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
     by_key: HashMap<Box<[u8]>, Vec<KeptRow>>,
+    /// Per added batch, in arrival order: its latest time and its keys, so that releasing
+    /// looks only at the keys of batches old enough.
+    pending: VecDeque<(i64, Vec<Box<[u8]>>)>,
     bytes: usize,
 }
 
@@ -116,18 +119,32 @@ impl KeptRows {
         let id = self.next_batch;
         self.next_batch += 1;
         self.bytes += batch.get_array_memory_size();
+        let mut latest = i64::MIN;
+        let mut batch_keys: Vec<Box<[u8]>> = Vec::new();
         for (row, (key, time)) in keys.zip(times).enumerate() {
-            let rows = self.by_key.entry(key.into()).or_default();
-            let at = rows.partition_point(|r| r.time <= time);
-            rows.insert(
-                at,
-                KeptRow {
-                    time,
-                    batch: id,
-                    row: row as u32,
-                },
-            );
+            latest = latest.max(time);
+            let row = KeptRow {
+                time,
+                batch: id,
+                row: row as u32,
+            };
+            let rows = match self.by_key.get_mut(key) {
+                Some(rows) => rows,
+                None => self.by_key.entry(key.into()).or_default(),
+            };
+            if rows.last().is_none_or(|r| r.time <= time) {
+                rows.push(row);
+            } else {
+                let at = rows.partition_point(|r| r.time <= time);
+                rows.insert(at, row);
+            }
+            if batch_keys.last().is_none_or(|k| **k != *key) {
+                batch_keys.push(key.into());
+            }
         }
+        batch_keys.sort_unstable();
+        batch_keys.dedup();
+        self.pending.push_back((latest, batch_keys));
         let n = batch.num_rows();
         self.batches.insert(id, (batch, n));
     }
@@ -137,16 +154,30 @@ impl KeptRows {
         self.by_key.get(key).map_or(&[], Vec::as_slice)
     }
 
-    /// Per key, drops the first `drop(rows)` of its rows (in time order).
-    pub fn release(&mut self, mut drop: impl FnMut(&[KeptRow]) -> usize) {
+    /// For the keys of the batches whose rows are all at or before `upto` (in arrival order),
+    /// drops the first `drop(rows)` of the key's rows (in time order). A batch behind a later
+    /// one waits for it: rows may be kept a little longer, never released early.
+    pub fn release(&mut self, upto: i64, mut drop: impl FnMut(&[KeptRow]) -> usize) {
         let mut released: HashMap<u64, usize> = HashMap::new();
-        self.by_key.retain(|_, rows| {
-            let n = drop(rows).min(rows.len());
-            for r in rows.drain(..n) {
-                *released.entry(r.batch).or_default() += 1;
+        while self
+            .pending
+            .front()
+            .is_some_and(|(latest, _)| *latest <= upto)
+        {
+            let (_, keys) = self.pending.pop_front().expect("checked");
+            for key in keys {
+                let Some(rows) = self.by_key.get_mut(&key) else {
+                    continue;
+                };
+                let n = drop(rows).min(rows.len());
+                for r in rows.drain(..n) {
+                    *released.entry(r.batch).or_default() += 1;
+                }
+                if rows.is_empty() {
+                    self.by_key.remove(&key);
+                }
             }
-            !rows.is_empty()
-        });
+        }
         for (b, n) in released {
             if let Some(entry) = self.batches.get_mut(&b) {
                 entry.1 -= n;
