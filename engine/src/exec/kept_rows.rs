@@ -98,7 +98,9 @@ pub struct KeptRow {
 pub struct KeptRows {
     batches: HashMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
-    by_key: HashMap<Box<[u8]>, Vec<KeptRow>>,
+    /// Keys hashed with DataFusion's fast hash (the default one is built to resist floods
+    /// of chosen keys, which a per-row join cannot afford; keys come from the plant).
+    by_key: HashMap<Box<[u8]>, Vec<KeptRow>, datafusion::common::hash_utils::RandomState>,
     /// Per added batch, in arrival order: its latest time and its keys, so that releasing
     /// looks only at the keys of batches old enough.
     pending: VecDeque<(i64, Vec<Box<[u8]>>)>,
