@@ -133,7 +133,14 @@ pub struct Chain {
 
 impl Chain {
     /// A chain of `steps`, applied first to last.
-    pub fn new(steps: Vec<Step>) -> Self {
+    pub fn new(mut steps: Vec<Step>) -> Self {
+        // a lookup join carries only the table columns a later step reads or lets out
+        for k in 0..steps.len() {
+            let (head, later) = steps.split_at_mut(k + 1);
+            if let Step::Lookup(l) = &mut head[k] {
+                l.carry_only(|col| follow(later, col) != Fate::Dropped);
+            }
+        }
         Self { steps }
     }
 
@@ -271,18 +278,34 @@ impl Chain {
     }
 
     /// True when some step reads input column `col` other than to pass it through.
-    pub fn computes_with(&self, mut col: usize) -> bool {
-        for step in &self.steps {
-            if step.reads(col) {
-                return true;
-            }
-            match step.map(col) {
-                Some(c) => col = c,
-                None => return false,
-            }
-        }
-        false
+    pub fn computes_with(&self, col: usize) -> bool {
+        follow(&self.steps, col) == Fate::Read
     }
+}
+
+/// What `steps` do with an input column.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// A step computes with it.
+    Read,
+    /// It is passed through to the output unread.
+    Output,
+    /// A step drops it unread.
+    Dropped,
+}
+
+/// What `steps` do with input column `col`.
+fn follow(steps: &[Step], mut col: usize) -> Fate {
+    for step in steps {
+        if step.reads(col) {
+            return Fate::Read;
+        }
+        match step.map(col) {
+            Some(c) => col = c,
+            None => return Fate::Dropped,
+        }
+    }
+    Fate::Output
 }
 
 /// True when `e` reads column `col` anywhere.

@@ -101,6 +101,9 @@ struct Index {
     first: HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
     /// Row → next row with the same hash (`u32::MAX`: none).
     next: Vec<u32>,
+    /// Per table column no later step reads: a column of the right type to stand in for
+    /// it (row 0 repeated), sliced to each output's length and grown when too short.
+    stand_ins: Vec<Option<ArrayRef>>,
 }
 
 /// The hash of a text key (one text column: hashed by value, row by row).
@@ -218,6 +221,8 @@ pub struct LookupJoin {
     plan: LookupPlan,
     index: Option<Index>,
     unmatched: u64,
+    /// Per table column: some later step reads it or lets it out (else it is not taken).
+    carried: Vec<bool>,
 }
 
 impl std::fmt::Debug for LookupJoin {
@@ -234,11 +239,29 @@ const NONE: u32 = u32::MAX;
 impl LookupJoin {
     /// A join as planned.
     pub fn new(plan: LookupPlan) -> Self {
+        let plan_width = plan.table_width;
         Self {
             plan,
             index: None,
             unmatched: 0,
+            carried: vec![true; plan_width],
         }
+    }
+
+    /// Carries only the table columns for whose place in the output `needed` is true; the
+    /// others get a stand-in (a later step neither reads them nor lets them out).
+    pub fn carry_only(&mut self, needed: impl Fn(usize) -> bool) {
+        if matches!(self.plan.kind, LookupKind::Semi | LookupKind::Anti) {
+            return;
+        }
+        let first = if self.plan.stream_first {
+            self.plan.schema.fields().len() - self.plan.table_width
+        } else {
+            0
+        };
+        self.carried = (0..self.plan.table_width)
+            .map(|j| needed(first + j))
+            .collect();
     }
 
     /// One line for `weir check --explain`: the join's kind, its table and its state bound.
@@ -337,6 +360,7 @@ impl LookupJoin {
                     next[r] = prev;
                 }
             }
+            let stand_ins = vec![None; rows.num_columns()];
             self.index = Some(Index {
                 version: version.number,
                 rows,
@@ -344,6 +368,7 @@ impl LookupJoin {
                 key_types,
                 first,
                 next,
+                stand_ins,
             });
         }
         Ok(self.index.as_ref().expect("built above"))
@@ -363,9 +388,10 @@ impl LookupJoin {
         };
         let (mut probe, mut build) = (UInt32Array::from(probe), UInt32Array::from(build));
         let n = batch.num_rows();
-        let table_rows = index.rows.clone();
+        let table_schema = index.rows.schema();
         if let Some(filter) = &self.plan.filter {
-            let pairs = self.assemble(batch, &table_rows, &probe, &build, None)?;
+            let table_cols = take_all(&index.rows, &build)?;
+            let pairs = self.assemble(batch, table_cols, &table_schema, &probe, None)?;
             let mask = filter.evaluate(&pairs)?.into_array(pairs.num_rows())?;
             let mask = mask
                 .as_any()
@@ -386,7 +412,8 @@ impl LookupJoin {
         match self.plan.kind {
             LookupKind::Inner => {
                 self.unmatched += misses;
-                self.assemble(batch, &table_rows, &probe, &build, Some(&self.plan.schema))
+                let table_cols = self.table_columns(&build)?;
+                self.assemble(batch, table_cols, &table_schema, &probe, Some(&self.plan.schema))
             }
             LookupKind::Left => {
                 let mut p = UInt32Builder::with_capacity(n);
@@ -405,7 +432,8 @@ impl LookupJoin {
                     }
                 }
                 let (p, b) = (p.finish(), b.finish());
-                self.assemble(batch, &table_rows, &p, &b, Some(&self.plan.schema))
+                let table_cols = self.table_columns(&b)?;
+                self.assemble(batch, table_cols, &table_schema, &p, Some(&self.plan.schema))
             }
             LookupKind::Semi | LookupKind::Anti => {
                 let semi = self.plan.kind == LookupKind::Semi;
@@ -423,14 +451,39 @@ impl LookupJoin {
         }
     }
 
-    /// The stream rows `probe` beside the table rows `build` (null: none), in the inputs'
-    /// order; with `schema`, as the join's output, else under a schema of both sides.
+    /// The table side of the output: its rows `build` (null: none) of the columns carried,
+    /// stand-ins for the others.
+    fn table_columns(&mut self, build: &UInt32Array) -> Result<Vec<ArrayRef>> {
+        let index = self.index.as_mut().expect("built by index()");
+        if self.carried.iter().all(|&c| c) || index.rows.num_rows() == 0 {
+            return take_all(&index.rows, build);
+        }
+        let n = build.len();
+        let mut cols = Vec::with_capacity(self.carried.len());
+        for (j, &carried) in self.carried.iter().enumerate() {
+            let col = index.rows.column(j);
+            if carried {
+                cols.push(take(col, build, None)?);
+                continue;
+            }
+            let stand_in = &mut index.stand_ins[j];
+            if stand_in.as_ref().is_none_or(|a| a.len() < n) {
+                let zeros = UInt32Array::from(vec![0; n.max(8192)]);
+                *stand_in = Some(take(col, &zeros, None)?);
+            }
+            cols.push(stand_in.as_ref().expect("set above").slice(0, n));
+        }
+        Ok(cols)
+    }
+
+    /// The stream rows `probe` beside the table side's `table_cols`, in the inputs' order;
+    /// with `schema`, as the join's output, else under a schema of both sides.
     fn assemble(
         &self,
         batch: &RecordBatch,
-        table: &RecordBatch,
+        table_cols: Vec<ArrayRef>,
+        table_schema: &SchemaRef,
         probe: &UInt32Array,
-        build: &UInt32Array,
         schema: Option<&SchemaRef>,
     ) -> Result<RecordBatch> {
         // every row once, in order (each matched one table row): the columns as they are
@@ -449,16 +502,12 @@ impl LookupJoin {
                 .map(|c| take(c, probe, None))
                 .collect::<std::result::Result<Vec<_>, _>>()?
         };
-        let table_cols = table
-            .columns()
-            .iter()
-            .map(|c| take(c, build, None))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         let (mut cols, mut fields) = (Vec::new(), Vec::new());
+        let table_schema = Arc::clone(table_schema);
         let sides = if self.plan.stream_first {
-            [(stream_cols, batch.schema()), (table_cols, table.schema())]
+            [(stream_cols, batch.schema()), (table_cols, table_schema)]
         } else {
-            [(table_cols, table.schema()), (stream_cols, batch.schema())]
+            [(table_cols, table_schema), (stream_cols, batch.schema())]
         };
         for (c, s) in sides {
             cols.extend(c);
@@ -478,6 +527,15 @@ impl LookupJoin {
             &RecordBatchOptions::new().with_row_count(Some(probe.len())),
         )?)
     }
+}
+
+/// Rows `build` (null: none) of every column of `table`.
+fn take_all(table: &RecordBatch, build: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    Ok(table
+        .columns()
+        .iter()
+        .map(|c| take(c, build, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 fn downcast_u32(a: ArrayRef) -> Result<UInt32Array> {
