@@ -1052,3 +1052,44 @@ async fn a_lookup_on_two_keys_of_different_types_matches_batch_sql() {
     assert_rows_eq(&rows_of(&got), &rows_of(&want));
     assert!(got.num_rows() > 200, "{}", got.num_rows());
 }
+
+#[tokio::test]
+async fn lookups_on_a_key_several_table_rows_share_match_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = write(dir.path(), "assets.csv", ASSETS);
+    // rms_limit 4.5 is b's and e's, site 'north' three machines': a row meets several
+    let sql = format!(
+        "{}INSERT INTO out SELECT t.k, t.ts, t.v, a.machine FROM s t JOIN assets a ON t.v = a.rms_limit;\n\
+         CREATE SINK out2 WITH (connector = 'stdout');\n\
+         INSERT INTO out2 SELECT t.k, t.ts, a.machine, a.class FROM s t LEFT JOIN assets a ON t.k = a.site;",
+        source_and_table(&assets)
+    );
+    let mut h = Harness::new(&sql).await;
+    let mut rng = Lcg(43);
+    let rows: Vec<Row> = (0..3000)
+        .map(|i| Row {
+            k: ["north", "south", "west"][rng.below(3) as usize].to_string(),
+            ts: i * 10 * MS,
+            v: [2.8, 4.5, 7.1, 1.0][rng.below(4) as usize],
+        })
+        .collect();
+    feed_all(&mut h, &rows, &mut rng);
+    let want = reference(
+        &rows,
+        &assets,
+        "SELECT t.k, t.ts, t.v, a.machine FROM t JOIN assets a ON t.v = a.rms_limit",
+    )
+    .await;
+    let got = h.sink(0).unwrap();
+    assert_rows_eq(&rows_of(&got), &rows_of(&want));
+    assert!(got.num_rows() > rows.len() / 2, "{}", got.num_rows());
+    let want = reference(
+        &rows,
+        &assets,
+        "SELECT t.k, t.ts, a.machine, a.class FROM t LEFT JOIN assets a ON t.k = a.site",
+    )
+    .await;
+    let got = h.sink(1).unwrap();
+    assert_rows_eq(&rows_of(&got), &rows_of(&want));
+    assert!(got.num_rows() > rows.len(), "{}", got.num_rows());
+}

@@ -101,6 +101,9 @@ struct Index {
     first: HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
     /// Row → next row with the same hash (`u32::MAX`: none).
     next: Vec<u32>,
+    /// No two rows share a hash, so a stream row matches at most one (keys that are the
+    /// table's primary key, barring hash collisions).
+    unique: bool,
     /// Per table column no later step reads: a column of the right type to stand in for
     /// it (row 0 repeated), sliced to each output's length and grown when too short.
     stand_ins: Vec<Option<ArrayRef>>,
@@ -132,37 +135,32 @@ fn table_hashes(keys: &[ArrayRef], n: usize) -> Result<Vec<u64>> {
     Ok(h)
 }
 
-/// Pairs (stream row, table row) of a single text key. Consecutive rows with the same short
-/// key (a device's sensors one after another) reuse the previous row's matches.
+/// Every pair (stream row, table row) of a single text key, in stream order, to `emit`.
+/// Consecutive rows with the same short key (a device's sensors one after another) reuse the
+/// previous row's matches.
 fn probe_text(
     index: &Index,
     s: &arrow::array::StringViewArray,
     t: &arrow::array::StringViewArray,
-) -> (Vec<u32>, Vec<u32>) {
-    let n = s.len();
-    let (mut probe, mut build) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    mut emit: impl FnMut(u32, u32),
+) {
     let (sv, tv) = (s.views(), t.views());
-    // the previous row's view and where its matches start in `build`
-    let mut prev: Option<(u128, usize)> = None;
-    for i in 0..n {
+    // the previous row's view and its matches
+    let mut prev: Option<u128> = None;
+    let mut matches: Vec<u32> = Vec::new();
+    for i in 0..s.len() {
         if s.is_null(i) {
             prev = None;
             continue;
         }
         let v = sv[i];
-        if let Some((pv, from)) = prev
-            && pv == v
-            && (v as u32) <= 12
-        {
-            let to = build.len();
-            for k in from..to {
-                probe.push(i as u32);
-                build.push(build[k]);
+        if prev == Some(v) && (v as u32) <= 12 {
+            for &r in &matches {
+                emit(i as u32, r);
             }
-            prev = Some((v, to));
             continue;
         }
-        let from = build.len();
+        matches.clear();
         let value = s.value(i);
         let mut r = index.first.get(&text_hash(value)).copied().unwrap_or(NONE);
         while r != NONE {
@@ -173,18 +171,17 @@ fn probe_text(
                 t.value(r as usize) == value
             };
             if equal {
-                probe.push(i as u32);
-                build.push(r);
+                matches.push(r);
+                emit(i as u32, r);
             }
             r = index.next[r as usize];
         }
-        prev = Some((v, from));
+        prev = Some(v);
     }
-    (probe, build)
 }
 
-/// Pairs (stream row, table row) of any keys.
-fn probe_any(index: &Index, keys: &[ArrayRef]) -> Result<(Vec<u32>, Vec<u32>)> {
+/// Every pair (stream row, table row) of any keys, in stream order, to `emit`.
+fn probe_any(index: &Index, keys: &[ArrayRef], mut emit: impl FnMut(u32, u32)) -> Result<()> {
     let n = keys.first().map_or(0, |k| k.len());
     let mut hashes = vec![0; n];
     create_hashes(keys, &KEY_HASHES, &mut hashes)?;
@@ -194,7 +191,6 @@ fn probe_any(index: &Index, keys: &[ArrayRef]) -> Result<(Vec<u32>, Vec<u32>)> {
         .map(|(s, t)| make_comparator(s.as_ref(), t.as_ref(), SortOptions::default()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let nulls = keys.iter().any(|k| k.null_count() > 0);
-    let (mut probe, mut build) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (i, h) in hashes.iter().enumerate() {
         if nulls && null_key(keys, i) {
             continue;
@@ -202,13 +198,23 @@ fn probe_any(index: &Index, keys: &[ArrayRef]) -> Result<(Vec<u32>, Vec<u32>)> {
         let mut r = index.first.get(h).copied().unwrap_or(NONE);
         while r != NONE {
             if equal.iter().all(|eq| eq(i, r as usize).is_eq()) {
-                probe.push(i as u32);
-                build.push(r);
+                emit(i as u32, r);
             }
             r = index.next[r as usize];
         }
     }
-    Ok((probe, build))
+    Ok(())
+}
+
+/// Every pair of the stream's `keys` with the index's, to `emit`.
+fn probe(index: &Index, keys: &[ArrayRef], emit: impl FnMut(u32, u32)) -> Result<()> {
+    match (keys, index.keys.as_slice()) {
+        ([s], [t]) if s.as_string_view_opt().is_some() && t.as_string_view_opt().is_some() => {
+            probe_text(index, s.as_string_view(), t.as_string_view(), emit);
+            Ok(())
+        }
+        _ => probe_any(index, keys, emit),
+    }
 }
 
 /// Row `i` of each of `keys` is null in some key.
@@ -361,6 +367,7 @@ impl LookupJoin {
                 }
             }
             let stand_ins = vec![None; rows.num_columns()];
+            let unique = next.iter().all(|&r| r == NONE);
             self.index = Some(Index {
                 version: version.number,
                 rows,
@@ -368,6 +375,7 @@ impl LookupJoin {
                 key_types,
                 first,
                 next,
+                unique,
                 stand_ins,
             });
         }
@@ -379,19 +387,47 @@ impl LookupJoin {
         self.index()?;
         let index = self.index.as_ref().expect("built by index()");
         let keys = key_columns(batch, &self.plan.stream_keys, &index.key_types)?;
-        // candidate pairs, in stream order
-        let (probe, build) = match (keys.as_slice(), index.keys.as_slice()) {
-            ([s], [t]) if s.as_string_view_opt().is_some() && t.as_string_view_opt().is_some() => {
-                probe_text(index, s.as_string_view(), t.as_string_view())
-            }
-            _ => probe_any(index, &keys)?,
-        };
-        let (mut probe, mut build) = (UInt32Array::from(probe), UInt32Array::from(build));
         let n = batch.num_rows();
         let table_schema = index.rows.schema();
+        if index.unique
+            && self.plan.filter.is_none()
+            && matches!(self.plan.kind, LookupKind::Inner | LookupKind::Left)
+        {
+            // at most one table row per stream row: its number, NONE for none
+            let mut found = vec![NONE; n];
+            probe(index, &keys, |i, r| found[i as usize] = r)?;
+            let misses = found.iter().filter(|&&r| r == NONE).count();
+            if misses == 0 {
+                let build = UInt32Array::from(found);
+                let table_cols = self.table_columns(&build)?;
+                return self.assemble(batch, table_cols, &table_schema, None, n);
+            }
+            if self.plan.kind == LookupKind::Left {
+                let build: UInt32Array = found.iter().map(|&r| (r != NONE).then_some(r)).collect();
+                let table_cols = self.table_columns(&build)?;
+                return self.assemble(batch, table_cols, &table_schema, None, n);
+            }
+            self.unmatched += misses as u64;
+            let (p, b): (Vec<u32>, Vec<u32>) = found
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r != NONE)
+                .map(|(i, &r)| (i as u32, r))
+                .unzip();
+            let (p, b) = (UInt32Array::from(p), UInt32Array::from(b));
+            let table_cols = self.table_columns(&b)?;
+            return self.assemble(batch, table_cols, &table_schema, Some(&p), p.len());
+        }
+        // candidate pairs, in stream order
+        let (mut probe_rows, mut build_rows) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        probe(index, &keys, |i, r| {
+            probe_rows.push(i);
+            build_rows.push(r);
+        })?;
+        let (mut probe, mut build) = (UInt32Array::from(probe_rows), UInt32Array::from(build_rows));
         if let Some(filter) = &self.plan.filter {
             let table_cols = take_all(&index.rows, &build)?;
-            let pairs = self.assemble(batch, table_cols, &table_schema, &probe, None)?;
+            let pairs = self.assemble_pairs(batch, table_cols, &table_schema, &probe)?;
             let mask = filter.evaluate(&pairs)?.into_array(pairs.num_rows())?;
             let mask = mask
                 .as_any()
@@ -413,7 +449,7 @@ impl LookupJoin {
             LookupKind::Inner => {
                 self.unmatched += misses;
                 let table_cols = self.table_columns(&build)?;
-                self.assemble(batch, table_cols, &table_schema, &probe, Some(&self.plan.schema))
+                self.assemble(batch, table_cols, &table_schema, Some(&probe), probe.len())
             }
             LookupKind::Left => {
                 let mut p = UInt32Builder::with_capacity(n);
@@ -433,7 +469,7 @@ impl LookupJoin {
                 }
                 let (p, b) = (p.finish(), b.finish());
                 let table_cols = self.table_columns(&b)?;
-                self.assemble(batch, table_cols, &table_schema, &p, Some(&self.plan.schema))
+                self.assemble(batch, table_cols, &table_schema, Some(&p), p.len())
             }
             LookupKind::Semi | LookupKind::Anti => {
                 let semi = self.plan.kind == LookupKind::Semi;
@@ -476,31 +512,62 @@ impl LookupJoin {
         Ok(cols)
     }
 
-    /// The stream rows `probe` beside the table side's `table_cols`, in the inputs' order;
-    /// with `schema`, as the join's output, else under a schema of both sides.
+    /// The join's output: the stream rows `probe` (`None`: every row once, in order) beside
+    /// the table side's `table_cols`, `rows` rows.
     fn assemble(
         &self,
         batch: &RecordBatch,
         table_cols: Vec<ArrayRef>,
         table_schema: &SchemaRef,
-        probe: &UInt32Array,
-        schema: Option<&SchemaRef>,
+        probe: Option<&UInt32Array>,
+        rows: usize,
     ) -> Result<RecordBatch> {
-        // every row once, in order (each matched one table row): the columns as they are
-        let identity = probe.len() == batch.num_rows()
-            && probe
-                .values()
-                .iter()
-                .enumerate()
-                .all(|(i, &p)| p as usize == i);
-        let stream_cols = if identity {
-            batch.columns().to_vec()
-        } else {
-            batch
+        let (cols, _) = self.sides(batch, table_cols, table_schema, probe)?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.plan.schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+
+    /// The pairs a join filter is evaluated on: the stream rows `probe` beside `table_cols`,
+    /// under a schema of both sides.
+    fn assemble_pairs(
+        &self,
+        batch: &RecordBatch,
+        table_cols: Vec<ArrayRef>,
+        table_schema: &SchemaRef,
+        probe: &UInt32Array,
+    ) -> Result<RecordBatch> {
+        let (cols, fields) = self.sides(batch, table_cols, table_schema, Some(probe))?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(probe.len())),
+        )?)
+    }
+
+    /// The columns (and nullable fields) of both sides in the join's order: the stream's
+    /// rows `probe` (`None`: as they are) and the table's `table_cols`.
+    fn sides(
+        &self,
+        batch: &RecordBatch,
+        table_cols: Vec<ArrayRef>,
+        table_schema: &SchemaRef,
+        probe: Option<&UInt32Array>,
+    ) -> Result<(Vec<ArrayRef>, Vec<arrow::datatypes::Field>)> {
+        // every row once, in order: the columns as they are
+        let identity = probe.is_none_or(|p| {
+            p.len() == batch.num_rows()
+                && p.values().iter().enumerate().all(|(i, &r)| r as usize == i)
+        });
+        let stream_cols = match probe {
+            Some(p) if !identity => batch
                 .columns()
                 .iter()
-                .map(|c| take(c, probe, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?
+                .map(|c| take(c, p, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            _ => batch.columns().to_vec(),
         };
         let (mut cols, mut fields) = (Vec::new(), Vec::new());
         let table_schema = Arc::clone(table_schema);
@@ -517,15 +584,7 @@ impl LookupJoin {
                     .map(|f| f.as_ref().clone().with_nullable(true)),
             );
         }
-        let schema = match schema {
-            Some(s) => Arc::clone(s),
-            None => Arc::new(arrow::datatypes::Schema::new(fields)),
-        };
-        Ok(RecordBatch::try_new_with_options(
-            schema,
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(probe.len())),
-        )?)
+        Ok((cols, fields))
     }
 }
 
