@@ -6,6 +6,11 @@
 //! Each round runs both modes for a few seconds, polling as fast as the server answers
 //! (`interval = '0s'`); alternating order, median of 3 rounds.
 //!
+//! Writing back (the sink): rows of 10 neighbouring holding registers, every value new, fed
+//! to the Modbus sink (driven by this process on a thread of its own, the server on another)
+//! with coalesced writes (one function 16 per row) and with one write per value (function 6),
+//! in the same run: values written per second and the sink thread's CPU time per value.
+//!
 //! Run: `cargo bench --bench modbus`.
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
@@ -140,4 +145,123 @@ fn main() {
     let c = report("coalesced (max_gap 16)", &coalesced, planned.len());
     let s = report("one request per register", &single, registers);
     println!("coalesced / one per register: {:.1}× the polls", c / s);
+    writes(&dev, server.port, tick_s);
+}
+
+/// Registers of one row the write bench sets.
+const ROW_REGISTERS: usize = 10;
+
+/// CPU ticks (user + system) of the calling thread.
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Values written per second and CPU µs per value of the sink, coalesced or not.
+fn write_rate(port: u16, coalesce: bool, tick_s: f64) -> (f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut connectors = weir_test_support::harness::connectors();
+    connectors.add_sink(std::sync::Arc::new(
+        weir_connectors::modbus::ModbusSinkFactory,
+    ));
+    let columns: Vec<String> = (0..ROW_REGISTERS).map(|k| format!("r{k} INT")).collect();
+    let map: Vec<String> = (0..ROW_REGISTERS)
+        .map(|k| format!("r{k} = holding {}", 500 + k))
+        .collect();
+    let sql = format!(
+        "CREATE SOURCE s ({}) WITH (connector = 'test');
+         CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:{port}', dry_run = 'false', coalesce = '{coalesce}', registers = '{}');
+         INSERT INTO plc SELECT * FROM s;",
+        columns.join(", "),
+        map.join("; ")
+    );
+    let mut project = runtime
+        .block_on(weir_test_support::harness::try_compile_with(
+            &sql,
+            &[],
+            true,
+            &connectors,
+        ))
+        .unwrap();
+    let schema = project
+        .dataflow
+        .sink_schema(weir_engine::exec::ids::SinkId::new(0))
+        .unwrap();
+    let compiled = project.sinks.remove(0);
+    let mut sink = compiled.sink;
+    runtime
+        .block_on(sink.start(weir_engine::connector::SinkStart {
+            schema: Some(schema.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
+    let row = |n: i32| {
+        let cols: Vec<arrow::array::ArrayRef> = (0..ROW_REGISTERS as i32)
+            .map(|k| {
+                std::sync::Arc::new(arrow::array::Int32Array::from(vec![(n * 16 + k) % 60000]))
+                    as arrow::array::ArrayRef
+            })
+            .collect();
+        arrow::array::RecordBatch::try_new(schema.clone(), cols).unwrap()
+    };
+    runtime.block_on(sink.write(row(0))).unwrap();
+    let (c0, t0) = (thread_cpu_ticks(), Instant::now());
+    let mut rows = 0;
+    while t0.elapsed() < MEASURE {
+        rows += 1;
+        runtime.block_on(sink.write(row(rows))).unwrap();
+    }
+    let (c1, secs) = (thread_cpu_ticks(), t0.elapsed().as_secs_f64());
+    let values = rows as f64 * ROW_REGISTERS as f64;
+    let written = compiled
+        .telemetry
+        .counts()
+        .writes
+        .get("written")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        written as f64,
+        values + ROW_REGISTERS as f64,
+        "every value written"
+    );
+    (values / secs, (c1 - c0) as f64 / tick_s * 1e6 / values)
+}
+
+fn writes(dev: &Shared, port: u16, tick_s: f64) {
+    let before = dev.lock().unwrap().requests;
+    let (mut coalesced, mut single) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for c in if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            let m = std::thread::spawn(move || write_rate(port, c, tick_s))
+                .join()
+                .unwrap();
+            if c { coalesced.push(m) } else { single.push(m) }
+        }
+    }
+    assert!(dev.lock().unwrap().requests > before);
+    println!(
+        "modbus sink: rows of {ROW_REGISTERS} neighbouring holding registers, each value new, local TCP server, median of {ROUNDS} rounds of {MEASURE:?}"
+    );
+    let report = |name: &str, m: &[(f64, f64)]| {
+        let rate = median(m.iter().map(|x| x.0).collect());
+        let cpu = median(m.iter().map(|x| x.1).collect());
+        println!("{name:<34} {rate:>9.0} values/s  {cpu:>7.2} µs CPU/value (sink thread)");
+        rate
+    };
+    let c = report("coalesced (one function 16 a row)", &coalesced);
+    let s = report("one write per value (function 6)", &single);
+    println!(
+        "coalesced / one per value: {:.1}× the values written",
+        c / s
+    );
 }

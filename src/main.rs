@@ -133,6 +133,10 @@ enum Command {
         /// spill pending uploads before the process exits anyway.
         #[arg(long, env = "WEIR_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
         shutdown_grace: Duration,
+        /// Commissioning: every sink that writes to machines (modbus, opcua) is a dry run —
+        /// it logs what it would write and writes nothing, whatever its dry_run option says.
+        #[arg(long, env = "WEIR_NO_WRITES")]
+        no_writes: bool,
         /// Reload when the pipeline files change (checked every --watch-interval): the
         /// running pipelines stop as on a signal and the new ones start; files that do not
         /// compile are reported and the running pipelines go on.
@@ -249,6 +253,7 @@ async fn main() -> ExitCode {
             http_token,
             no_operator_page,
             shutdown_grace,
+            no_writes,
             watch,
             watch_interval,
             dead_letter_rows,
@@ -404,6 +409,7 @@ async fn main() -> ExitCode {
                     emit: open_windows != OpenWindows::Discard,
                     checkpoints,
                     grace: shutdown_grace,
+                    no_writes,
                     watch: watch.then_some(watch_interval),
                     status,
                     live,

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub checkpoints: Option<RunCheckpoints>,
     /// Time from a stop signal until the process must have exited.
     pub grace: Duration,
+    /// `--no-writes`: sinks that write to machines are dry runs.
+    pub no_writes: bool,
     /// Check the files for changes this often (None: no reloading).
     pub watch: Option<Duration>,
     /// Readiness, shared with the HTTP endpoints.
@@ -92,6 +94,7 @@ pub async fn run_files(opts: RunOptions, stop: StopSignals, mut reload: ReloadSi
             live: opts.live.clone(),
             dead_letter_rows: opts.dead_letter_rows.clone(),
             checkpoints: opts.checkpoints.clone(),
+            no_writes: opts.no_writes,
         };
         let mut running = tokio::spawn(run(project, control));
         let mut check = tokio::time::interval(opts.watch.unwrap_or(Duration::from_secs(3600)));

@@ -669,3 +669,598 @@ fn a_silent_unit_does_not_hold_back_the_others() {
     let to_98 = log.iter().filter(|s| s.unit == 98).count();
     assert!(to_98 < 15, "{to_98} requests to the silent unit");
 }
+
+// ---- the sink: writing back to the device ----
+
+/// A Modbus sink compiled from a pipeline whose test source has `columns`, started, and fed
+/// by the test on a runtime of its own (the test server runs on another); the server's log
+/// shows what reached the device.
+struct SinkUnderTest {
+    runtime: tokio::runtime::Runtime,
+    sink: Box<dyn weir_engine::connector::Sink>,
+    telemetry: Arc<weir_engine::observe::telemetry::SinkTelemetry>,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl SinkUnderTest {
+    fn start(columns: &str, options: &str, no_writes: bool) -> SinkUnderTest {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut connectors = weir_test_support::harness::connectors();
+        connectors.add_sink(Arc::new(weir_connectors::modbus::ModbusSinkFactory));
+        let sql = format!(
+            "CREATE SOURCE s ({columns}) WITH (connector = 'test');\n\
+             CREATE SINK plc WITH (connector = 'modbus', {options});\n\
+             INSERT INTO plc SELECT * FROM s;"
+        );
+        let mut project = runtime
+            .block_on(weir_test_support::harness::try_compile_with(
+                &sql,
+                &[],
+                true,
+                &connectors,
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let schema = project
+            .dataflow
+            .sink_schema(weir_engine::exec::ids::SinkId::new(0))
+            .unwrap();
+        let compiled = project.sinks.remove(0);
+        let mut sink = compiled.sink;
+        runtime
+            .block_on(sink.start(weir_engine::connector::SinkStart {
+                inputs: vec![("derate".into(), "0".into())],
+                schema: Some(Arc::clone(&schema)),
+                checkpoints: None,
+                no_writes,
+            }))
+            .unwrap();
+        SinkUnderTest {
+            runtime,
+            sink,
+            telemetry: compiled.telemetry,
+            schema,
+        }
+    }
+
+    /// Writes rows given as JSON objects (the columns by name; missing ones are null).
+    fn write(&mut self, rows: &[Value]) {
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
+            .build_decoder()
+            .unwrap();
+        decoder.serialize(rows).unwrap();
+        let batch = decoder.flush().unwrap().unwrap();
+        self.write_batch(batch);
+    }
+
+    fn write_batch(&mut self, batch: arrow::array::RecordBatch) {
+        self.runtime.block_on(self.sink.write(batch)).unwrap();
+    }
+
+    fn tick(&mut self) {
+        self.runtime.block_on(self.sink.tick()).unwrap();
+    }
+
+    fn writes(&self) -> BTreeMap<&'static str, u64> {
+        self.telemetry.counts().writes
+    }
+}
+
+/// Every type in every order lands in the device's registers as that device lays it out
+/// (the byte positions written out in `device_words`, not derived from the sink's code);
+/// neighbouring registers go in one write (function 16), a lone register with function 6,
+/// coils with 5 and 15.
+#[test]
+fn every_type_and_order_is_written_as_the_device_lays_it_out() {
+    let server = ModbusServer::tcp(device(&[5]));
+    let mut columns = vec!["i16 SMALLINT".to_string()];
+    let mut map = vec!["i16 = holding 0 int16".to_string()];
+    let mut expected: Vec<(u16, Vec<u16>)> =
+        vec![(0, device_words(&(-12345i16).to_be_bytes(), "ABCD"))];
+    let mut row = serde_json::json!({"i16": -12345});
+    for (k, order) in ORDERS.iter().enumerate() {
+        let base = 100 * (k as u16 + 1);
+        for (j, (name, ty, value, be)) in [
+            (
+                "u32",
+                "uint32",
+                serde_json::json!(0xA1B2C3D4u32),
+                0xA1B2C3D4u32.to_be_bytes().to_vec(),
+            ),
+            (
+                "i32",
+                "int32",
+                serde_json::json!(-123456789),
+                (-123456789i32).to_be_bytes().to_vec(),
+            ),
+            (
+                "f32",
+                "float32",
+                serde_json::json!(-1.25e-3),
+                (-1.25e-3f32).to_be_bytes().to_vec(),
+            ),
+            (
+                "f64",
+                "float64",
+                serde_json::json!(6.02214076e23),
+                6.02214076e23f64.to_be_bytes().to_vec(),
+            ),
+            (
+                "i64",
+                "int64",
+                serde_json::json!(-1234567890123456789i64),
+                (-1234567890123456789i64).to_be_bytes().to_vec(),
+            ),
+            (
+                "u16",
+                "uint16",
+                serde_json::json!(0xBEEF),
+                0xBEEFu16.to_be_bytes().to_vec(),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let col = format!("{name}_{}", order.to_lowercase());
+            let address = base + 10 * j as u16;
+            let sql = match ty {
+                "float32" | "float64" => "DOUBLE",
+                _ => "BIGINT",
+            };
+            columns.push(format!("{col} {sql}"));
+            map.push(format!("{col} = holding {address} {ty} {order}"));
+            row[&col] = value;
+            expected.push((address, device_words(&be, order)));
+        }
+    }
+    // neighbours: three registers in a row, then coils 7..=9 and a lone coil
+    for (col, address) in [("n0", 1000), ("n1", 1001), ("n2", 1002)] {
+        columns.push(format!("{col} INT"));
+        map.push(format!("{col} = holding {address} uint16"));
+        row[col] = serde_json::json!(address + 1);
+        expected.push((address, vec![address + 1]));
+    }
+    for (col, address, on) in [
+        ("c7", 7, true),
+        ("c8", 8, false),
+        ("c9", 9, true),
+        ("c20", 20, true),
+    ] {
+        columns.push(format!("{col} BOOLEAN"));
+        map.push(format!("{col} = coil {address}"));
+        row[col] = serde_json::json!(on);
+    }
+    columns.push("tag VARCHAR".into());
+    map.push("tag = holding 2000 string(3)".into());
+    row["tag"] = serde_json::json!("PUMP");
+    expected.push((
+        2000,
+        vec![u16::from_be_bytes(*b"PU"), u16::from_be_bytes(*b"MP"), 0],
+    ));
+    let mut sink = SinkUnderTest::start(
+        &columns.join(", "),
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', unit_id = '5', dry_run = 'false', registers = '{}'",
+            server.port,
+            map.join("; ")
+        ),
+        false,
+    );
+    sink.write(&[row]);
+    server.with(|d| {
+        let bank = &d.banks[&5];
+        for (address, words) in &expected {
+            let a = *address as usize;
+            assert_eq!(
+                &bank.holding[a..a + words.len()],
+                &words[..],
+                "holding {address}"
+            );
+        }
+        assert_eq!(&bank.coils[7..10], &[true, false, true]);
+        assert!(bank.coils[20]);
+    });
+    let writes = server.with(|d| d.writes());
+    let calls = |f: u8| writes.iter().filter(|w| w.function == f).count();
+    // 1000..=1002 in one write of 3; coils 7..=9 in one of 3, coil 20 alone; i16 alone
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.function == 16 && w.start == 1000 && w.count == 3),
+        "{writes:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.function == 15 && w.start == 7 && w.count == 3),
+        "{writes:?}"
+    );
+    assert!(
+        writes.iter().any(|w| w.function == 5 && w.start == 20),
+        "{writes:?}"
+    );
+    assert!(
+        writes.iter().any(|w| w.function == 6 && w.start == 0),
+        "{writes:?}"
+    );
+    assert_eq!(calls(16) + calls(15) + calls(6) + calls(5), writes.len());
+    let values = expected.len() as u64 + 4;
+    assert_eq!(
+        sink.writes().get("written"),
+        Some(&values),
+        "{:?}",
+        sink.writes()
+    );
+}
+
+/// The map is the allowlist: no column of the rows, whatever it holds, can reach another
+/// address; nulls, NaN and values out of range are refused and counted, never clamped.
+#[test]
+fn only_mapped_registers_are_written_and_bad_values_are_refused() {
+    let server = ModbusServer::tcp(device(&[1, 2]));
+    let mut sink = SinkUnderTest::start(
+        "unit INT, address INT, speed DOUBLE, limit_ BIGINT, run BOOLEAN",
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', unit_id = '1', unit_column = 'unit', dry_run = 'false',
+             registers = 'speed = holding 100 int16 scale=0.1; limit_ = holding 101 uint16; run = coil 3'",
+            server.port
+        ),
+        false,
+    );
+    sink.write(&[
+        serde_json::json!({"unit": 1, "address": 999, "speed": 12.3, "limit_": 500, "run": true}),
+        // out of range, NaN (as null in JSON: the float NaN below), null, another unit
+        serde_json::json!({"unit": 1, "address": 7, "speed": 4000.0, "limit_": -1}),
+        serde_json::json!({"unit": 2, "address": 999, "speed": 1.0, "limit_": 1, "run": false}),
+    ]);
+    let batch = arrow::array::RecordBatch::try_new(
+        Arc::clone(&sink.schema),
+        vec![
+            Arc::new(arrow::array::Int32Array::from(vec![1])),
+            Arc::new(arrow::array::Int32Array::from(vec![999])),
+            Arc::new(arrow::array::Float64Array::from(vec![f64::NAN])),
+            Arc::new(arrow::array::Int64Array::from(vec![70000])),
+            Arc::new(arrow::array::BooleanArray::from(vec![None])),
+        ],
+    )
+    .unwrap();
+    sink.write_batch(batch);
+    let writes = server.with(|d| d.writes());
+    let addresses: BTreeSet<(u8, u8, u16)> = writes
+        .iter()
+        .map(|w| (w.unit, w.function, w.start))
+        .collect();
+    // speed and limit_ neighbours in one write; the coil alone; nothing for unit 2 or 999/7
+    assert_eq!(addresses, [(1, 16, 100), (1, 5, 3)].into(), "{writes:?}");
+    server.with(|d| {
+        assert_eq!(&d.banks[&1].holding[100..102], &[123, 500]);
+        assert_eq!(d.banks[&1].holding[999], 0);
+        assert_eq!(d.banks[&2].holding[100], 0);
+    });
+    // refused: row 2 (speed out of range after scale, limit_ −1, run null), row 3 (unit 2:
+    // all three), row 4 (NaN, 70000, null)
+    let w = sink.writes();
+    assert_eq!(w.get("refused"), Some(&9), "{w:?}");
+    assert_eq!(w.get("written"), Some(&3), "{w:?}");
+}
+
+/// `write_on_change` and `min_interval`, seen in the server's request log.
+#[test]
+fn equal_values_are_not_resent_and_min_interval_keeps_only_the_latest() {
+    let server = ModbusServer::tcp(device(&[1]));
+    let mut sink = SinkUnderTest::start(
+        "speed INT",
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', min_interval = '400ms', registers = 'speed = holding 10'",
+            server.port
+        ),
+        false,
+    );
+    let set = |v: i64| serde_json::json!({ "speed": v });
+    sink.write(&[set(1)]);
+    sink.write(&[set(1)]); // unchanged
+    sink.write(&[set(2)]); // waits for min_interval ...
+    sink.write(&[set(3)]); // ... and is replaced by 3
+    sink.tick();
+    assert_eq!(server.with(|d| d.writes()).len(), 1, "2 and 3 wait");
+    std::thread::sleep(Duration::from_millis(450));
+    sink.tick();
+    sink.write(&[set(3)]); // unchanged now
+    let writes = server.with(|d| d.writes());
+    let values: Vec<u16> = writes.iter().map(|w| w.words[0]).collect();
+    assert_eq!(values, vec![1, 3]);
+    assert!(writes[1].at_ms - writes[0].at_ms >= 400, "{writes:?}");
+    let w = sink.writes();
+    assert_eq!(
+        (w["written"], w["unchanged"], w["superseded"]),
+        (2, 2, 1),
+        "{w:?}"
+    );
+}
+
+/// Exception answers are counted by kind and not retried; while the device is away a value
+/// waits, a newer one replaces it, and after the restart only the newest is written.
+#[test]
+fn exceptions_are_counted_and_a_restart_replays_only_the_latest_value() {
+    let dev = device(&[1]);
+    dev.lock()
+        .unwrap()
+        .exceptions
+        .push((6, 50, 50, ExceptionCode::IllegalDataAddress));
+    let mut server = ModbusServer::tcp(dev);
+    let mut sink = SinkUnderTest::start(
+        "speed INT, missing INT",
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', timeout = '300ms', retries = '0',
+             registers = 'speed = holding 10; missing = holding 50'",
+            server.port
+        ),
+        false,
+    );
+    sink.write(&[serde_json::json!({"speed": 1, "missing": 5})]);
+    assert_eq!(sink.writes().get("illegal_data_address"), Some(&1));
+    server.with(|d| {
+        d.exceptions
+            .push((6, 10, 10, ExceptionCode::ServerDeviceBusy))
+    });
+    sink.write(&[serde_json::json!({"speed": 2})]);
+    assert_eq!(sink.writes().get("server_device_busy"), Some(&1));
+    server.with(|d| d.exceptions.clear());
+    server.kill();
+    sink.write(&[serde_json::json!({"speed": 3})]);
+    sink.write(&[serde_json::json!({"speed": 4})]);
+    sink.write(&[serde_json::json!({"speed": 5})]);
+    let w = sink.writes();
+    let failed = w.get("connection_lost").unwrap_or(&0)
+        + w.get("not_connected").unwrap_or(&0)
+        + w.get("timeout").unwrap_or(&0);
+    assert!(failed >= 1, "{w:?}");
+    server.restart();
+    for _ in 0..100 {
+        sink.tick();
+        if server.with(|d| d.banks[&1].holding[10]) == 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let writes = server.with(|d| d.writes());
+    let speeds: Vec<u16> = writes
+        .iter()
+        .filter(|w| w.start == 10 && w.exception.is_none())
+        .map(|w| w.words[0])
+        .collect();
+    // 1 before; 2 refused busy (not retried); 3 and 4 never reach the device
+    assert_eq!(speeds, vec![1, 5], "{writes:?}");
+    assert_eq!(
+        sink.writes().get("superseded"),
+        Some(&2),
+        "{:?}",
+        sink.writes()
+    );
+}
+
+/// A bit of a holding register: mask write (function 22) leaves the other bits alone; a
+/// device without it refuses the value unless read-modify-write is allowed.
+#[test]
+fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed() {
+    let dev = device(&[1]);
+    set_holding(&dev, 1, 40, &[0b1010_0000_0000_0001]);
+    let server = ModbusServer::tcp(dev);
+    let options = |rmw: bool| {
+        format!(
+            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', allow_read_modify_write = '{rmw}', verify = 'true',
+             registers = 'request = holding 40 bit=3'",
+            server.port
+        )
+    };
+    let mut sink = SinkUnderTest::start("request BOOLEAN", &options(false), false);
+    sink.write(&[serde_json::json!({"request": true})]);
+    assert_eq!(
+        server.with(|d| d.banks[&1].holding[40]),
+        0b1010_0000_0000_1001
+    );
+    assert_eq!(server.with(|d| d.writes())[0].function, 22);
+    assert_eq!(sink.writes().get("verify_mismatch"), None);
+    server.with(|d| d.no_mask_write = true);
+    sink.write(&[serde_json::json!({"request": false})]);
+    assert_eq!(
+        server.with(|d| d.banks[&1].holding[40]),
+        0b1010_0000_0000_1001
+    );
+    assert_eq!(
+        sink.writes().get("mask_write_unsupported"),
+        Some(&1),
+        "{:?}",
+        sink.writes()
+    );
+    let mut sink = SinkUnderTest::start("request BOOLEAN", &options(true), false);
+    sink.write(&[serde_json::json!({"request": false})]);
+    assert_eq!(
+        server.with(|d| d.banks[&1].holding[40]),
+        0b1010_0000_0000_0001
+    );
+    let last = server.with(|d| d.writes()).pop().unwrap();
+    assert_eq!(
+        (last.function, last.words.clone()),
+        (6, vec![0b1010_0000_0000_0001])
+    );
+    assert_eq!(sink.writes().get("written"), Some(&1));
+}
+
+/// `verify`: a device that acknowledges a write but keeps another value is counted.
+#[test]
+fn a_read_back_that_differs_is_counted() {
+    let server = ModbusServer::tcp(device(&[1]));
+    let mut sink = SinkUnderTest::start(
+        "a INT, b INT",
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', verify = 'true', registers = 'a = holding 1; b = holding 9'",
+            server.port
+        ),
+        false,
+    );
+    sink.write(&[serde_json::json!({"a": 11, "b": 12})]);
+    assert_eq!(sink.writes().get("verify_mismatch"), None);
+    // the device clamps b (as a PLC with its own limit would)
+    server.with(|d| d.clamp = Some((9, 100)));
+    sink.write(&[serde_json::json!({"a": 13, "b": 500})]);
+    assert_eq!(
+        sink.writes().get("verify_mismatch"),
+        Some(&1),
+        "{:?}",
+        sink.writes()
+    );
+    let reads = server.log().iter().filter(|s| s.function == 3).count();
+    assert_eq!(reads, 4, "one read back per value");
+}
+
+/// Dry run is the default, and `--no-writes` makes a sink with `dry_run = 'false'` one:
+/// nothing reaches the device, the log lists each would-be write.
+#[test]
+fn dry_runs_write_nothing_and_log_what_they_would_write() {
+    let server = ModbusServer::tcp(device(&[1]));
+    for (options, no_writes) in [("", false), ("dry_run = 'false',", true)] {
+        let mut sink = SinkUnderTest::start(
+            "speed INT",
+            &format!(
+                "url = 'tcp://127.0.0.1:{}', {options} registers = 'speed = holding 10'",
+                server.port
+            ),
+            no_writes,
+        );
+        sink.write(&[serde_json::json!({"speed": 7})]);
+        sink.write(&[serde_json::json!({"speed": 8})]);
+        assert_eq!(sink.writes().get("dry_run"), Some(&2));
+        assert_eq!(sink.writes().get("written"), None);
+    }
+    assert!(server.log().is_empty(), "{:?}", server.log());
+}
+
+/// Over RTU on a serial line (a socat pseudo-terminal pair).
+#[test]
+fn the_sink_writes_over_rtu() {
+    let server = ModbusServer::rtu(device(&[3]), 38400);
+    let mut sink = SinkUnderTest::start(
+        "unit INT, current DOUBLE, count BIGINT",
+        &format!(
+            "url = 'rtu://{}', baud_rate = '38400', parity = 'none', unit_id = '3', unit_column = 'unit',
+             dry_run = 'false', timeout = '500ms', registers = 'current = holding 10 float32 CDAB; count = holding 12 uint16'",
+            server.client_tty.display()
+        ),
+        false,
+    );
+    sink.write(&[serde_json::json!({"unit": 3, "current": 1.5, "count": 300})]);
+    server.with(|d| {
+        let mut expected = device_words(&1.5f32.to_be_bytes(), "CDAB");
+        expected.push(300);
+        assert_eq!(&d.banks[&3].holding[10..13], &expected[..]);
+    });
+    assert_eq!(
+        sink.writes().get("written"),
+        Some(&2),
+        "{:?}",
+        sink.writes()
+    );
+}
+
+/// End to end: `queries/bearing_derate_modbus.sql` (generator with a bearing fault on M2,
+/// one-minute windows) writing to a real server: unit 2 is derated and its maintenance
+/// coil raised, once (the later windows repeat the same values), and no other unit is
+/// touched. With `--no-writes` nothing reaches the device and the log shows what would.
+#[test]
+fn a_bearing_fault_derates_exactly_the_faulty_machine_once() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline = std::fs::read_to_string(repo.join("queries/bearing_derate_modbus.sql")).unwrap();
+    for no_writes in [false, true] {
+        let server = ModbusServer::tcp(device(&[1, 2, 3, 4]));
+        let sql = pipeline
+            .replace(
+                "tcp://127.0.0.1:5020",
+                &format!("tcp://127.0.0.1:{}", server.port),
+            )
+            .replace("dry_run     = 'true'", "dry_run     = 'false'");
+        assert!(sql.contains("dry_run     = 'false'"));
+        let args: &[&str] = if no_writes { &["--no-writes"] } else { &[] };
+        let mut weir = WeirProcess::start_with(&sql, args, &[]);
+        let status = weir.wait_exit(Duration::from_secs(120));
+        let stderr = weir.stderr();
+        assert!(status.success(), "{stderr}");
+        let writes = server.with(|d| d.writes());
+        if no_writes {
+            assert!(writes.is_empty(), "{writes:?}");
+            assert_eq!(
+                stderr.matches("dry run: would write").count(),
+                2,
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("target=unit 2 holding 100 (speed_limit_pct)"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("values to machines: dry_run 2, unchanged 4"),
+                "{stderr}"
+            );
+            continue;
+        }
+        let got: BTreeSet<String> = writes
+            .iter()
+            .map(|w| {
+                format!(
+                    "unit {} fn {} at {} {:?} {:?}",
+                    w.unit, w.function, w.start, w.words, w.bits
+                )
+            })
+            .collect();
+        let want: BTreeSet<String> = [
+            "unit 2 fn 6 at 100 [70] []".to_string(),
+            "unit 2 fn 5 at 10 [] [true]".to_string(),
+        ]
+        .into();
+        assert_eq!(got, want, "{writes:?}");
+        assert_eq!(writes.len(), 2, "once: {writes:?}");
+        server.with(|d| {
+            for unit in [1, 3, 4] {
+                assert_eq!(d.banks[&unit].holding[100], 0);
+                assert!(!d.banks[&unit].coils[10]);
+            }
+        });
+        assert!(
+            stderr.contains("values to machines: unchanged 4, written 2"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("old=(none since start) new=70"), "{stderr}");
+    }
+}
+
+/// A register map that names a column the INSERT does not give fails `weir check` at the
+/// INSERT; a read-only table is refused at the option.
+#[test]
+fn a_sink_map_that_does_not_fit_the_rows_is_an_error_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check(
+        dir.path(),
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');
+CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:502', registers = 'speed = holding 100; run = coil 1');
+INSERT INTO plc SELECT value AS speed FROM g;",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("pipeline.sql:3:13: INSERT INTO plc: the register map writes 'run', which is not among the inserted columns (speed)"),
+        "{err}"
+    );
+    let (ok, err) = check(
+        dir.path(),
+        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');
+CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:502', registers = 'speed = input 100');
+INSERT INTO plc SELECT value AS speed FROM g;",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("pipeline.sql:2:") && err.contains("read-only"),
+        "{err}"
+    );
+}

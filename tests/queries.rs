@@ -117,3 +117,18 @@ fn silent_sensors_alerts_the_machines_that_send_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn bearing_derate_is_a_dry_run_that_would_derate_only_the_faulty_machine() {
+    let (_, err) = run_query("bearing_derate_modbus.sql");
+    let would: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("dry run: would write"))
+        .collect();
+    assert_eq!(would.len(), 2, "{err}");
+    assert!(would.iter().all(|l| l.contains("target=unit 2 ")), "{err}");
+    assert!(
+        err.contains("sink plc: values to machines: dry_run 2, unchanged 4"),
+        "{err}"
+    );
+}

@@ -26,6 +26,8 @@ pub mod object_store;
 pub mod opcua;
 pub mod parquet_footer;
 pub mod stdout;
+#[cfg(any(feature = "modbus", feature = "opcua"))]
+pub mod write_back;
 
 use std::sync::Arc;
 
@@ -59,7 +61,10 @@ pub fn all() -> Connectors {
         c.add_sink(Arc::new(mqtt::MqttSinkFactory));
     }
     #[cfg(feature = "modbus")]
-    c.add_source(Arc::new(modbus::ModbusSourceFactory));
+    {
+        c.add_source(Arc::new(modbus::ModbusSourceFactory));
+        c.add_sink(Arc::new(modbus::ModbusSinkFactory));
+    }
     #[cfg(feature = "opcua")]
     c.add_source(Arc::new(opcua::OpcUaSourceFactory));
     #[cfg(feature = "object_store")]

@@ -1,7 +1,7 @@
-//! The connection of one Modbus source to its TCP server or serial line: opened on demand,
-//! dropped after a timeout or transport error (a late answer would otherwise be taken for
-//! the next one), reopened at once the first time and then with exponential backoff while
-//! it keeps failing. Reports the state to the source's telemetry and the logs.
+//! The connection of one Modbus source or sink to its TCP server or serial line: opened on
+//! demand, dropped after a timeout or transport error (a late answer would otherwise be taken
+//! for the next one), reopened at once the first time and then with exponential backoff
+//! while it keeps failing. Reports the state to the part's telemetry and the logs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,17 +11,42 @@ use tokio_modbus::client::Context;
 use tracing::{info, warn};
 use weir_engine::backoff::Reconnect;
 use weir_engine::connector::Connection;
-use weir_engine::observe::telemetry::SourceTelemetry;
+use weir_engine::observe::telemetry::{SinkTelemetry, SourceTelemetry};
 
-use super::telemetry::{CONNECTION_FAILURES, REQUESTS};
+use super::telemetry::{CONNECTION_FAILURES, REQUESTS, SINK_CONNECTION_FAILURES, SINK_REQUESTS};
 use super::transport::Transport;
 
-/// One source's link to its devices.
+/// The source or sink a link serves: where its connection state goes.
+pub enum Owner {
+    /// A source (polls).
+    Source(Arc<SourceTelemetry>),
+    /// A sink (writes).
+    Sink(Arc<SinkTelemetry>),
+}
+
+impl Owner {
+    fn set_up(&self, up: bool) {
+        match self {
+            Owner::Source(t) => {
+                t.set_connection(if up { Connection::Up } else { Connection::Down })
+            }
+            Owner::Sink(t) => t.set_connected(up),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Owner::Source(t) => t.name(),
+            Owner::Sink(t) => t.name(),
+        }
+    }
+}
+
+/// One source's or sink's link to its devices.
 pub struct Link {
-    source: String,
     transport: Transport,
     timeout: Duration,
-    telemetry: Arc<SourceTelemetry>,
+    owner: Owner,
     context: Option<Context>,
     reconnect: Reconnect,
     /// No attempt before this instant (backoff after a failed attempt).
@@ -36,25 +61,30 @@ pub struct Link {
 
 impl Link {
     /// A link that connects on first use.
-    pub fn new(
-        source: &str,
-        transport: Transport,
-        timeout: Duration,
-        telemetry: Arc<SourceTelemetry>,
-    ) -> Link {
-        telemetry.set_connection(Connection::Down);
+    pub fn new(transport: Transport, timeout: Duration, owner: Owner) -> Link {
+        owner.set_up(false);
+        let name = [owner.name()];
+        let (requests, failure_count) = match owner {
+            Owner::Source(_) => (
+                REQUESTS.counter_with(&name),
+                CONNECTION_FAILURES.counter_with(&name),
+            ),
+            Owner::Sink(_) => (
+                SINK_REQUESTS.counter_with(&name),
+                SINK_CONNECTION_FAILURES.counter_with(&name),
+            ),
+        };
         Link {
-            source: source.to_string(),
             transport,
             timeout,
-            telemetry,
+            owner,
             context: None,
             reconnect: Reconnect::default(),
             next_attempt: None,
             failures: 0,
             was_up: false,
-            requests: REQUESTS.counter_with(&[source]),
-            failure_count: CONNECTION_FAILURES.counter_with(&[source]),
+            requests,
+            failure_count,
         }
     }
 
@@ -82,9 +112,9 @@ impl Link {
             }
             match self.transport.connect(self.timeout).await {
                 Ok(c) => {
-                    info!(source = %self.source, device = %self.transport,
+                    info!(part = %self.owner.name(), device = %self.transport,
                         failed_attempts = self.failures, "modbus connected");
-                    self.telemetry.set_connection(Connection::Up);
+                    self.owner.set_up(true);
                     self.context = Some(c);
                     self.next_attempt = None;
                     self.failures = 0;
@@ -96,12 +126,12 @@ impl Link {
                     self.next_attempt = Some(Instant::now() + delay);
                     self.failure_count.increment(1);
                     if self.was_up || self.failures.is_power_of_two() {
-                        warn!(source = %self.source, device = %self.transport, error = %e,
+                        warn!(part = %self.owner.name(), device = %self.transport, error = %e,
                             failed_attempts = self.failures, retry_in = ?delay,
                             "modbus cannot connect; retrying");
                     }
                     self.was_up = false;
-                    self.telemetry.set_connection(Connection::Down);
+                    self.owner.set_up(false);
                     return None;
                 }
             }
@@ -113,9 +143,9 @@ impl Link {
     /// on the next request.
     pub fn drop_connection(&mut self, why: &str) {
         if self.context.take().is_some() {
-            warn!(source = %self.source, device = %self.transport, reason = why,
+            warn!(part = %self.owner.name(), device = %self.transport, reason = why,
                 "modbus connection closed; reopening");
-            self.telemetry.set_connection(Connection::Down);
+            self.owner.set_up(false);
         }
     }
 

@@ -1,5 +1,5 @@
-//! One planned read sent to one unit, with a timeout and retries, and its outcome sorted
-//! into the kinds the source counts.
+//! One request (a planned read, a write) sent to one unit, with a timeout and retries, and
+//! its outcome sorted into the kinds the source and the sink count.
 
 use std::time::Duration;
 
@@ -45,24 +45,28 @@ fn exception_kind(e: ExceptionCode) -> &'static str {
     }
 }
 
-/// Sends `read` and takes its answer as it came: tokio-modbus' typed readers assert (in debug
-/// builds) that a device answers with as many items as asked for, which a broken or hostile
-/// device need not do; [`complete`] checks that instead.
-async fn send(ctx: &mut tokio_modbus::client::Context, read: &Read) -> tokio_modbus::Result<Data> {
-    let request = match read.table {
+/// The request that reads `read`.
+fn read_request(read: &Read) -> Request<'static> {
+    match read.table {
         Table::Coil => Request::ReadCoils(read.start, read.count),
         Table::DiscreteInput => Request::ReadDiscreteInputs(read.start, read.count),
         Table::Holding => Request::ReadHoldingRegisters(read.start, read.count),
         Table::Input => Request::ReadInputRegisters(read.start, read.count),
-    };
-    Ok(ctx.call(request).await?.map(|response| match response {
+    }
+}
+
+/// The items of a read's answer, as it came: tokio-modbus' typed readers assert (in debug
+/// builds) that a device answers with as many items as asked for, which a broken or hostile
+/// device need not do; [`complete`] checks that instead.
+fn data(response: Response) -> Data {
+    match response {
         Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => Data::Bits(bits),
         Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
             Data::Words(words)
         }
         // tokio-modbus refuses an answer to another function; nothing was read
         _ => Data::Words(Vec::new()),
-    }))
+    }
 }
 
 /// The answer to `read`, when it holds every item asked for.
@@ -113,16 +117,15 @@ pub async fn fuzz_answer(bytes: &[u8]) {
             let _ = server.shutdown().await;
         };
         let mut ctx = tokio_modbus::client::tcp::attach(client);
-        let ask = tokio::time::timeout(Duration::from_millis(50), send(&mut ctx, &read));
+        let ask = tokio::time::timeout(Duration::from_millis(50), ctx.call(read_request(&read)));
         let (answer, ()) = tokio::join!(ask, serve);
-        if let Ok(Ok(Ok(data))) = answer {
-            let _ = complete(data, &read);
+        if let Ok(Ok(Ok(response))) = answer {
+            let _ = complete(data(response), &read);
         }
     }
 }
 
-/// Sends `read` to `unit`; a timeout or transport error closes the connection and is
-/// retried up to `retries` times on a new one. Exceptions are not retried.
+/// Sends `read` to `unit` (see [`call`]) and checks that the answer holds every item.
 pub async fn execute(
     link: &mut Link,
     unit: u8,
@@ -130,6 +133,19 @@ pub async fn execute(
     timeout: Duration,
     retries: u32,
 ) -> Result<Data, Failure> {
+    let response = call(link, unit, &read_request(read), timeout, retries).await?;
+    complete(data(response), read)
+}
+
+/// Sends `request` to `unit`; a timeout or transport error closes the connection and is
+/// retried up to `retries` times on a new one. Exceptions are not retried.
+pub async fn call(
+    link: &mut Link,
+    unit: u8,
+    request: &Request<'static>,
+    timeout: Duration,
+    retries: u32,
+) -> Result<Response, Failure> {
     let mut attempt = 0;
     loop {
         link.count_request();
@@ -140,11 +156,10 @@ pub async fn execute(
             });
         };
         ctx.set_slave(Slave(unit));
-        let failure = match tokio::time::timeout(timeout, send(ctx, read)).await {
-            Ok(Ok(Ok(data))) => {
-                let data = complete(data, read)?;
+        let failure = match tokio::time::timeout(timeout, ctx.call(request.clone())).await {
+            Ok(Ok(Ok(response))) => {
                 link.confirm();
-                return Ok(data);
+                return Ok(response);
             }
             Ok(Ok(Err(code))) => {
                 return Err(Failure {

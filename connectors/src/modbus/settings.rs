@@ -116,6 +116,63 @@ pub const TIMESTAMP_UNIT: OptionSpec = OptionSpec::new(
 )
 .default("s");
 
+/// `unit_id` of a sink.
+pub const SINK_UNIT_ID: OptionSpec = OptionSpec::new(
+    "unit_id",
+    OptionType::Text,
+    "units (slave ids) the sink may write to: `1`, `1,2,7`, `1-4`; with several, `unit_column` says which unit a row is for",
+)
+.default("1");
+/// `unit_column` of a sink.
+pub const SINK_UNIT_COLUMN: OptionSpec = OptionSpec::new(
+    "unit_column",
+    OptionType::Text,
+    "an integer column with the unit each row is written to (one of `unit_id`; other rows are refused)",
+);
+/// `registers` of a sink.
+pub const SINK_REGISTERS: OptionSpec = OptionSpec::new(
+    "registers",
+    OptionType::Text,
+    "the register map inline (coils and holding registers): the only places the sink can ever write",
+);
+/// `register_map` of a sink.
+pub const SINK_REGISTER_MAP: OptionSpec = OptionSpec::new(
+    "register_map",
+    OptionType::Path,
+    "a YAML file (or `.json`) with the map under `registers:`, relative to the pipeline file; may be combined with `registers`",
+);
+/// `coalesce` of a sink.
+pub const SINK_COALESCE: OptionSpec = OptionSpec::new(
+    "coalesce",
+    OptionType::Bool,
+    "values for neighbouring registers (or coils) of a unit due together go in one write (function 16 or 15); `false`: one write per value",
+)
+.default("true");
+/// `allow_read_modify_write`.
+pub const ALLOW_READ_MODIFY_WRITE: OptionSpec = OptionSpec::new(
+    "allow_read_modify_write",
+    OptionType::Bool,
+    "a bit of a holding register (`bit=N`) on a device without mask write (function 22): read the register, change the bit and write it back (not atomic); else such values are refused",
+)
+.default("false");
+
+/// Every option of the sink (the safety options are in `write_back`).
+pub const SINK_OPTIONS: &[OptionSpec] = &[
+    URL,
+    BAUD_RATE,
+    PARITY,
+    DATA_BITS,
+    STOP_BITS,
+    SINK_UNIT_ID,
+    SINK_UNIT_COLUMN,
+    TIMEOUT,
+    RETRIES,
+    SINK_REGISTERS,
+    SINK_REGISTER_MAP,
+    SINK_COALESCE,
+    ALLOW_READ_MODIFY_WRITE,
+];
+
 /// Every option of the source.
 pub const OPTIONS: &[OptionSpec] = &[
     URL,

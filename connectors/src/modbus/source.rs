@@ -15,7 +15,7 @@ use weir_engine::parse::options::OptionSpec;
 use weir_engine::parse::{OptionEntry, Options};
 
 use super::decode::{self, Reading};
-use super::link::Link;
+use super::link::{Link, Owner};
 use super::plan::{Read, plan};
 use super::register_map::{self, Point};
 use super::request::{self, Data};
@@ -52,7 +52,7 @@ pub struct ModbusSource {
 }
 
 /// Unit ids: `1`, `1,2,5` or a range such as `1-4`.
-fn parse_units(v: &str) -> Result<Vec<u8>, String> {
+pub(super) fn parse_units(v: &str) -> Result<Vec<u8>, String> {
     let mut units = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let id = |s: &str| {
@@ -436,10 +436,9 @@ impl Source for ModbusSource {
     async fn run(self: Box<Self>, mut out: SourceOutput) -> anyhow::Result<()> {
         let telemetry = out.telemetry().clone();
         let mut link = Link::new(
-            &self.name,
             self.transport.clone(),
             self.timeout,
-            telemetry.clone(),
+            Owner::Source(telemetry.clone()),
         );
         tracing::info!(source = %self.name, device = %self.transport, units = ?self.units,
             reads_per_unit = self.reads.len(), interval = ?self.interval, "modbus polling");

@@ -822,6 +822,14 @@ impl<'a> Compiler<'a> {
                     ));
                     return;
                 }
+                if let Err(e) = self.sinks[k.index()].sink.check_columns(&schema) {
+                    self.errors.push(PipelineError::new(
+                        file,
+                        q.location,
+                        format!("INSERT INTO {}: {e}", q.name),
+                    ));
+                    return;
+                }
                 self.sink_schemas.insert(k, Arc::clone(&schema));
                 Target::Sink(k)
             }

@@ -289,6 +289,8 @@ pub struct SinkStart {
     pub schema: Option<SchemaRef>,
     /// With checkpoints (`--state-dir`): what to recover.
     pub checkpoints: Option<SinkCheckpoints>,
+    /// `weir run --no-writes`: sinks that write to machines only log what they would write.
+    pub no_writes: bool,
 }
 
 /// A sink's part of the checkpoints.
@@ -304,6 +306,12 @@ pub struct SinkCheckpoints {
 /// A running output.
 #[async_trait]
 pub trait Sink: Send {
+    /// Checked when a pipeline's INSERT gives the sink its columns (also by `weir check`):
+    /// a sink that needs certain columns (a register map's) says what is wrong.
+    fn check_columns(&self, columns: &SchemaRef) -> Result<(), String> {
+        let _ = columns;
+        Ok(())
+    }
     /// Before the first row: the pipelines that insert into the sink and, with checkpoints,
     /// what to recover — what was pending for the restored checkpoint is committed, and what
     /// the sink wrote after it (it comes again) is removed. Without checkpoints the sink

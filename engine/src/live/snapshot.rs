@@ -73,6 +73,15 @@ pub struct SinkStatus {
     pub telemetry: Option<Arc<SinkTelemetry>>,
 }
 
+impl SinkStatus {
+    /// The counters now (as taken, for a sink without telemetry to read again).
+    pub fn counts_now(&self) -> SinkCounts {
+        self.telemetry
+            .as_ref()
+            .map_or_else(|| self.counts.clone(), |t| t.counts())
+    }
+}
+
 /// What a box of the pipeline graph is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

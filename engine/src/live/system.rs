@@ -224,6 +224,17 @@ fn watermarks(snap: &Snapshot) -> RecordBatch {
 
 fn sinks(snap: &Snapshot) -> RecordBatch {
     let s = &snap.sinks;
+    let writes: Vec<String> = s
+        .iter()
+        .map(|s| {
+            s.counts
+                .writes
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
     batch(vec![
         ("name", strings(s.iter().map(|s| Some(s.name.as_str())))),
         (
@@ -269,6 +280,7 @@ fn sinks(snap: &Snapshot) -> RecordBatch {
             "quarantine_deleted",
             counts(s.iter().map(|s| s.counts.quarantine_deleted)),
         ),
+        ("writes", strings(writes.iter().map(|w| Some(w.as_str())))),
     ])
 }
 

@@ -41,6 +41,8 @@ pub struct RunControl {
     pub dead_letter_rows: Option<Arc<RowDeadLetters>>,
     /// Checkpoints (`--state-dir`), if taken.
     pub checkpoints: Option<RunCheckpoints>,
+    /// `--no-writes`: every sink that writes to machines is a dry run.
+    pub no_writes: bool,
 }
 
 /// The grace period when none is given: Kubernetes' default 30 s termination grace minus
@@ -57,6 +59,7 @@ impl RunControl {
             live: None,
             dead_letter_rows: None,
             checkpoints: None,
+            no_writes: false,
         }
     }
 }
@@ -293,6 +296,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
         live,
         dead_letter_rows,
         checkpoints,
+        no_writes,
     } = control;
     status.starting();
     let Project {
@@ -346,6 +350,7 @@ pub async fn run(project: Project, control: RunControl) -> Summary {
             inputs: dataflow.pipelines_into(SinkId::new(i)),
             schema: dataflow.sink_schema(SinkId::new(i)),
             checkpoints: recover[i].take(),
+            no_writes,
         })
         .collect();
     let (sink_tasks, started) = SinkTasks::start(sinks, starts);

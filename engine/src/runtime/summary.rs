@@ -186,6 +186,16 @@ impl std::fmt::Display for Summary {
                     sink.name, c.quarantined, c.quarantine_deleted
                 )?;
             }
+            if !c.writes.is_empty() {
+                let results: Vec<String> =
+                    c.writes.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                writeln!(
+                    f,
+                    "  sink {}: values to machines: {}",
+                    sink.name,
+                    results.join(", ")
+                )?;
+            }
         }
         if let Some(c) = &self.checkpoints {
             if let Some(r) = &c.restored {

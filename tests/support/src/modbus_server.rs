@@ -1,7 +1,7 @@
 //! A Modbus server for the tests (tokio-modbus' server, on its own runtime): per unit a
-//! register bank the test writes, a log of every request with what was answered, and
-//! faults the test switches on: an exception for an address range, a unit that never
-//! answers. Serves TCP on a free loopback port or RTU on one end of a `socat`
+//! register bank the test writes (and Weir's sink writes: functions 5, 6, 15, 16 and 22), a
+//! log of every request with what was answered or written, and faults the test switches on:
+//! an exception for an address range, a unit that never answers, no mask write. Serves TCP on a free loopback port or RTU on one end of a `socat`
 //! pseudo-terminal pair.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,8 +50,10 @@ pub struct Served {
     pub start: u16,
     /// Items.
     pub count: u16,
-    /// Registers answered (empty for bits and exceptions).
+    /// Registers answered, or written (empty for bits and exceptions).
     pub words: Vec<u16>,
+    /// Coils written.
+    pub bits: Vec<bool>,
     /// Exception sent instead of data.
     pub exception: Option<ExceptionCode>,
     /// When the answer left, milliseconds since the epoch.
@@ -73,6 +75,11 @@ pub struct Device {
     pub exceptions: Vec<(u8, u16, u16, ExceptionCode)>,
     /// Units that do not answer at all (the client times out).
     pub silent: Vec<u8>,
+    /// Answer mask writes (function 22) with "illegal function", as many devices do.
+    pub no_mask_write: bool,
+    /// (address, max): the device acknowledges writes to this holding register but keeps
+    /// at most `max` (as a PLC with its own limit does).
+    pub clamp: Option<(u16, u16)>,
 }
 
 /// The device, shared between the test and the server.
@@ -94,6 +101,100 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+impl Device {
+    /// Carries out a write request (function 5, 6, 15, 16 or 22) and logs it.
+    fn write(&mut self, unit: u8, function: u8, request: Request<'static>) -> Answer {
+        let (start, count) = match &request {
+            Request::WriteMultipleCoils(a, c) => (*a, c.len()),
+            Request::WriteMultipleRegisters(a, w) => (*a, w.len()),
+            Request::WriteSingleCoil(a, _)
+            | Request::WriteSingleRegister(a, _)
+            | Request::MaskWriteRegister(a, _, _) => (*a, 1),
+            _ => return Err(ExceptionCode::IllegalFunction),
+        };
+        let exception = self
+            .exceptions
+            .iter()
+            .find(|(f, a, b, _)| {
+                *f == function
+                    && start as u32 <= *b as u32
+                    && (start as usize + count).saturating_sub(1) >= *a as usize
+            })
+            .map(|e| e.3);
+        if count == 0 || start as usize + count > 65536 {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        self.requests += 1;
+        let (mut words, mut bits) = (Vec::new(), Vec::new());
+        let response = if exception.is_some() {
+            None
+        } else {
+            let bank = self.banks.get_mut(&unit).expect("checked by the caller");
+            let s = start as usize;
+            Some(match request {
+                Request::WriteSingleCoil(a, b) => {
+                    bank.coils[s] = b;
+                    bits.push(b);
+                    Response::WriteSingleCoil(a, b)
+                }
+                Request::WriteMultipleCoils(a, c) => {
+                    bank.coils[s..s + count].copy_from_slice(&c);
+                    bits.extend_from_slice(&c);
+                    Response::WriteMultipleCoils(a, count as u16)
+                }
+                Request::WriteSingleRegister(a, w) => {
+                    bank.holding[s] = w;
+                    words.push(w);
+                    Response::WriteSingleRegister(a, w)
+                }
+                Request::WriteMultipleRegisters(a, w) => {
+                    bank.holding[s..s + count].copy_from_slice(&w);
+                    words.extend_from_slice(&w);
+                    Response::WriteMultipleRegisters(a, count as u16)
+                }
+                Request::MaskWriteRegister(a, and, or) => {
+                    let r = &mut bank.holding[s];
+                    *r = (*r & and) | (or & !and);
+                    words.push(*r);
+                    Response::MaskWriteRegister(a, and, or)
+                }
+                _ => unreachable!("matched above"),
+            })
+        };
+        if let Some((a, max)) = self.clamp
+            && let Some(bank) = self.banks.get_mut(&unit)
+        {
+            let r = &mut bank.holding[a as usize];
+            *r = (*r).min(max);
+        }
+        if !self.count_only {
+            self.log.push(Served {
+                unit,
+                function,
+                start,
+                count: count as u16,
+                words,
+                bits,
+                exception,
+                at_ms: now_ms(),
+            });
+        }
+        match exception {
+            Some(code) => Err(code),
+            None => Ok(response),
+        }
+    }
+
+    /// The write requests served (functions 5, 6, 15, 16, 22), in order.
+    pub fn writes(&self) -> Vec<Served> {
+        self.log
+            .iter()
+            .filter(|s| s.function > 4)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Answers requests from the shared device.
 #[derive(Clone)]
 struct DeviceService(Shared);
@@ -108,13 +209,21 @@ impl DeviceService {
             // no answer at all: the client's request times out
             return Ok(None);
         }
-        let (function, start, count) = match req.request {
-            Request::ReadCoils(a, n) => (1, a, n),
-            Request::ReadDiscreteInputs(a, n) => (2, a, n),
-            Request::ReadHoldingRegisters(a, n) => (3, a, n),
-            Request::ReadInputRegisters(a, n) => (4, a, n),
+        let (function, start, count) = match &req.request {
+            Request::ReadCoils(a, n) => (1, *a, *n),
+            Request::ReadDiscreteInputs(a, n) => (2, *a, *n),
+            Request::ReadHoldingRegisters(a, n) => (3, *a, *n),
+            Request::ReadInputRegisters(a, n) => (4, *a, *n),
+            Request::WriteSingleCoil(a, _) => (5, *a, 1),
+            Request::WriteSingleRegister(a, _) => (6, *a, 1),
+            Request::WriteMultipleCoils(a, c) => (15, *a, c.len() as u16),
+            Request::WriteMultipleRegisters(a, w) => (16, *a, w.len() as u16),
+            Request::MaskWriteRegister(a, _, _) if !d.no_mask_write => (22, *a, 1),
             _ => return Err(ExceptionCode::IllegalFunction),
         };
+        if function > 4 {
+            return d.write(unit, function, req.request);
+        }
         let last = start as u32 + count as u32 - 1;
         let exception = d
             .exceptions
@@ -146,6 +255,7 @@ impl DeviceService {
                 start,
                 count,
                 words,
+                bits: vec![],
                 exception,
                 at_ms: now_ms(),
             });

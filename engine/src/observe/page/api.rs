@@ -129,7 +129,7 @@ pub fn status(info: &PageInfo, run: &RunStatus, snap: &Snapshot, history: &Histo
         .sinks
         .iter()
         .map(|k| {
-            let c = k.telemetry.as_ref().map_or(k.counts, |t| t.counts());
+            let c = k.counts_now();
             json!({
                 "name": k.name,
                 "connector": k.connector,
@@ -146,6 +146,7 @@ pub fn status(info: &PageInfo, run: &RunStatus, snap: &Snapshot, history: &Histo
                 "dropped_files": c.dropped_files,
                 "dropped_rows": c.dropped_rows,
                 "published": c.published,
+                "writes": c.writes,
             })
         })
         .collect();

@@ -101,7 +101,7 @@ impl History {
             );
         }
         for k in &snap.sinks {
-            let c = k.telemetry.as_ref().map_or(k.counts, |t| t.counts());
+            let c = k.counts_now();
             counters.insert((PartKind::Sink, k.name.clone()), Counters([c.rows, 0, 0]));
         }
         let (elapsed, before, cpu_before) = match self.last.take() {
@@ -169,7 +169,7 @@ impl History {
         }
         let mut sinks = BTreeMap::new();
         for k in &snap.sinks {
-            let c = k.telemetry.as_ref().map_or(k.counts, |t| t.counts());
+            let c = k.counts_now();
             sinks.insert(
                 k.name.clone(),
                 vec![

@@ -457,6 +457,12 @@ pub const SINK_PUBLISHED: MetricDef = MetricDef::counter(
     &["sink"],
     "Messages the MQTT sink published",
 );
+/// Values a write-back sink handled, by result.
+pub const SINK_WRITES: MetricDef = MetricDef::counter(
+    "weir_sink_writes_total",
+    &["sink", "result"],
+    "Values a sink that writes to machines (modbus, opcua) handled, by result: written, unchanged (write_on_change), dry_run, refused (null, NaN, out of range), superseded (a newer value for the target came first), verify_mismatch, or why the write failed (timeout, not_connected, illegal_data_address, ...)",
+);
 /// Connection state of a sink.
 pub const SINK_CONNECTED: MetricDef = MetricDef::gauge(
     "weir_sink_connected",
@@ -600,6 +606,7 @@ pub const ENGINE_METRICS: &[MetricDef] = &[
     SINK_SPILL_QUARANTINED,
     SINK_QUARANTINE_DELETED,
     SINK_PUBLISHED,
+    SINK_WRITES,
     SINK_CONNECTED,
     CHECKPOINTS,
     CHECKPOINT_DURATION,

@@ -3,7 +3,9 @@
 //! Updated by the engine's sink task and by the sink itself, read by the run summary and
 //! the live system tables.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tracing::{error, warn};
@@ -11,11 +13,12 @@ use tracing::{error, warn};
 use super::{
     Count, Lazy, LogLimit, SINK_CONNECTED, SINK_DROPPED_FILES, SINK_DROPPED_ROWS, SINK_ERRORS,
     SINK_PUBLISHED, SINK_QUARANTINE_DELETED, SINK_ROWS, SINK_SPILL_BYTES, SINK_SPILL_FILES,
-    SINK_SPILL_OLDEST_AGE, SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS,
+    SINK_SPILL_OLDEST_AGE, SINK_SPILL_QUARANTINED, SINK_UPLOADED_BYTES, SINK_UPLOADS, SINK_WRITES,
 };
+use crate::sync::lock;
 
 /// A sink's counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SinkCounts {
     /// Rows handed to the sink.
@@ -50,6 +53,9 @@ pub struct SinkCounts {
     pub quarantined: u64,
     /// Quarantined files deleted (its cap, or room for the spill budget).
     pub quarantine_deleted: u64,
+    /// Values a write-back sink handled, by result (`written`, `unchanged`, `refused`, ...).
+    #[serde(deserialize_with = "super::by_reason")]
+    pub writes: BTreeMap<&'static str, u64>,
 }
 
 /// The telemetry of one sink.
@@ -75,6 +81,8 @@ pub struct SinkTelemetry {
     connected: Lazy<metrics::Gauge>,
     /// 0: no connection, 1: up, 2: down.
     connection: AtomicU8,
+    /// Values written to machines, by result.
+    writes: Mutex<BTreeMap<&'static str, (u64, metrics::Counter)>>,
 }
 
 impl std::fmt::Debug for SinkTelemetry {
@@ -110,7 +118,18 @@ impl SinkTelemetry {
             published: Count::default(),
             connected: Lazy::default(),
             connection: AtomicU8::new(0),
+            writes: Mutex::default(),
         }
+    }
+
+    /// `n` values a write-back sink handled with `result` (a metric label).
+    pub fn values_written(&self, result: &'static str, n: u64) {
+        let mut w = lock(&self.writes);
+        let e = w
+            .entry(result)
+            .or_insert_with(|| (0, SINK_WRITES.counter_with(&[&self.name, result])));
+        e.0 += n;
+        e.1.increment(n);
     }
 
     /// The sink's name.
@@ -238,6 +257,9 @@ impl SinkTelemetry {
         });
         self.published
             .carry(c.published, || SINK_PUBLISHED.counter_with(&[n]));
+        for (result, count) in &c.writes {
+            self.values_written(result, *count);
+        }
     }
 
     /// The counters now.
@@ -261,6 +283,7 @@ impl SinkTelemetry {
             published: self.published.get(),
             quarantined: self.quarantined.get(),
             quarantine_deleted: self.quarantine_deleted.get(),
+            writes: lock(&self.writes).iter().map(|(k, v)| (*k, v.0)).collect(),
         }
     }
 }
