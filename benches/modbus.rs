@@ -165,34 +165,18 @@ fn write_rate(port: u16, coalesce: bool, tick_s: f64) -> (f64, f64) {
         .enable_all()
         .build()
         .unwrap();
-    let mut connectors = weir_test_support::harness::connectors();
-    connectors.add_sink(std::sync::Arc::new(
-        weir_connectors::modbus::ModbusSinkFactory,
-    ));
     let columns: Vec<String> = (0..ROW_REGISTERS).map(|k| format!("r{k} INT")).collect();
     let map: Vec<String> = (0..ROW_REGISTERS)
         .map(|k| format!("r{k} = holding {}", 500 + k))
         .collect();
-    let sql = format!(
-        "CREATE SOURCE s ({}) WITH (connector = 'test');
-         CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:{port}', dry_run = 'false', coalesce = '{coalesce}', registers = '{}');
-         INSERT INTO plc SELECT * FROM s;",
-        columns.join(", "),
-        map.join("; ")
-    );
-    let mut project = runtime
-        .block_on(weir_test_support::harness::try_compile_with(
-            &sql,
-            &[],
-            true,
-            &connectors,
-        ))
-        .unwrap();
-    let schema = project
-        .dataflow
-        .sink_schema(weir_engine::exec::ids::SinkId::new(0))
-        .unwrap();
-    let compiled = project.sinks.remove(0);
+    let (compiled, schema) = runtime.block_on(weir_test_support::harness::compile_sink(
+        &columns.join(", "),
+        &format!(
+            "connector = 'modbus', url = 'tcp://127.0.0.1:{port}', dry_run = 'false', coalesce = '{coalesce}', registers = '{}'",
+            map.join("; ")
+        ),
+        std::sync::Arc::new(weir_connectors::modbus::ModbusSinkFactory),
+    ));
     let mut sink = compiled.sink;
     runtime
         .block_on(sink.start(weir_engine::connector::SinkStart {

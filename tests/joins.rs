@@ -65,6 +65,32 @@ async fn reference(rows: &[Row], assets: &Path, sql: &str) -> RecordBatch {
     arrow::compute::concat_batches(&out[0].schema(), &out).unwrap()
 }
 
+/// Sink `k`'s rows equal `sql`'s over the same rows and table (DataFusion batch SQL); returns
+/// them.
+async fn sink_matches(
+    h: &Harness,
+    k: usize,
+    rows: &[Row],
+    assets: &Path,
+    sql: &str,
+) -> RecordBatch {
+    let want = reference(rows, assets, sql).await;
+    let got = h.sink(k).unwrap();
+    assert_rows_eq(&rows_of(&got), &rows_of(&want));
+    got
+}
+
+/// 3000 rows 10 ms apart, each of one of `keys` and one of `values`, drawn by `rng`.
+fn drawn_rows(keys: &[&str], values: &[f64], rng: &mut Lcg) -> Vec<Row> {
+    (0..3000)
+        .map(|i| Row {
+            k: keys[rng.below(keys.len() as u64) as usize].to_string(),
+            ts: i * 10 * MS,
+            v: values[rng.below(values.len() as u64) as usize],
+        })
+        .collect()
+}
+
 fn feed_all(h: &mut Harness, rows: &[Row], rng: &mut Lcg) {
     let schema = source_schema(h);
     for part in random_batches(rows, 200, rng) {
@@ -1034,22 +1060,16 @@ async fn a_lookup_on_two_keys_of_different_types_matches_batch_sql() {
     let mut h = Harness::new(&sql).await;
     let mut rng = Lcg(41);
     // values 2.8, 4.5 and 7.1 (the limits) come up often
-    let rows: Vec<Row> = (0..3000)
-        .map(|i| Row {
-            k: ["a", "b", "c", "d"][rng.below(4) as usize].to_string(),
-            ts: i * 10 * MS,
-            v: [2.8, 4.5, 7.1, 1.0][rng.below(4) as usize],
-        })
-        .collect();
+    let rows = drawn_rows(&["a", "b", "c", "d"], &[2.8, 4.5, 7.1, 1.0], &mut rng);
     feed_all(&mut h, &rows, &mut rng);
-    let want = reference(
+    let got = sink_matches(
+        &h,
+        0,
         &rows,
         &assets,
         "SELECT t.k, t.ts, t.v, a.class FROM t JOIN assets a ON t.k = a.machine AND t.v = a.rms_limit",
     )
     .await;
-    let got = h.sink(0).unwrap();
-    assert_rows_eq(&rows_of(&got), &rows_of(&want));
     assert!(got.num_rows() > 200, "{}", got.num_rows());
 }
 
@@ -1066,30 +1086,24 @@ async fn lookups_on_a_key_several_table_rows_share_match_batch_sql() {
     );
     let mut h = Harness::new(&sql).await;
     let mut rng = Lcg(43);
-    let rows: Vec<Row> = (0..3000)
-        .map(|i| Row {
-            k: ["north", "south", "west"][rng.below(3) as usize].to_string(),
-            ts: i * 10 * MS,
-            v: [2.8, 4.5, 7.1, 1.0][rng.below(4) as usize],
-        })
-        .collect();
+    let rows = drawn_rows(&["north", "south", "west"], &[2.8, 4.5, 7.1, 1.0], &mut rng);
     feed_all(&mut h, &rows, &mut rng);
-    let want = reference(
+    let got = sink_matches(
+        &h,
+        0,
         &rows,
         &assets,
         "SELECT t.k, t.ts, t.v, a.machine FROM t JOIN assets a ON t.v = a.rms_limit",
     )
     .await;
-    let got = h.sink(0).unwrap();
-    assert_rows_eq(&rows_of(&got), &rows_of(&want));
     assert!(got.num_rows() > rows.len() / 2, "{}", got.num_rows());
-    let want = reference(
+    let got = sink_matches(
+        &h,
+        1,
         &rows,
         &assets,
         "SELECT t.k, t.ts, a.machine, a.class FROM t LEFT JOIN assets a ON t.k = a.site",
     )
     .await;
-    let got = h.sink(1).unwrap();
-    assert_rows_eq(&rows_of(&got), &rows_of(&want));
     assert!(got.num_rows() > rows.len(), "{}", got.num_rows());
 }

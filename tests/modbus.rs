@@ -683,32 +683,18 @@ struct SinkUnderTest {
 }
 
 impl SinkUnderTest {
+    /// A sink of `options` (`url` and the rest) for rows of `columns`, started.
     fn start(columns: &str, options: &str, no_writes: bool) -> SinkUnderTest {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let mut connectors = weir_test_support::harness::connectors();
-        connectors.add_sink(Arc::new(weir_connectors::modbus::ModbusSinkFactory));
-        let sql = format!(
-            "CREATE SOURCE s ({columns}) WITH (connector = 'test');\n\
-             CREATE SINK plc WITH (connector = 'modbus', {options});\n\
-             INSERT INTO plc SELECT * FROM s;"
-        );
-        let mut project = runtime
-            .block_on(weir_test_support::harness::try_compile_with(
-                &sql,
-                &[],
-                true,
-                &connectors,
-            ))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let schema = project
-            .dataflow
-            .sink_schema(weir_engine::exec::ids::SinkId::new(0))
-            .unwrap();
-        let compiled = project.sinks.remove(0);
+        let (compiled, schema) = runtime.block_on(weir_test_support::harness::compile_sink(
+            columns,
+            &format!("connector = 'modbus', {options}"),
+            Arc::new(weir_connectors::modbus::ModbusSinkFactory),
+        ));
         let mut sink = compiled.sink;
         runtime
             .block_on(sink.start(weir_engine::connector::SinkStart {
@@ -724,6 +710,18 @@ impl SinkUnderTest {
             telemetry: compiled.telemetry,
             schema,
         }
+    }
+
+    /// A sink that writes (`dry_run = 'false'`) to `server` over TCP, with `options` more.
+    fn writing_to(server: &ModbusServer, columns: &str, options: &str) -> SinkUnderTest {
+        Self::start(
+            columns,
+            &format!(
+                "url = 'tcp://127.0.0.1:{}', dry_run = 'false', {options}",
+                server.port
+            ),
+            false,
+        )
     }
 
     /// Writes rows given as JSON objects (the columns by name; missing ones are null).
@@ -840,14 +838,10 @@ fn every_type_and_order_is_written_as_the_device_lays_it_out() {
         2000,
         vec![u16::from_be_bytes(*b"PU"), u16::from_be_bytes(*b"MP"), 0],
     ));
-    let mut sink = SinkUnderTest::start(
+    let mut sink = SinkUnderTest::writing_to(
+        &server,
         &columns.join(", "),
-        &format!(
-            "url = 'tcp://127.0.0.1:{}', unit_id = '5', dry_run = 'false', registers = '{}'",
-            server.port,
-            map.join("; ")
-        ),
-        false,
+        &format!("unit_id = '5', registers = '{}'", map.join("; ")),
     );
     sink.write(&[row]);
     server.with(|d| {
@@ -901,14 +895,11 @@ fn every_type_and_order_is_written_as_the_device_lays_it_out() {
 #[test]
 fn only_mapped_registers_are_written_and_bad_values_are_refused() {
     let server = ModbusServer::tcp(device(&[1, 2]));
-    let mut sink = SinkUnderTest::start(
+    let mut sink = SinkUnderTest::writing_to(
+        &server,
         "unit INT, address INT, speed DOUBLE, limit_ BIGINT, run BOOLEAN",
-        &format!(
-            "url = 'tcp://127.0.0.1:{}', unit_id = '1', unit_column = 'unit', dry_run = 'false',
-             registers = 'speed = holding 100 int16 scale=0.1; limit_ = holding 101 uint16; run = coil 3'",
-            server.port
-        ),
-        false,
+        "unit_id = '1', unit_column = 'unit',
+         registers = 'speed = holding 100 int16 scale=0.1; limit_ = holding 101 uint16; run = coil 3'",
     );
     sink.write(&[
         serde_json::json!({"unit": 1, "address": 999, "speed": 12.3, "limit_": 500, "run": true}),
@@ -951,13 +942,10 @@ fn only_mapped_registers_are_written_and_bad_values_are_refused() {
 #[test]
 fn equal_values_are_not_resent_and_min_interval_keeps_only_the_latest() {
     let server = ModbusServer::tcp(device(&[1]));
-    let mut sink = SinkUnderTest::start(
+    let mut sink = SinkUnderTest::writing_to(
+        &server,
         "speed INT",
-        &format!(
-            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', min_interval = '400ms', registers = 'speed = holding 10'",
-            server.port
-        ),
-        false,
+        "min_interval = '400ms', registers = 'speed = holding 10'",
     );
     let set = |v: i64| serde_json::json!({ "speed": v });
     sink.write(&[set(1)]);
@@ -991,14 +979,10 @@ fn exceptions_are_counted_and_a_restart_replays_only_the_latest_value() {
         .exceptions
         .push((6, 50, 50, ExceptionCode::IllegalDataAddress));
     let mut server = ModbusServer::tcp(dev);
-    let mut sink = SinkUnderTest::start(
+    let mut sink = SinkUnderTest::writing_to(
+        &server,
         "speed INT, missing INT",
-        &format!(
-            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', timeout = '300ms', retries = '0',
-             registers = 'speed = holding 10; missing = holding 50'",
-            server.port
-        ),
-        false,
+        "timeout = '300ms', retries = '0', registers = 'speed = holding 10; missing = holding 50'",
     );
     sink.write(&[serde_json::json!({"speed": 1, "missing": 5})]);
     assert_eq!(sink.writes().get("illegal_data_address"), Some(&1));
@@ -1051,12 +1035,10 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
     let server = ModbusServer::tcp(dev);
     let options = |rmw: bool| {
         format!(
-            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', allow_read_modify_write = '{rmw}', verify = 'true',
-             registers = 'request = holding 40 bit=3'",
-            server.port
+            "allow_read_modify_write = '{rmw}', verify = 'true', registers = 'request = holding 40 bit=3'"
         )
     };
-    let mut sink = SinkUnderTest::start("request BOOLEAN", &options(false), false);
+    let mut sink = SinkUnderTest::writing_to(&server, "request BOOLEAN", &options(false));
     sink.write(&[serde_json::json!({"request": true})]);
     assert_eq!(
         server.with(|d| d.banks[&1].holding[40]),
@@ -1076,7 +1058,7 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
         "{:?}",
         sink.writes()
     );
-    let mut sink = SinkUnderTest::start("request BOOLEAN", &options(true), false);
+    let mut sink = SinkUnderTest::writing_to(&server, "request BOOLEAN", &options(true));
     sink.write(&[serde_json::json!({"request": false})]);
     assert_eq!(
         server.with(|d| d.banks[&1].holding[40]),
@@ -1094,13 +1076,10 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
 #[test]
 fn a_read_back_that_differs_is_counted() {
     let server = ModbusServer::tcp(device(&[1]));
-    let mut sink = SinkUnderTest::start(
+    let mut sink = SinkUnderTest::writing_to(
+        &server,
         "a INT, b INT",
-        &format!(
-            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', verify = 'true', registers = 'a = holding 1; b = holding 9'",
-            server.port
-        ),
-        false,
+        "verify = 'true', registers = 'a = holding 1; b = holding 9'",
     );
     sink.write(&[serde_json::json!({"a": 11, "b": 12})]);
     assert_eq!(sink.writes().get("verify_mismatch"), None);
@@ -1241,24 +1220,24 @@ fn a_bearing_fault_derates_exactly_the_faulty_machine_once() {
 #[test]
 fn a_sink_map_that_does_not_fit_the_rows_is_an_error_at_its_place() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, err) = check(
-        dir.path(),
-        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');
-CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:502', registers = 'speed = holding 100; run = coil 1');
-INSERT INTO plc SELECT value AS speed FROM g;",
-    );
-    assert!(!ok);
+    let errors = |registers: &str| {
+        let (ok, err) = check(
+            dir.path(),
+            &format!(
+                "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');
+CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:502', registers = '{registers}');
+INSERT INTO plc SELECT value AS speed FROM g;"
+            ),
+        );
+        assert!(!ok);
+        err
+    };
+    let err = errors("speed = holding 100; run = coil 1");
     assert!(
         err.contains("pipeline.sql:3:13: INSERT INTO plc: the register map writes 'run', which is not among the inserted columns (speed)"),
         "{err}"
     );
-    let (ok, err) = check(
-        dir.path(),
-        "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE) WITH (connector = 'generator', event_time = 'ts');
-CREATE SINK plc WITH (connector = 'modbus', url = 'tcp://127.0.0.1:502', registers = 'speed = input 100');
-INSERT INTO plc SELECT value AS speed FROM g;",
-    );
-    assert!(!ok);
+    let err = errors("speed = input 100");
     assert!(
         err.contains("pipeline.sql:2:") && err.contains("read-only"),
         "{err}"

@@ -139,19 +139,18 @@ fn pipelines(snap: &Snapshot) -> RecordBatch {
     ])
 }
 
+/// Counts by kind as one text: `malformed_json=3, oversized=1`.
+fn by_kind(counts: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn sources(snap: &Snapshot) -> RecordBatch {
     let s = &snap.sources;
-    let errors: Vec<String> = s
-        .iter()
-        .map(|s| {
-            s.counts
-                .skipped
-                .iter()
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .collect();
+    let errors: Vec<String> = s.iter().map(|s| by_kind(&s.counts.skipped)).collect();
     batch(vec![
         ("name", strings(s.iter().map(|s| Some(s.name.as_str())))),
         (
@@ -224,17 +223,7 @@ fn watermarks(snap: &Snapshot) -> RecordBatch {
 
 fn sinks(snap: &Snapshot) -> RecordBatch {
     let s = &snap.sinks;
-    let writes: Vec<String> = s
-        .iter()
-        .map(|s| {
-            s.counts
-                .writes
-                .iter()
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .collect();
+    let writes: Vec<String> = s.iter().map(|s| by_kind(&s.counts.writes)).collect();
     batch(vec![
         ("name", strings(s.iter().map(|s| Some(s.name.as_str())))),
         (

@@ -102,6 +102,32 @@ pub async fn try_compile_with(
     compile(vec![file], connectors, emit).await
 }
 
+/// A sink compiled from a pipeline in which the test source `s` (with `columns`) inserts
+/// every row into sink `out` declared with `sink_options` (what goes inside `WITH (...)`),
+/// with the test connectors and `sink` — for tests and benches that drive a sink themselves.
+/// Returns it (not started) and the columns it receives.
+pub async fn compile_sink(
+    columns: &str,
+    sink_options: &str,
+    sink: Arc<dyn weir_engine::connector::SinkFactory>,
+) -> (weir_engine::compile::CompiledSink, SchemaRef) {
+    let mut c = connectors();
+    c.add_sink(sink);
+    let sql = format!(
+        "CREATE SOURCE s ({columns}) WITH (connector = 'test');\n\
+         CREATE SINK out WITH ({sink_options});\n\
+         INSERT INTO out SELECT * FROM s;"
+    );
+    let mut project = try_compile_with(&sql, &[], true, &c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let schema = project
+        .dataflow
+        .sink_schema(weir_engine::exec::ids::SinkId::new(0))
+        .expect("the INSERT gives the sink its columns");
+    (project.sinks.remove(0), schema)
+}
+
 /// The errors `sql` produces, as printed.
 pub async fn errors(sql: &str) -> Vec<String> {
     match try_compile(sql, &[], true).await {
