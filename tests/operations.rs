@@ -520,11 +520,13 @@ fn held_http_connections_starve_neither_the_pipelines_nor_the_probes() {
         .unwrap();
     assert!(raised.success());
     let port = free_port();
-    // 6,000 rows in about 6 s, into small files (each one a descriptor while written)
+    // 15,000 rows in about 15 s, into small files (each one a descriptor while written): the
+    // run must outlast the held connections' header timeout (5 s) by a wide margin, or the
+    // probe below may find the process already gone
     let mut w = WeirProcess::start_with(
         "CREATE SOURCE g (machine VARCHAR, ts TIMESTAMP, value DOUBLE, seq BIGINT) WITH (
             connector = 'generator', machines = '2', sensors = 'temp', rate = '1000',
-            batch_rows = '20', limit = '6000');
+            batch_rows = '20', limit = '15000');
          CREATE SINK files WITH (connector = 'file', path = 'out', format = 'ndjson', roll_rows = '50');
          INSERT INTO files SELECT * FROM g;",
         &["--http-addr", &format!("127.0.0.1:{port}")],
@@ -578,7 +580,7 @@ fn held_http_connections_starve_neither_the_pipelines_nor_the_probes() {
             seqs.insert(v["seq"].as_i64().unwrap());
         }
     }
-    assert_eq!(seqs, (0..6000).collect::<BTreeSet<i64>>());
+    assert_eq!(seqs, (0..15000).collect::<BTreeSet<i64>>());
     let metrics = http(port, "GET", "/metrics");
     assert!(metrics.is_none(), "the process has exited");
 }
