@@ -364,35 +364,25 @@ async fn unsupported_joins_and_bad_tables_are_refused_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let assets = write(dir.path(), "assets.csv", ASSETS);
     // line 5 is the first line after the declarations
-    let two_streams = join_errors(
-        &assets,
-        "CREATE SOURCE s2 (k VARCHAR, ts TIMESTAMP, v DOUBLE) WITH (connector = 'test');\n\
-         INSERT INTO out SELECT * FROM s JOIN s2 ON s.k = s2.k;",
-    )
-    .await;
-    assert_eq!(two_streams.len(), 1, "{two_streams:?}");
-    assert!(
-        two_streams[0].starts_with("p.sql:6:31: joining two streams needs a time bound"),
-        "{two_streams:?}"
-    );
-    let right = join_errors(
-        &assets,
-        "INSERT INTO out SELECT * FROM s RIGHT JOIN assets a ON s.k = a.machine;",
-    )
-    .await;
-    assert!(
-        right[0].starts_with("p.sql:5:31: a RIGHT or LEFT JOIN that keeps table rows"),
-        "{right:?}"
-    );
-    let no_key = join_errors(
-        &assets,
-        "INSERT INTO out SELECT * FROM s JOIN assets a ON s.v > a.rms_limit;",
-    )
-    .await;
-    assert!(
-        no_key[0].contains("needs an equality on its key"),
-        "{no_key:?}"
-    );
+    for (sql, expected) in [
+        (
+            "CREATE SOURCE s2 (k VARCHAR, ts TIMESTAMP, v DOUBLE) WITH (connector = 'test');\n\
+             INSERT INTO out SELECT * FROM s JOIN s2 ON s.k = s2.k;",
+            "p.sql:6:31: joining two streams needs a time bound",
+        ),
+        (
+            "INSERT INTO out SELECT * FROM s RIGHT JOIN assets a ON s.k = a.machine;",
+            "p.sql:5:31: a RIGHT or LEFT JOIN that keeps table rows",
+        ),
+        (
+            "INSERT INTO out SELECT * FROM s JOIN assets a ON s.v > a.rms_limit;",
+            "needs an equality on its key",
+        ),
+    ] {
+        let errors = join_errors(&assets, sql).await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(expected), "{errors:?}");
+    }
     // a table `t` of `columns` read from `path`, with more options `extra`
     let table = |columns: &str, path: &Path, extra: &str| {
         format!(

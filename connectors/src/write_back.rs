@@ -57,7 +57,7 @@ const LOG_PER_SECOND: u32 = 20;
 
 /// Failures after which the value is kept and tried again (the device may come back);
 /// any other failure (an exception answer, a refused type) drops the value.
-pub fn is_transient(kind: &str) -> bool {
+fn is_transient(kind: &str) -> bool {
     matches!(kind, "timeout" | "not_connected" | "connection_lost")
 }
 

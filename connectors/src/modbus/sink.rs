@@ -234,13 +234,15 @@ impl ModbusSink {
         Ok(Columns { points, unit })
     }
 
-    fn target(&self, unit: u8, point: usize) -> Target {
+    /// Point `point` of `unit` (`None`: the row names no unit the sink may write to).
+    fn target(&self, unit: Option<u8>, point: usize) -> Target {
         let p = &self.points[point];
         let bit = p.bit.map(|b| format!(" bit {b}")).unwrap_or_default();
+        let shown = unit.map_or_else(|| "?".to_string(), |u| u.to_string());
         Target {
-            unit,
+            unit: unit.unwrap_or(0),
             point,
-            label: format!("unit {unit} {} {}{bit} ({})", p.table, p.address, p.column).into(),
+            label: format!("unit {shown} {} {}{bit} ({})", p.table, p.address, p.column).into(),
         }
     }
 
@@ -265,12 +267,12 @@ impl ModbusSink {
                 let unit = match &unit {
                     Ok(u) => *u,
                     Err(why) => {
-                        let target = self.target(0, point);
+                        let target = self.target(None, point);
                         self.targets.refuse(&target, why);
                         continue;
                     }
                 };
-                let target = self.target(unit, point);
+                let target = self.target(Some(unit), point);
                 let Some(value) = value_at(batch.column(col), row) else {
                     self.targets.refuse(&target, "null");
                     continue;

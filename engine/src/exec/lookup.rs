@@ -388,7 +388,6 @@ impl LookupJoin {
         let index = self.index.as_ref().expect("built by index()");
         let keys = key_columns(batch, &self.plan.stream_keys, &index.key_types)?;
         let n = batch.num_rows();
-        let table_schema = index.rows.schema();
         if index.unique
             && self.plan.filter.is_none()
             && matches!(self.plan.kind, LookupKind::Inner | LookupKind::Left)
@@ -400,12 +399,12 @@ impl LookupJoin {
             if misses == 0 {
                 let build = UInt32Array::from(found);
                 let table_cols = self.table_columns(&build)?;
-                return self.assemble(batch, table_cols, &table_schema, None, n);
+                return self.assemble(batch, table_cols, None, n);
             }
             if self.plan.kind == LookupKind::Left {
                 let build: UInt32Array = found.iter().map(|&r| (r != NONE).then_some(r)).collect();
                 let table_cols = self.table_columns(&build)?;
-                return self.assemble(batch, table_cols, &table_schema, None, n);
+                return self.assemble(batch, table_cols, None, n);
             }
             self.unmatched += misses as u64;
             let (p, b): (Vec<u32>, Vec<u32>) = found
@@ -416,7 +415,7 @@ impl LookupJoin {
                 .unzip();
             let (p, b) = (UInt32Array::from(p), UInt32Array::from(b));
             let table_cols = self.table_columns(&b)?;
-            return self.assemble(batch, table_cols, &table_schema, Some(&p), p.len());
+            return self.assemble(batch, table_cols, Some(&p), p.len());
         }
         // candidate pairs, in stream order
         let (mut probe_rows, mut build_rows) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -427,7 +426,7 @@ impl LookupJoin {
         let (mut probe, mut build) = (UInt32Array::from(probe_rows), UInt32Array::from(build_rows));
         if let Some(filter) = &self.plan.filter {
             let table_cols = take_all(&index.rows, &build)?;
-            let pairs = self.assemble_pairs(batch, table_cols, &table_schema, &probe)?;
+            let pairs = self.assemble_pairs(batch, table_cols, &index.rows.schema(), &probe)?;
             let mask = filter.evaluate(&pairs)?.into_array(pairs.num_rows())?;
             let mask = mask
                 .as_any()
@@ -449,7 +448,7 @@ impl LookupJoin {
             LookupKind::Inner => {
                 self.unmatched += misses;
                 let table_cols = self.table_columns(&build)?;
-                self.assemble(batch, table_cols, &table_schema, Some(&probe), probe.len())
+                self.assemble(batch, table_cols, Some(&probe), probe.len())
             }
             LookupKind::Left => {
                 let mut p = UInt32Builder::with_capacity(n);
@@ -469,7 +468,7 @@ impl LookupJoin {
                 }
                 let (p, b) = (p.finish(), b.finish());
                 let table_cols = self.table_columns(&b)?;
-                self.assemble(batch, table_cols, &table_schema, Some(&p), p.len())
+                self.assemble(batch, table_cols, Some(&p), p.len())
             }
             LookupKind::Semi | LookupKind::Anti => {
                 let semi = self.plan.kind == LookupKind::Semi;
@@ -518,20 +517,19 @@ impl LookupJoin {
         &self,
         batch: &RecordBatch,
         table_cols: Vec<ArrayRef>,
-        table_schema: &SchemaRef,
         probe: Option<&UInt32Array>,
         rows: usize,
     ) -> Result<RecordBatch> {
-        let (cols, _) = self.sides(batch, table_cols, table_schema, probe)?;
+        let stream_cols = stream_rows(batch, probe)?;
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.plan.schema),
-            cols,
+            self.in_join_order(stream_cols, table_cols),
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
     }
 
     /// The pairs a join filter is evaluated on: the stream rows `probe` beside `table_cols`,
-    /// under a schema of both sides.
+    /// under a schema of both sides (every field nullable).
     fn assemble_pairs(
         &self,
         batch: &RecordBatch,
@@ -539,52 +537,45 @@ impl LookupJoin {
         table_schema: &SchemaRef,
         probe: &UInt32Array,
     ) -> Result<RecordBatch> {
-        let (cols, fields) = self.sides(batch, table_cols, table_schema, Some(probe))?;
+        let nullable = |s: &SchemaRef| -> Vec<arrow::datatypes::Field> {
+            s.fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect()
+        };
+        let fields = self.in_join_order(nullable(&batch.schema()), nullable(table_schema));
+        let stream_cols = stream_rows(batch, Some(probe))?;
         Ok(RecordBatch::try_new_with_options(
             Arc::new(arrow::datatypes::Schema::new(fields)),
-            cols,
+            self.in_join_order(stream_cols, table_cols),
             &RecordBatchOptions::new().with_row_count(Some(probe.len())),
         )?)
     }
 
-    /// The columns (and nullable fields) of both sides in the join's order: the stream's
-    /// rows `probe` (`None`: as they are) and the table's `table_cols`.
-    fn sides(
-        &self,
-        batch: &RecordBatch,
-        table_cols: Vec<ArrayRef>,
-        table_schema: &SchemaRef,
-        probe: Option<&UInt32Array>,
-    ) -> Result<(Vec<ArrayRef>, Vec<arrow::datatypes::Field>)> {
-        // every row once, in order: the columns as they are
-        let identity = probe.is_none_or(|p| {
-            p.len() == batch.num_rows()
-                && p.values().iter().enumerate().all(|(i, &r)| r as usize == i)
-        });
-        let stream_cols = match probe {
-            Some(p) if !identity => batch
-                .columns()
-                .iter()
-                .map(|c| take(c, p, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-            _ => batch.columns().to_vec(),
-        };
-        let (mut cols, mut fields) = (Vec::new(), Vec::new());
-        let table_schema = Arc::clone(table_schema);
-        let sides = if self.plan.stream_first {
-            [(stream_cols, batch.schema()), (table_cols, table_schema)]
+    /// The stream side's items and the table side's, in the join's column order.
+    fn in_join_order<T>(&self, stream: Vec<T>, table: Vec<T>) -> Vec<T> {
+        let (mut first, second) = if self.plan.stream_first {
+            (stream, table)
         } else {
-            [(table_cols, table_schema), (stream_cols, batch.schema())]
+            (table, stream)
         };
-        for (c, s) in sides {
-            cols.extend(c);
-            fields.extend(
-                s.fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true)),
-            );
-        }
-        Ok((cols, fields))
+        first.extend(second);
+        first
+    }
+}
+
+/// The stream's rows `probe` (`None`, or every row once in order: the columns as they are).
+fn stream_rows(batch: &RecordBatch, probe: Option<&UInt32Array>) -> Result<Vec<ArrayRef>> {
+    let identity = probe.is_none_or(|p| {
+        p.len() == batch.num_rows() && p.values().iter().enumerate().all(|(i, &r)| r as usize == i)
+    });
+    match probe {
+        Some(p) if !identity => Ok(batch
+            .columns()
+            .iter()
+            .map(|c| take(c, p, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?),
+        _ => Ok(batch.columns().to_vec()),
     }
 }
 

@@ -12,14 +12,24 @@ use super::{
 };
 use crate::diagnostic::{Location, PipelineError};
 
+/// The dialect of pipeline statements.
+static DIALECT: GenericDialect = GenericDialect {};
+
+/// A parser over one statement's tokens, and where the statement starts.
+fn statement_parser(tokens: Vec<TokenWithSpan>) -> (Location, Parser<'static>) {
+    let start = first_location(&tokens);
+    (
+        start,
+        Parser::new(&DIALECT).with_tokens_with_locations(tokens),
+    )
+}
+
 /// Parses `CREATE SOURCE name (col type, ...) WITH (key = 'value', ...)`.
 pub(super) fn parse_source(
     path: &str,
     tokens: Vec<TokenWithSpan>,
 ) -> Result<SourceStatement, PipelineError> {
-    let start = first_location(&tokens);
-    let dialect = GenericDialect {};
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let (start, mut p) = statement_parser(tokens);
     let (name, location, columns, constraints) = parse_head(
         path,
         &mut p,
@@ -49,9 +59,7 @@ pub(super) fn parse_table(
     tokens: Vec<TokenWithSpan>,
 ) -> Result<TableStatement, PipelineError> {
     use datafusion::sql::sqlparser::ast::{ColumnOption, Expr, TableConstraint};
-    let start = first_location(&tokens);
-    let dialect = GenericDialect {};
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let (start, mut p) = statement_parser(tokens);
     let (name, location, columns, constraints) = parse_head(
         path,
         &mut p,
@@ -143,9 +151,7 @@ pub(super) fn parse_sink(
     path: &str,
     tokens: Vec<TokenWithSpan>,
 ) -> Result<SinkStatement, PipelineError> {
-    let start = first_location(&tokens);
-    let dialect = GenericDialect {};
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let (start, mut p) = statement_parser(tokens);
     let err = |e| parser_error(path, e, start);
     p.expect_keyword(Keyword::CREATE).map_err(err)?;
     p.next_token(); // SINK
