@@ -441,7 +441,7 @@ fn readme_documents_every_metric_and_every_option_as_declared() {
         );
         tables += 1;
     }
-    assert_eq!(tables, 11);
+    assert_eq!(tables, 12);
     // the command prints the same declaration
     let dir = tempfile::tempdir().unwrap();
     let out = run(

@@ -4,6 +4,7 @@
 //! timeouts, server restarts and line noise, and windows over polled values.
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
+use weir_test_support::harness::DrivenSink;
 use weir_test_support::modbus_server;
 use weir_test_support::run_output;
 use weir_test_support::weir_process;
@@ -672,79 +673,29 @@ fn a_silent_unit_does_not_hold_back_the_others() {
 
 // ---- the sink: writing back to the device ----
 
-/// A Modbus sink compiled from a pipeline whose test source has `columns`, started, and fed
-/// by the test on a runtime of its own (the test server runs on another); the server's log
-/// shows what reached the device.
-struct SinkUnderTest {
-    runtime: tokio::runtime::Runtime,
-    sink: Box<dyn weir_engine::connector::Sink>,
-    telemetry: Arc<weir_engine::observe::telemetry::SinkTelemetry>,
-    schema: arrow::datatypes::SchemaRef,
+/// A Modbus sink of `options` (`url` and the rest) for rows of `columns`, started, fed by the
+/// test on a runtime of its own (the test server runs on another); the server's log shows
+/// what reached the device.
+fn modbus_sink(columns: &str, options: &str, no_writes: bool) -> DrivenSink {
+    DrivenSink::start(
+        Arc::new(weir_connectors::modbus::ModbusSinkFactory),
+        columns,
+        &format!("connector = 'modbus', {options}"),
+        no_writes,
+    )
+    .unwrap()
 }
 
-impl SinkUnderTest {
-    /// A sink of `options` (`url` and the rest) for rows of `columns`, started.
-    fn start(columns: &str, options: &str, no_writes: bool) -> SinkUnderTest {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (compiled, schema) = runtime.block_on(weir_test_support::harness::compile_sink(
-            columns,
-            &format!("connector = 'modbus', {options}"),
-            Arc::new(weir_connectors::modbus::ModbusSinkFactory),
-        ));
-        let mut sink = compiled.sink;
-        runtime
-            .block_on(sink.start(weir_engine::connector::SinkStart {
-                inputs: vec![("derate".into(), "0".into())],
-                schema: Some(Arc::clone(&schema)),
-                checkpoints: None,
-                no_writes,
-            }))
-            .unwrap();
-        SinkUnderTest {
-            runtime,
-            sink,
-            telemetry: compiled.telemetry,
-            schema,
-        }
-    }
-
-    /// A sink that writes (`dry_run = 'false'`) to `server` over TCP, with `options` more.
-    fn writing_to(server: &ModbusServer, columns: &str, options: &str) -> SinkUnderTest {
-        Self::start(
-            columns,
-            &format!(
-                "url = 'tcp://127.0.0.1:{}', dry_run = 'false', {options}",
-                server.port
-            ),
-            false,
-        )
-    }
-
-    /// Writes rows given as JSON objects (the columns by name; missing ones are null).
-    fn write(&mut self, rows: &[Value]) {
-        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
-            .build_decoder()
-            .unwrap();
-        decoder.serialize(rows).unwrap();
-        let batch = decoder.flush().unwrap().unwrap();
-        self.write_batch(batch);
-    }
-
-    fn write_batch(&mut self, batch: arrow::array::RecordBatch) {
-        self.runtime.block_on(self.sink.write(batch)).unwrap();
-    }
-
-    fn tick(&mut self) {
-        self.runtime.block_on(self.sink.tick()).unwrap();
-    }
-
-    fn writes(&self) -> BTreeMap<&'static str, u64> {
-        self.telemetry.counts().writes
-    }
+/// A sink that writes (`dry_run = 'false'`) to `server` over TCP, with `options` more.
+fn writing_to(server: &ModbusServer, columns: &str, options: &str) -> DrivenSink {
+    modbus_sink(
+        columns,
+        &format!(
+            "url = 'tcp://127.0.0.1:{}', dry_run = 'false', {options}",
+            server.port
+        ),
+        false,
+    )
 }
 
 /// Every type in every order lands in the device's registers as that device lays it out
@@ -838,7 +789,7 @@ fn every_type_and_order_is_written_as_the_device_lays_it_out() {
         2000,
         vec![u16::from_be_bytes(*b"PU"), u16::from_be_bytes(*b"MP"), 0],
     ));
-    let mut sink = SinkUnderTest::writing_to(
+    let mut sink = writing_to(
         &server,
         &columns.join(", "),
         &format!("unit_id = '5', registers = '{}'", map.join("; ")),
@@ -895,7 +846,7 @@ fn every_type_and_order_is_written_as_the_device_lays_it_out() {
 #[test]
 fn only_mapped_registers_are_written_and_bad_values_are_refused() {
     let server = ModbusServer::tcp(device(&[1, 2]));
-    let mut sink = SinkUnderTest::writing_to(
+    let mut sink = writing_to(
         &server,
         "unit INT, address INT, speed DOUBLE, limit_ BIGINT, run BOOLEAN",
         "unit_id = '1', unit_column = 'unit',
@@ -942,7 +893,7 @@ fn only_mapped_registers_are_written_and_bad_values_are_refused() {
 #[test]
 fn equal_values_are_not_resent_and_min_interval_keeps_only_the_latest() {
     let server = ModbusServer::tcp(device(&[1]));
-    let mut sink = SinkUnderTest::writing_to(
+    let mut sink = writing_to(
         &server,
         "speed INT",
         "min_interval = '400ms', registers = 'speed = holding 10'",
@@ -979,7 +930,7 @@ fn exceptions_are_counted_and_a_restart_replays_only_the_latest_value() {
         .exceptions
         .push((6, 50, 50, ExceptionCode::IllegalDataAddress));
     let mut server = ModbusServer::tcp(dev);
-    let mut sink = SinkUnderTest::writing_to(
+    let mut sink = writing_to(
         &server,
         "speed INT, missing INT",
         "timeout = '300ms', retries = '0', registers = 'speed = holding 10; missing = holding 50'",
@@ -1038,7 +989,7 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
             "allow_read_modify_write = '{rmw}', verify = 'true', registers = 'request = holding 40 bit=3'"
         )
     };
-    let mut sink = SinkUnderTest::writing_to(&server, "request BOOLEAN", &options(false));
+    let mut sink = writing_to(&server, "request BOOLEAN", &options(false));
     sink.write(&[serde_json::json!({"request": true})]);
     assert_eq!(
         server.with(|d| d.banks[&1].holding[40]),
@@ -1058,7 +1009,7 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
         "{:?}",
         sink.writes()
     );
-    let mut sink = SinkUnderTest::writing_to(&server, "request BOOLEAN", &options(true));
+    let mut sink = writing_to(&server, "request BOOLEAN", &options(true));
     sink.write(&[serde_json::json!({"request": false})]);
     assert_eq!(
         server.with(|d| d.banks[&1].holding[40]),
@@ -1076,7 +1027,7 @@ fn a_bit_of_a_register_is_mask_written_or_read_modified_and_written_when_allowed
 #[test]
 fn a_read_back_that_differs_is_counted() {
     let server = ModbusServer::tcp(device(&[1]));
-    let mut sink = SinkUnderTest::writing_to(
+    let mut sink = writing_to(
         &server,
         "a INT, b INT",
         "verify = 'true', registers = 'a = holding 1; b = holding 9'",
@@ -1102,7 +1053,7 @@ fn a_read_back_that_differs_is_counted() {
 fn dry_runs_write_nothing_and_log_what_they_would_write() {
     let server = ModbusServer::tcp(device(&[1]));
     for (options, no_writes) in [("", false), ("dry_run = 'false',", true)] {
-        let mut sink = SinkUnderTest::start(
+        let mut sink = modbus_sink(
             "speed INT",
             &format!(
                 "url = 'tcp://127.0.0.1:{}', {options} registers = 'speed = holding 10'",
@@ -1122,7 +1073,7 @@ fn dry_runs_write_nothing_and_log_what_they_would_write() {
 #[test]
 fn the_sink_writes_over_rtu() {
     let server = ModbusServer::rtu(device(&[3]), 38400);
-    let mut sink = SinkUnderTest::start(
+    let mut sink = modbus_sink(
         "unit INT, current DOUBLE, count BIGINT",
         &format!(
             "url = 'rtu://{}', baud_rate = '38400', parity = 'none', unit_id = '3', unit_column = 'unit',

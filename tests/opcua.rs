@@ -5,6 +5,7 @@
 //! mismatched types, and 1 s windows over subscribed values.
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
+use weir_test_support::harness::DrivenSink;
 use weir_test_support::http;
 use weir_test_support::run_output;
 use weir_test_support::tcp_proxy;
@@ -12,13 +13,16 @@ use weir_test_support::weir_process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use run_output::{now_ms, skipped, time_ms};
 use serde_json::Value;
 use tcp_proxy::TcpProxy;
 use weir_opcua_testserver::schedule::{self, Value as Expected};
-use weir_opcua_testserver::{PlantConfig, PlantServer, USER, make_user_certificate};
+use weir_opcua_testserver::{
+    OpcDateTime, PlantConfig, PlantServer, USER, Variant, make_user_certificate,
+};
 use weir_process::WeirProcess;
 
 const TICK_MS: i64 = 100;
@@ -772,4 +776,392 @@ fn sources_sharing_a_pki_directory_make_one_certificate_in_standard_pem() {
         .status()
         .unwrap();
     assert!(read.success(), "openssl reads the private key");
+}
+
+// ---- the sink: writing back to the plant ----
+
+/// An OPC UA sink for rows of `columns`, of `options` (`url` given here), started.
+fn opcua_sink(
+    server: &PlantServer,
+    columns: &str,
+    options: &str,
+    no_writes: bool,
+) -> Result<DrivenSink, String> {
+    DrivenSink::start(
+        Arc::new(weir_connectors::opcua::OpcUaSinkFactory),
+        columns,
+        &format!(
+            "connector = 'opcua', url = '{}', pki_dir = '{}', {options}",
+            server.url(),
+            server
+                .config()
+                .pki_dir
+                .with_file_name("client-pki")
+                .display()
+        ),
+        no_writes,
+    )
+}
+
+/// The calls of `Plant.Derate` the server took, each as its arguments joined by spaces.
+fn calls_of(server: &PlantServer) -> Vec<String> {
+    let call = |a: &Vec<Variant>| {
+        a.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    server.log().calls().iter().map(call).collect()
+}
+
+/// `Setpoints.<name>` as a `nodes` entry for column `column`.
+fn setpoint(column: &str, name: &str) -> String {
+    format!("{column} = ns=2;s=Setpoints.{name}")
+}
+
+/// Every scalar type lands with the node's own DataType (the server checks the type of each
+/// write against the node's and records what it took); values a type cannot hold are
+/// refused and never sent, equal values are not sent again, and read backs agree.
+#[test]
+fn the_sink_writes_every_scalar_type_as_the_nodes_data_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let columns = "b BOOLEAN, i8 BIGINT, u8 BIGINT, i16 BIGINT, u16 INT, i32 BIGINT, u32 BIGINT, \
+                   i64 BIGINT, u64 BIGINT UNSIGNED, f DOUBLE, d DOUBLE, s TEXT, t TIMESTAMP";
+    let nodes = [
+        ("b", "Boolean"),
+        ("i8", "SByte"),
+        ("u8", "Byte"),
+        ("i16", "Int16"),
+        ("u16", "UInt16"),
+        ("i32", "Int32"),
+        ("u32", "UInt32"),
+        ("i64", "Int64"),
+        ("u64", "UInt64"),
+        ("f", "Float"),
+        ("d", "Double"),
+        ("s", "String"),
+        ("t", "DateTime"),
+    ]
+    .map(|(c, n)| setpoint(c, n))
+    .join(", ");
+    let mut sink = opcua_sink(
+        &server,
+        columns,
+        &format!("dry_run = 'false', verify = 'true', nodes = '{nodes}'"),
+        false,
+    )
+    .unwrap();
+    let t_ms: i64 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z
+    sink.write(&[serde_json::json!({
+        "b": true, "i8": -128, "u8": 255, "i16": -32768, "u16": 65535,
+        "i32": -2147483648i64, "u32": 4294967295u64, "i64": i64::MIN, "u64": u64::MAX,
+        "f": 1.5, "d": -2.25e300, "s": "derate 50%", "t": "2026-01-01T00:00:00.123Z",
+    })]);
+    let log = server.log();
+    let expected = [
+        ("Boolean", Variant::Boolean(true)),
+        ("SByte", Variant::SByte(-128)),
+        ("Byte", Variant::Byte(255)),
+        ("Int16", Variant::Int16(-32768)),
+        ("UInt16", Variant::UInt16(65535)),
+        ("Int32", Variant::Int32(i32::MIN)),
+        ("UInt32", Variant::UInt32(u32::MAX)),
+        ("Int64", Variant::Int64(i64::MIN)),
+        ("UInt64", Variant::UInt64(u64::MAX)),
+        ("Float", Variant::Float(1.5)),
+        ("Double", Variant::Double(-2.25e300)),
+        ("String", Variant::from("derate 50%")),
+        // DateTime counts 100 ns ticks since 1601-01-01
+        (
+            "DateTime",
+            Variant::from(OpcDateTime::from(t_ms * 10_000 + 116_444_736_000_000_000)),
+        ),
+    ];
+    for (name, want) in &expected {
+        assert_eq!(log.value(name).as_ref(), Some(want), "{name}");
+    }
+    assert_eq!(log.writes().len(), 13, "{:?}", log.writes());
+    let counts = sink.writes();
+    assert_eq!(counts.get("written"), Some(&13), "{counts:?}");
+    assert_eq!(counts.get("verify_mismatch"), None, "{counts:?}");
+
+    // out of range for its node, or null: refused, nothing sent; equal values: not sent again
+    sink.write(&[serde_json::json!({
+        "b": true, "i8": 128, "u8": -1, "i16": -32768, "u16": 65535,
+        "i32": -2147483648i64, "u32": 4294967296i64, "i64": i64::MIN, "u64": u64::MAX,
+        "f": 1e39, "d": -2.25e300, "s": null, "t": "2026-01-01T00:00:00.123Z",
+    })]);
+    let counts = sink.writes();
+    assert_eq!(counts.get("refused"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("unchanged"), Some(&8), "{counts:?}");
+    assert_eq!(log.writes().len(), 13, "nothing more reached the server");
+    assert_eq!(log.value("SByte"), Some(Variant::SByte(-128)));
+}
+
+/// A column whose type does not fit its node's DataType, a node the server does not have, an
+/// array node and a method whose arguments do not fit fail the sink's start, naming both.
+#[test]
+fn a_column_that_does_not_fit_its_node_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let start = |columns: &str, options: &str| {
+        opcua_sink(&server, columns, options, false)
+            .err()
+            .unwrap_or_else(|| panic!("{columns} / {options} started"))
+    };
+    let e = start("x DOUBLE", &format!("nodes = '{}'", setpoint("x", "Int16")));
+    assert!(
+        e.contains("column 'x' is Float64 but node ns=2;s=Setpoints.Int16 has DataType Int16"),
+        "{e}"
+    );
+    let e = start("x TEXT", &format!("nodes = '{}'", setpoint("x", "Boolean")));
+    assert!(e.contains("has DataType Boolean"), "{e}");
+    let e = start("x DOUBLE", "nodes = 'x = ns=2;s=Nowhere'");
+    assert!(
+        e.contains(
+            "node ns=2;s=Nowhere (column 'x'): its DataType cannot be read (BadNodeIdUnknown)"
+        ),
+        "{e}"
+    );
+    let e = start("x DOUBLE", "nodes = 'x = ns=2;s=Types.DoubleArray'");
+    assert!(e.contains("holds an array"), "{e}");
+    let e = start(
+        "machine TEXT, percent TEXT, reason TEXT",
+        "method = 'ns=2;s=Plant.Derate'",
+    );
+    assert!(
+        e.contains("column 'percent' is Utf8View but input argument 'Percent' of method ns=2;s=Plant.Derate is Double"),
+        "{e}"
+    );
+    let e = start(
+        "machine TEXT, percent DOUBLE",
+        "method = 'ns=2;s=Plant.Derate'",
+    );
+    assert!(
+        e.contains("takes 3 input arguments (Machine: i=12, Percent: i=11, Reason: i=12) but 'arguments' gives 2 columns"),
+        "{e}"
+    );
+}
+
+/// The server's refusals are counted by status code and nothing else is lost: a node
+/// without write access (`BadNotWritable`), one anonymous sessions may not write
+/// (`BadUserAccessDenied`); over a signed and encrypted channel as the operator, the latter
+/// is written.
+#[test]
+fn refused_writes_are_counted_by_status_code_and_a_user_may_write_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let columns = "ro DOUBLE, op DOUBLE, ok DOUBLE";
+    let nodes = format!(
+        "nodes = '{}, {}, {}', dry_run = 'false'",
+        setpoint("ro", "ReadOnly"),
+        setpoint("op", "OperatorOnly"),
+        setpoint("ok", "Double")
+    );
+    let mut anonymous = opcua_sink(&server, columns, &nodes, false).unwrap();
+    anonymous.write(&[serde_json::json!({"ro": 1.0, "op": 2.0, "ok": 3.0})]);
+    let counts = anonymous.writes();
+    assert_eq!(counts.get("BadNotWritable"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("BadUserAccessDenied"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("written"), Some(&1), "{counts:?}");
+    let written: Vec<String> = server.log().writes().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(written, ["Double"]);
+    // a refusal is not retried: the next equal row sends only what changed
+    anonymous.write(&[serde_json::json!({"ro": 1.0, "op": 2.0, "ok": 4.0})]);
+    assert_eq!(anonymous.writes().get("BadNotWritable"), Some(&2));
+    anonymous.close();
+
+    server.trust_in(&server.config().pki_dir.with_file_name("client-pki"));
+    let mut operator = opcua_sink(
+        &server,
+        columns,
+        &format!(
+            "{nodes}, security_policy = 'Basic256Sha256', username = '{USER}', password = '{}'",
+            server.config().password
+        ),
+        false,
+    )
+    .unwrap();
+    operator.write(&[serde_json::json!({"ro": 1.0, "op": 5.0, "ok": 6.0})]);
+    let counts = operator.writes();
+    assert_eq!(counts.get("written"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("BadNotWritable"), Some(&1), "{counts:?}");
+    assert_eq!(
+        server.log().value("OperatorOnly"),
+        Some(Variant::Double(5.0))
+    );
+}
+
+/// `method` calls the method once per row with the argument columns, on the object it is a
+/// component of (browsed); with `method_key`, a repeated call for the same machine is not
+/// made again while another machine's is.
+#[test]
+fn method_calls_pass_the_row_as_arguments_once_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let mut sink = opcua_sink(
+        &server,
+        "machine TEXT, percent DOUBLE, reason TEXT, zone TEXT",
+        "method = 'ns=2;s=Plant.Derate', arguments = 'machine, percent, reason', method_key = 'machine', dry_run = 'false'",
+        false,
+    )
+    .unwrap();
+    let row = |m: &str, p: f64, r: &str| serde_json::json!({"machine": m, "percent": p, "reason": r, "zone": "D"});
+    sink.write(&[row("M2", 70.0, "bearing"), row("M3", 80.0, "imbalance")]);
+    sink.write(&[row("M2", 70.0, "bearing")]);
+    sink.write(&[row("M3", 60.0, "imbalance")]);
+    let calls = calls_of(&server);
+    assert_eq!(
+        calls,
+        ["M2 70 bearing", "M3 80 imbalance", "M3 60 imbalance"]
+    );
+    let counts = sink.writes();
+    assert_eq!(counts.get("written"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("unchanged"), Some(&1), "{counts:?}");
+}
+
+/// Dry run (the default) and `--no-writes` (over a sink with `dry_run = 'false'`): the data
+/// types are read, nothing is written or called, the counts say `dry_run`.
+#[test]
+fn dry_runs_write_and_call_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    for (options, no_writes) in [("", false), ("dry_run = 'false',", true)] {
+        let mut sink = opcua_sink(
+            &server,
+            "machine TEXT, percent DOUBLE, reason TEXT",
+            &format!(
+                "{options} nodes = 'percent = ns=2;s=Setpoints.Double', method = 'ns=2;s=Plant.Derate'"
+            ),
+            no_writes,
+        )
+        .unwrap();
+        sink.write(&[serde_json::json!({"machine": "M1", "percent": 50.0, "reason": "test"})]);
+        assert_eq!(
+            sink.writes().get("dry_run"),
+            Some(&2),
+            "{:?}",
+            sink.writes()
+        );
+        assert_eq!(sink.writes().get("written"), None);
+    }
+    assert!(server.log().writes().is_empty());
+    assert!(server.log().calls().is_empty());
+}
+
+/// End to end: `queries/bearing_derate_opcua.sql` (generator with a bearing fault on M2,
+/// one-minute windows) against the test plant: `Plant.Derate` is called for M2 once (later
+/// windows repeat the same call) and for no other machine. With `--no-writes` nothing is
+/// called and the log shows the would-be call.
+#[test]
+fn a_bearing_fault_calls_derate_for_exactly_the_faulty_machine_once() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline = std::fs::read_to_string(repo.join("queries/bearing_derate_opcua.sql")).unwrap();
+    for no_writes in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = plant(dir.path());
+        let sql = pipeline
+            .replace("opc.tcp://127.0.0.1:4840/", &server.url())
+            .replace(
+                "dry_run     = 'true'",
+                &format!(
+                    "dry_run = 'false', pki_dir = '{}'",
+                    dir.path().join("pki").display()
+                ),
+            );
+        assert!(sql.contains("dry_run = 'false'"));
+        let args: &[&str] = if no_writes { &["--no-writes"] } else { &[] };
+        let mut weir = WeirProcess::start_with(&sql, args, &[]);
+        let status = weir.wait_exit(Duration::from_secs(120));
+        let stderr = weir.stderr();
+        assert!(status.success(), "{stderr}");
+        let calls = calls_of(&server);
+        let counted = if no_writes {
+            "dry_run 1, unchanged 2"
+        } else {
+            "unchanged 2, written 1"
+        };
+        assert!(
+            stderr.contains(&format!("sink line: values to machines: {counted}")),
+            "{stderr}"
+        );
+        if no_writes {
+            assert!(calls.is_empty(), "{calls:?}");
+            let would: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains("dry run: would write"))
+                .collect();
+            assert_eq!(would.len(), 1, "{stderr}");
+            assert!(would[0].contains("ns=2;s=Plant.Derate for M2"), "{stderr}");
+            assert!(
+                would[0].contains("call(M2 (String), 70 (Double), bearing fault (String))"),
+                "{stderr}"
+            );
+        } else {
+            assert_eq!(calls, ["M2 70 bearing fault"]);
+        }
+    }
+}
+
+/// `verify` reads each written node back: a server that keeps something else (a PLC program
+/// clamping a request) is counted as `verify_mismatch`; a value it keeps as written is not.
+#[test]
+fn verify_counts_a_value_the_server_did_not_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = plant(dir.path());
+    let mut sink = opcua_sink(
+        &server,
+        "limit DOUBLE",
+        &format!(
+            "dry_run = 'false', verify = 'true', nodes = '{}'",
+            setpoint("limit", "Clamped")
+        ),
+        false,
+    )
+    .unwrap();
+    sink.write(&[serde_json::json!({"limit": 80.0})]);
+    assert_eq!(sink.writes().get("verify_mismatch"), None);
+    sink.write(&[serde_json::json!({"limit": 120.0})]);
+    let counts = sink.writes();
+    assert_eq!(counts.get("written"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("verify_mismatch"), Some(&1), "{counts:?}");
+    assert_eq!(server.log().value("Clamped"), Some(Variant::Double(100.0)));
+}
+
+/// While the server is away, values wait and a newer one replaces the waiting one: after the
+/// server comes back only the latest value of the node reaches it, never the stale one.
+#[test]
+fn after_a_server_restart_only_the_latest_value_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = plant(dir.path());
+    let mut sink = opcua_sink(
+        &server,
+        "speed DOUBLE",
+        &format!(
+            "dry_run = 'false', timeout = '1s', nodes = '{}'",
+            setpoint("speed", "Double")
+        ),
+        false,
+    )
+    .unwrap();
+    sink.write(&[serde_json::json!({"speed": 1.0})]);
+    server.stop();
+    sink.write(&[serde_json::json!({"speed": 2.0})]);
+    sink.write(&[serde_json::json!({"speed": 3.0})]);
+    let counts = sink.writes();
+    assert_eq!(counts.get("superseded"), Some(&1), "{counts:?}");
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sink.writes().get("written") != Some(&2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the latest value was not written after the restart: {:?}",
+            sink.writes()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        sink.tick();
+    }
+    let written: Vec<Variant> = server.log().writes().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(written, [Variant::Double(1.0), Variant::Double(3.0)]);
 }

@@ -153,6 +153,16 @@ pub fn column_index(schema: &arrow::datatypes::SchemaRef, name: &str) -> Option<
         .position(|f| f.name().eq_ignore_ascii_case(name.trim()))
 }
 
+/// The names of `schema`'s columns, comma-separated, for messages about a missing one.
+pub fn column_names(schema: &arrow::datatypes::SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The column types a buffer can fill.
 pub fn supported(t: &DataType) -> bool {
     ColumnBuffer::new(t).is_some()

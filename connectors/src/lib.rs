@@ -24,6 +24,8 @@ pub mod mqtt;
 pub mod object_store;
 #[cfg(feature = "opcua")]
 pub mod opcua;
+#[cfg(any(feature = "modbus", feature = "opcua"))]
+pub mod owner;
 pub mod parquet_footer;
 pub mod stdout;
 #[cfg(any(feature = "modbus", feature = "opcua"))]
@@ -66,7 +68,10 @@ pub fn all() -> Connectors {
         c.add_sink(Arc::new(modbus::ModbusSinkFactory));
     }
     #[cfg(feature = "opcua")]
-    c.add_source(Arc::new(opcua::OpcUaSourceFactory));
+    {
+        c.add_source(Arc::new(opcua::OpcUaSourceFactory));
+        c.add_sink(Arc::new(opcua::OpcUaSinkFactory));
+    }
     #[cfg(feature = "object_store")]
     c.add_sink(Arc::new(object_store::ObjectStoreSinkFactory));
     for (connector, feature) in [

@@ -3,44 +3,16 @@
 //! for the next one), reopened at once the first time and then with exponential backoff
 //! while it keeps failing. Reports the state to the part's telemetry and the logs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tracing::{info, warn};
 use weir_engine::backoff::Reconnect;
-use weir_engine::connector::Connection;
-use weir_engine::observe::telemetry::{SinkTelemetry, SourceTelemetry};
 
 use super::telemetry::{CONNECTION_FAILURES, REQUESTS, SINK_CONNECTION_FAILURES, SINK_REQUESTS};
 use super::transport::Transport;
-
-/// The source or sink a link serves: where its connection state goes.
-pub enum Owner {
-    /// A source (polls).
-    Source(Arc<SourceTelemetry>),
-    /// A sink (writes).
-    Sink(Arc<SinkTelemetry>),
-}
-
-impl Owner {
-    fn set_up(&self, up: bool) {
-        match self {
-            Owner::Source(t) => {
-                t.set_connection(if up { Connection::Up } else { Connection::Down })
-            }
-            Owner::Sink(t) => t.set_connected(up),
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            Owner::Source(t) => t.name(),
-            Owner::Sink(t) => t.name(),
-        }
-    }
-}
+use crate::owner::Owner;
 
 /// One source's or sink's link to its devices.
 pub struct Link {

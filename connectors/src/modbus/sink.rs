@@ -23,7 +23,7 @@ use weir_engine::observe::telemetry::SinkTelemetry;
 use weir_engine::parse::Options;
 
 use super::encode::{self, Payload, Value};
-use super::link::{Link, Owner};
+use super::link::Link;
 use super::register_map::{self, Point, Table, ValueType};
 use super::request::{self, Failure};
 use super::settings::{
@@ -32,7 +32,8 @@ use super::settings::{
 };
 use super::source::parse_units;
 use super::transport::Transport;
-use crate::columns::column_index;
+use crate::columns::{column_index, column_names};
+use crate::owner::Owner;
 use crate::write_back::{Safety, Targets};
 
 /// Registers one write (function 16) may carry.
@@ -185,21 +186,13 @@ impl ModbusSink {
 
     /// Where each point and the unit are among `schema`'s columns, checking their types.
     fn resolve(&self, schema: &SchemaRef) -> Result<Columns, String> {
-        let names = || {
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut points = Vec::new();
         for p in &self.points {
             let i = column_index(schema, &p.column).ok_or_else(|| {
                 format!(
                     "the register map writes '{}', which is not among the inserted columns ({})",
                     p.column,
-                    names()
+                    column_names(schema)
                 )
             })?;
             let t = schema.field(i).data_type();
@@ -221,7 +214,7 @@ impl ModbusSink {
                 let i = column_index(schema, c).ok_or_else(|| {
                     format!(
                         "unit_column '{c}' is not among the inserted columns ({})",
-                        names()
+                        column_names(schema)
                     )
                 })?;
                 if !schema.field(i).data_type().is_integer() {

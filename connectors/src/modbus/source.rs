@@ -15,7 +15,7 @@ use weir_engine::parse::options::OptionSpec;
 use weir_engine::parse::{OptionEntry, Options};
 
 use super::decode::{self, Reading};
-use super::link::{Link, Owner};
+use super::link::Link;
 use super::plan::{Read, plan};
 use super::register_map::{self, Point};
 use super::request::{self, Data};
@@ -26,6 +26,7 @@ use super::settings::{
 use super::telemetry::POLLS;
 use super::transport::Transport;
 use crate::columns::{ColumnBuffer, EpochUnit, Number, column_index, supported};
+use crate::owner::Owner;
 use weir_engine::clock::now_nanos;
 
 /// Rows sent in one batch at most.

@@ -1,7 +1,7 @@
-//! The client side of one OPC UA source: the client and its certificate (created in the PKI
-//! directory on first start), the endpoint and identity, and the session's event loop,
-//! which reconnects with backoff and re-creates subscriptions by itself. Connection state
-//! goes to the source's telemetry and the logs; refusals are explained.
+//! The client side of one OPC UA source or sink: the client and its certificate (created in
+//! the PKI directory on first start), the endpoint and identity, and the session's event
+//! loop, which reconnects with backoff and re-creates subscriptions by itself. Connection
+//! state goes to the part's telemetry and the logs; refusals are explained.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,9 @@ use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionPollRe
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{EndpointDescription, StatusCode, UserTokenType};
 use tracing::{error, info, warn};
-use weir_engine::connector::Connection;
-use weir_engine::observe::telemetry::SourceTelemetry;
 
-use super::settings::{Identity, Settings};
-use super::telemetry::CONNECTION_FAILURES;
+use super::settings::{ClientSettings, Identity};
+use crate::owner::Owner;
 
 /// Largest message either side may send (a Read of thousands of nodes is several MB).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -51,10 +49,10 @@ fn normalize_pem(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// The client, with its certificate in place.
-pub fn client(source: &str, s: &Settings) -> Result<Client, String> {
+pub fn client(part: &str, s: &ClientSettings) -> Result<Client, String> {
     let _creating = weir_engine::sync::lock(&CLIENT_CREATION);
     if s.trust_server_cert {
-        warn!(source, url = %s.url, pki_dir = %s.pki_dir.display(),
+        warn!(part, url = %s.url, pki_dir = %s.pki_dir.display(),
             "TRUST_SERVER_CERT IS ON: any server certificate is accepted and stored as trusted. \
              Use this for commissioning only, then turn it off and keep the trusted certificate");
     }
@@ -81,16 +79,16 @@ pub fn client(source: &str, s: &Settings) -> Result<Client, String> {
         .max_message_size(MAX_MESSAGE)
         .max_chunk_count(MAX_MESSAGE / 65_535 + 1)
         .max_array_length(1_000_000)
-        .session_name(format!("weir {source}"))
+        .session_name(format!("weir {part}"))
         .client()
         .map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
     if first_start && own.exists() {
         let key = s.pki_dir.join("private").join("private.pem");
         if let Err(e) = normalize_pem(&key) {
-            warn!(source, key = %key.display(), error = %e, "cannot rewrite the private key with LF line ends");
+            warn!(part, key = %key.display(), error = %e, "cannot rewrite the private key with LF line ends");
         }
-        info!(source, certificate = %own.display(), application_uri = %application_uri(),
-            "created this process's OPC UA certificate (shared by its sources); a server with a trust list must trust it");
+        info!(part, certificate = %own.display(), application_uri = %application_uri(),
+            "created this process's OPC UA certificate (shared by its sources and sinks); a server with a trust list must trust it");
     }
     Ok(client)
 }
@@ -115,7 +113,7 @@ fn identity(i: &Identity) -> Result<IdentityToken, String> {
 }
 
 /// What a refusal means, with what to do about it.
-pub fn explain(code: StatusCode, s: &Settings) -> String {
+pub fn explain(code: StatusCode, s: &ClientSettings) -> String {
     let name = code.sub_code().name();
     let pki = s.pki_dir.display();
     if code.is_bad() {
@@ -223,7 +221,7 @@ fn token_type(i: &Identity) -> (UserTokenType, &'static str) {
 /// Refuses an endpoint whose user token policies do not include the configured identity's
 /// kind, saying what it accepts and which options to set: the server would refuse the
 /// session with a misleading security policy error.
-fn check_identity(endpoint: &EndpointDescription, s: &Settings) -> Result<(), String> {
+fn check_identity(endpoint: &EndpointDescription, s: &ClientSettings) -> Result<(), String> {
     let Some(policies) = endpoint
         .user_identity_tokens
         .as_ref()
@@ -256,13 +254,14 @@ fn check_identity(endpoint: &EndpointDescription, s: &Settings) -> Result<(), St
 }
 
 /// Creates the session (asking the server for its endpoints first) and starts its event
-/// loop on a task that logs and records the connection state. The task ends when a
-/// reconnection stalls; the caller then starts over with a new session.
+/// loop on a task that logs and records the connection state (failed or lost connections
+/// counted in `failures`). The task ends when a reconnection stalls; the caller then starts
+/// over with a new session.
 pub async fn open(
-    source: &str,
     client: &mut Client,
-    s: &Settings,
-    telemetry: Arc<SourceTelemetry>,
+    s: &ClientSettings,
+    owner: Owner,
+    failures_counted: metrics::Counter,
 ) -> Result<(Arc<Session>, tokio::task::JoinHandle<()>), OpenError> {
     let token = identity(&s.identity)?;
     // the library retries a server that is away without end: try the address first
@@ -320,8 +319,7 @@ pub async fn open(
     let (session, event_loop) = client
         .connect_to_endpoint_directly(endpoint, token)
         .map_err(|e| format!("{}: {e}", explain(e.status(), s)))?;
-    let failures_counted = CONNECTION_FAILURES.counter_with(&[source]);
-    let source = source.to_string();
+    let part = owner.name().to_string();
     let settings = s.clone();
     let publisher = session.clone();
     let task = tokio::spawn(async move {
@@ -338,7 +336,7 @@ pub async fn open(
                 Some(t) => match tokio::time::timeout_at(t + stall, events.next()).await {
                     Ok(n) => n,
                     Err(_) => {
-                        warn!(source = %source, url = %settings.url, waited = ?stall,
+                        warn!(part = %part, url = %settings.url, waited = ?stall,
                             "opcua connection attempt stalled; starting a new session");
                         break;
                     }
@@ -355,41 +353,41 @@ pub async fn open(
             }
             match event {
                 Ok(SessionPollResult::Reconnected(how)) => {
-                    info!(source = %source, url = %settings.url, mode = ?how,
+                    info!(part = %part, url = %settings.url, mode = ?how,
                         failed_attempts = failures, "opcua session connected");
                     failures = 0;
                     up = true;
-                    telemetry.set_connection(Connection::Up);
+                    owner.set_up(true);
                     // the client re-created the subscriptions while connecting, before the
                     // new connection's publish loop listened: wake it
                     publisher.trigger_publish_now();
                 }
                 Ok(SessionPollResult::ConnectionLost(code)) => {
-                    warn!(source = %source, url = %settings.url, status = %code,
+                    warn!(part = %part, url = %settings.url, status = %code,
                         "opcua connection lost; reconnecting");
                     up = false;
-                    telemetry.set_connection(Connection::Down);
+                    owner.set_up(false);
                 }
                 Ok(SessionPollResult::ReconnectFailed(code)) => {
                     failures += 1;
-                    telemetry.set_connection(Connection::Down);
+                    owner.set_up(false);
                     failures_counted.increment(1);
-                    telemetry.skip(reason(code), &settings.url, explain(code, &settings));
+                    owner.refused(reason(code), &settings.url, explain(code, &settings));
                     if failures == 1 || failures.is_power_of_two() {
-                        error!(source = %source, url = %settings.url, failed_attempts = failures,
+                        error!(part = %part, url = %settings.url, failed_attempts = failures,
                             error = %explain(code, &settings), "opcua cannot connect; retrying");
                     }
                 }
                 Ok(_) => {}
                 Err(code) => {
                     // only when retries are limited, which they are not
-                    error!(source = %source, status = %code, "opcua session ended; starting a new one");
+                    error!(part = %part, status = %code, "opcua session ended; starting a new one");
                     break;
                 }
             }
         }
         if up {
-            telemetry.set_connection(Connection::Down);
+            owner.set_up(false);
         }
     });
     Ok((session, task))

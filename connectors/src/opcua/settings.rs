@@ -1,5 +1,6 @@
-//! The connection settings of an OPC UA source: endpoint, security, identity, PKI, and how
-//! values are read (subscription or polling), from the `WITH (...)` options.
+//! The settings of an OPC UA source or sink from the `WITH (...)` options: the client's
+//! (endpoint, security, identity, PKI, timeouts), shared by both, and the source's (how
+//! values are read: subscription or polling).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -171,8 +172,45 @@ pub const BATCH_LATENCY: OptionSpec = OptionSpec::new(
 )
 .default("100ms");
 
-/// Every option of the source.
-pub const OPTIONS: &[OptionSpec] = &[
+/// The sink's `nodes`.
+pub const SINK_NODES: OptionSpec = OptionSpec::new(
+    "nodes",
+    OptionType::Text,
+    "`column = NodeId` entries separated by commas or new lines: each row's value of the column is written to the node as the node's DataType (read from the server when the sink connects; a column that does not fit it is an error naming both)",
+);
+/// `method`.
+pub const METHOD: OptionSpec = OptionSpec::new(
+    "method",
+    OptionType::Text,
+    "a method NodeId called for each row (Call service) with the `arguments` columns as its input arguments, checked against the method's InputArguments when the sink connects",
+);
+/// `method_object`.
+pub const METHOD_OBJECT: OptionSpec = OptionSpec::new(
+    "method_object",
+    OptionType::Text,
+    "the NodeId of the object `method` is called on",
+)
+.derived("the object the method is a component of (browsed)");
+/// `arguments`.
+pub const ARGUMENTS: OptionSpec = OptionSpec::new(
+    "arguments",
+    OptionType::Text,
+    "the columns passed to `method`, in order, separated by commas",
+)
+.derived("every inserted column, in order");
+/// `method_key`.
+pub const METHOD_KEY: OptionSpec = OptionSpec::new(
+    "method_key",
+    OptionType::Text,
+    "columns saying what a call is for (e.g. `machine`): `write_on_change` and `min_interval` apply per value of them, and a newer call replaces a waiting one only for the same value",
+)
+.derived("none: the method is one target");
+
+/// The sink's own options.
+pub const SINK_OPTIONS: &[OptionSpec] = &[SINK_NODES, METHOD, METHOD_OBJECT, ARGUMENTS, METHOD_KEY];
+
+/// The client's options, shared by the source and the sink.
+pub const CLIENT_OPTIONS: &[OptionSpec] = &[
     URL,
     SECURITY_POLICY,
     SECURITY_MODE,
@@ -182,6 +220,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     USER_PRIVATE_KEY,
     PKI_DIR,
     TRUST_SERVER_CERT,
+    TIMEOUT,
+    SESSION_TIMEOUT,
+];
+
+/// The source's own options.
+pub const SOURCE_OPTIONS: &[OptionSpec] = &[
     NODES,
     BROWSE,
     SHAPE,
@@ -194,8 +238,6 @@ pub const OPTIONS: &[OptionSpec] = &[
     STATUS_FILTER,
     TIME_COLUMN,
     BATCH_LATENCY,
-    TIMEOUT,
-    SESSION_TIMEOUT,
 ];
 
 /// Who the client logs in as.
@@ -283,9 +325,9 @@ impl StatusFilter {
     }
 }
 
-/// Everything needed to connect and read.
+/// Everything needed to connect: endpoint, security, identity, PKI, timeouts.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ClientSettings {
     /// `opc.tcp://host:port/path`.
     pub url: String,
     /// Security policy of the endpoint to use.
@@ -298,14 +340,21 @@ pub struct Settings {
     pub pki_dir: PathBuf,
     /// Trust any server certificate (commissioning only).
     pub trust_server_cert: bool,
-    /// Subscription or polling.
-    pub read: Mode,
-    /// Values kept by status.
-    pub status_filter: StatusFilter,
     /// Longest wait for one request.
     pub timeout: Duration,
     /// Session timeout asked of the server.
     pub session_timeout: Duration,
+}
+
+/// Everything a source needs to connect and read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How to connect.
+    pub client: ClientSettings,
+    /// Subscription or polling.
+    pub read: Mode,
+    /// Values kept by status.
+    pub status_filter: StatusFilter,
 }
 
 fn policy(v: &str) -> Result<SecurityPolicy, String> {
@@ -357,9 +406,9 @@ fn deadband(v: &str) -> Result<Deadband, String> {
     }
 }
 
-impl Settings {
-    /// Reads the connection and reading options.
-    pub fn from_options(o: &Options) -> Result<Settings, PipelineError> {
+impl ClientSettings {
+    /// Reads the client's options.
+    pub fn from_options(o: &Options) -> Result<ClientSettings, PipelineError> {
         let url_entry = o.require(&URL)?;
         let url = url_entry.value.trim().to_string();
         if !url.starts_with("opc.tcp://") {
@@ -420,6 +469,23 @@ impl Settings {
         };
         let pki_dir: PathBuf = o.value(&PKI_DIR)?;
         let trust_server_cert: bool = o.value(&TRUST_SERVER_CERT)?;
+        Ok(ClientSettings {
+            url,
+            policy,
+            mode,
+            identity,
+            pki_dir,
+            trust_server_cert,
+            timeout: o.value(&TIMEOUT)?,
+            session_timeout: o.value(&SESSION_TIMEOUT)?,
+        })
+    }
+}
+
+impl Settings {
+    /// Reads the client's and the reading options.
+    pub fn from_options(o: &Options) -> Result<Settings, PipelineError> {
+        let client = ClientSettings::from_options(o)?;
         let read = match o.value::<String>(&MODE)?.as_str() {
             "poll" => {
                 for spec in [
@@ -460,16 +526,9 @@ impl Settings {
             _ => StatusFilter::KeepAll,
         };
         Ok(Settings {
-            url,
-            policy,
-            mode,
-            identity,
-            pki_dir,
-            trust_server_cert,
+            client,
             read,
             status_filter,
-            timeout: o.value(&TIMEOUT)?,
-            session_timeout: o.value(&SESSION_TIMEOUT)?,
         })
     }
 }

@@ -27,9 +27,10 @@ use super::rows::{Layout, Rows, long_layout, wide_layout};
 use super::session;
 use super::settings::{BATCH_LATENCY, BROWSE, Mode, NODES, SHAPE, Settings, TIME_COLUMN};
 use super::subscribe::{self, Forward, Notification, Parameters};
-use super::telemetry::{POLLS, VALUES, VALUES_FILTERED};
+use super::telemetry::{CONNECTION_FAILURES, POLLS, VALUES, VALUES_FILTERED};
 use super::values::{ValueColumn, unix_nanos};
 use crate::columns::column_index;
+use crate::owner::Owner;
 
 /// Rows sent in one batch at most.
 const BATCH_ROWS: usize = 8192;
@@ -480,7 +481,7 @@ impl OpcUaSource {
                     Ok(v) => {
                         r.telemetry.skip(
                             "read",
-                            &self.settings.url,
+                            &self.settings.client.url,
                             format!("{} values for {} nodes", v.len(), chunk.len()),
                         );
                         break;
@@ -488,8 +489,8 @@ impl OpcUaSource {
                     Err(e) => {
                         r.telemetry.skip(
                             "read",
-                            &self.settings.url,
-                            session::explain(e.status(), &self.settings),
+                            &self.settings.client.url,
+                            session::explain(e.status(), &self.settings.client),
                         );
                         break;
                     }
@@ -522,19 +523,24 @@ impl Source for OpcUaSource {
     async fn run(self: Box<Self>, mut out: SourceOutput) -> anyhow::Result<()> {
         let telemetry = out.telemetry().clone();
         telemetry.set_connection(Connection::Down);
-        let mut client = session::client(&self.name, &self.settings).map_err(anyhow::Error::msg)?;
+        let mut client =
+            session::client(&self.name, &self.settings.client).map_err(anyhow::Error::msg)?;
         let mut backoff = Reconnect::default();
         let mut failures = 0u64;
-        info!(source = %self.name, url = %self.settings.url, policy = %self.settings.policy,
-            mode = ?self.settings.mode, read = ?self.settings.read, "opcua source starting");
+        info!(source = %self.name, url = %self.settings.client.url, policy = %self.settings.client.policy,
+            mode = ?self.settings.client.mode, read = ?self.settings.read, "opcua source starting");
         loop {
             if out.is_stopped() {
                 break;
             }
             let attempt = async {
-                let (session, events) =
-                    session::open(&self.name, &mut client, &self.settings, telemetry.clone())
-                        .await?;
+                let (session, events) = session::open(
+                    &mut client,
+                    &self.settings.client,
+                    Owner::Source(telemetry.clone()),
+                    CONNECTION_FAILURES.counter_with(&[&self.name]),
+                )
+                .await?;
                 Ok::<_, session::OpenError>((session, events))
             };
             let opened = tokio::select! {
@@ -575,9 +581,9 @@ impl Source for OpcUaSource {
             };
             failures += 1;
             let delay = backoff.next_delay();
-            telemetry.skip(reason, &self.settings.url, &e);
+            telemetry.skip(reason, &self.settings.client.url, &e);
             if failures == 1 || failures.is_power_of_two() {
-                warn!(source = %self.name, url = %self.settings.url, error = %e,
+                warn!(source = %self.name, url = %self.settings.client.url, error = %e,
                     failed_attempts = failures, retry_in = ?delay, "opcua cannot start reading; retrying");
             }
             tokio::select! {

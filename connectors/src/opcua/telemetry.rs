@@ -1,4 +1,5 @@
-//! The OPC UA source's own metrics (besides the engine's per-source ones).
+//! The OPC UA source's and sink's own metrics (besides the engine's per-source and per-sink
+//! ones).
 
 use weir_engine::observe::telemetry::MetricDef;
 
@@ -32,6 +33,28 @@ pub const NOTIFICATIONS_DROPPED: MetricDef = MetricDef::counter(
     &["source"],
     "OPC UA notifications dropped because the source's queue was full (the pipeline stalled)",
 );
+
+/// Requests of a sink.
+pub const SINK_REQUESTS: MetricDef = MetricDef::counter(
+    "weir_opcua_sink_requests_total",
+    &["sink", "service"],
+    "OPC UA requests a sink sent, by service: Write, Call, and Read and Browse (data types when connecting, verify read-backs)",
+);
+/// Connection failures of a sink.
+pub const SINK_CONNECTION_FAILURES: MetricDef = MetricDef::counter(
+    "weir_opcua_sink_connection_failures_total",
+    &["sink"],
+    "Failed or lost connections of an OPC UA sink's session",
+);
+
+/// What the sink records (besides `weir_sink_writes_total`, whose `result` is `written` or
+/// the OPC UA status code a refused write or call got, e.g. `BadNotWritable`).
+pub const SINK_METRICS: &[MetricDef] = &[SINK_REQUESTS, SINK_CONNECTION_FAILURES];
+
+/// Counts a request of `service` (`Write`, `Call`, `Read`, `Browse`) by sink `sink`.
+pub fn count_sink_request(sink: &str, service: &str) {
+    SINK_REQUESTS.counter_with(&[sink, service]).increment(1);
+}
 
 /// What the source records.
 pub const METRICS: &[MetricDef] = &[

@@ -13,7 +13,7 @@ use opcua::types::{DateTime, Variant};
 use crate::columns::{ColumnBuffer, EpochUnit, Number};
 
 /// 100 ns ticks from 1601-01-01 (OPC UA's epoch) to 1970-01-01.
-const UNIX_EPOCH_TICKS: i64 = 116_444_736_000_000_000;
+pub const UNIX_EPOCH_TICKS: i64 = 116_444_736_000_000_000;
 
 /// Nanoseconds since the Unix epoch of an OPC UA time.
 pub fn unix_nanos(t: &DateTime) -> i64 {

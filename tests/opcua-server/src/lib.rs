@@ -1,6 +1,7 @@
 //! A simulated plant as an OPC UA server (async-opcua's server), for Weir's tests and
 //! benches: machines whose variables change every tick on the schedule of [`schedule`], a
-//! folder with one variable per OPC UA type, and optionally many bulk variables.
+//! folder with one variable per OPC UA type, optionally many bulk variables, and writable
+//! setpoints and a method ([`setpoints`]) whose writes and calls it records.
 //!
 //! The server runs on a runtime and thread of its own, listens on `127.0.0.1:<port>`,
 //! offers a None endpoint (anonymous or user) and signed and encrypted endpoints (user or
@@ -8,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // a test (or bench) fails by panicking
 
 pub mod schedule;
+pub mod setpoints;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -23,9 +25,11 @@ use opcua::server::node_manager::memory::{
 };
 use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerHandle, ServerUserToken};
 use opcua::types::{
-    DataTypeId, DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode, Variant,
+    DataTypeId, DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode,
 };
+pub use opcua::types::{DateTime as OpcDateTime, Variant};
 use schedule::Value;
+use setpoints::{PlantAuth, WriteLog};
 
 /// The plant's namespace URI (index 2 on this server).
 pub const NAMESPACE: &str = "urn:weir:test-plant";
@@ -70,6 +74,7 @@ impl PlantConfig {
 /// A running (or stopped) plant server.
 pub struct PlantServer {
     config: PlantConfig,
+    log: Arc<WriteLog>,
     running: Option<Running>,
 }
 
@@ -192,6 +197,16 @@ fn builder(config: &PlantConfig) -> ServerBuilder {
         &[USER]
     };
     let none_users = [ANONYMOUS_USER_TOKEN_ID, USER];
+    let mut users = std::collections::BTreeMap::new();
+    users.insert(
+        USER.to_string(),
+        ServerUserToken::user_pass(USER, &config.password),
+    );
+    if let Some(cert) = &config.x509_user_cert {
+        let mut token = ServerUserToken::x509("x509", cert);
+        token.read_thumbprint();
+        users.insert("x509".to_string(), token);
+    }
     let mut b = ServerBuilder::new()
         .application_name("Weir test plant")
         .application_uri("urn:weir:test-plant-server")
@@ -203,6 +218,7 @@ fn builder(config: &PlantConfig) -> ServerBuilder {
         .trust_client_certs(true)
         .discovery_urls(vec![url])
         .add_user_token(USER, ServerUserToken::user_pass(USER, &config.password))
+        .with_authenticator(Arc::new(PlantAuth::new(users, 2)))
         .add_endpoint(
             "none",
             (
@@ -283,6 +299,7 @@ impl PlantServer {
     pub fn start(config: PlantConfig) -> PlantServer {
         let mut s = PlantServer {
             config,
+            log: Arc::default(),
             running: None,
         };
         s.restart();
@@ -292,6 +309,11 @@ impl PlantServer {
     /// `opc.tcp://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("opc.tcp://127.0.0.1:{}/", self.config.port)
+    }
+
+    /// What clients wrote to the setpoints and called (kept across restarts).
+    pub fn log(&self) -> &WriteLog {
+        &self.log
     }
 
     /// The configuration it runs with.
@@ -330,6 +352,7 @@ impl PlantServer {
     pub fn restart(&mut self) {
         self.stop();
         let config = self.config.clone();
+        let log = Arc::clone(&self.log);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("opcua-test-plant".into())
@@ -339,7 +362,7 @@ impl PlantServer {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(serve(config, ready_tx));
+                rt.block_on(serve(config, log, ready_tx));
             })
             .unwrap();
         let handle = ready_rx
@@ -355,7 +378,11 @@ impl Drop for PlantServer {
     }
 }
 
-async fn serve(config: PlantConfig, ready: std::sync::mpsc::Sender<ServerHandle>) {
+async fn serve(
+    config: PlantConfig,
+    log: Arc<WriteLog>,
+    ready: std::sync::mpsc::Sender<ServerHandle>,
+) {
     // the port can stay in TIME_WAIT briefly after a stop: retry the bind
     let listener = {
         let mut tries = 0;
@@ -394,6 +421,9 @@ async fn serve(config: PlantConfig, ready: std::sync::mpsc::Sender<ServerHandle>
             space.add_folder(&f, format!("Machine{m}"), format!("Machine{m}"), &plant);
         }
         space.add_folder(&NodeId::new(ns, "Types"), "Types", "Types", &plant);
+        let setpoints = NodeId::new(ns, "Setpoints");
+        space.add_folder(&setpoints, "Setpoints", "Setpoints", &plant);
+        setpoints::add(&mut space, manager.inner(), ns, (&plant, &setpoints), &log);
         if config.bulk > 0 {
             space.add_folder(
                 &NodeId::new(ns, "Bulk"),

@@ -128,6 +128,88 @@ pub async fn compile_sink(
     (project.sinks.remove(0), schema)
 }
 
+/// A sink compiled from a pipeline whose test source has `columns`, started, and fed by the
+/// test on a runtime of its own (the servers it writes to run on others).
+pub struct DrivenSink {
+    runtime: tokio::runtime::Runtime,
+    /// The sink.
+    pub sink: Box<dyn weir_engine::connector::Sink>,
+    /// Its counts.
+    pub telemetry: Arc<weir_engine::observe::telemetry::SinkTelemetry>,
+    /// The columns it receives.
+    pub schema: SchemaRef,
+}
+
+impl DrivenSink {
+    /// The sink `sink_options` (what goes inside `WITH (...)`) of `factory` for rows of
+    /// `columns`, started (by pipeline `derate`); the error its start returned otherwise.
+    pub fn start(
+        factory: Arc<dyn weir_engine::connector::SinkFactory>,
+        columns: &str,
+        sink_options: &str,
+        no_writes: bool,
+    ) -> Result<DrivenSink, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (compiled, schema) = runtime.block_on(compile_sink(columns, sink_options, factory));
+        let mut sink = compiled.sink;
+        runtime
+            .block_on(sink.start(weir_engine::connector::SinkStart {
+                inputs: vec![("derate".into(), "0".into())],
+                schema: Some(Arc::clone(&schema)),
+                checkpoints: None,
+                no_writes,
+            }))
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(DrivenSink {
+            runtime,
+            sink,
+            telemetry: compiled.telemetry,
+            schema,
+        })
+    }
+
+    /// Writes rows given as JSON objects (the columns by name; missing ones are null).
+    pub fn write(&mut self, rows: &[serde_json::Value]) {
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
+            .build_decoder()
+            .expect("decoder");
+        decoder.serialize(rows).expect("rows of the sink's columns");
+        let batch = decoder.flush().expect("rows").expect("a batch");
+        self.write_batch(batch);
+    }
+
+    /// Writes one batch.
+    pub fn write_batch(&mut self, batch: RecordBatch) {
+        self.runtime
+            .block_on(self.sink.write(batch))
+            .expect("the sink takes the batch");
+    }
+
+    /// One tick of the sink (what waits for `min_interval` goes out).
+    pub fn tick(&mut self) {
+        self.runtime
+            .block_on(self.sink.tick())
+            .expect("the sink ticks");
+    }
+
+    /// Closes the sink (the end of a run).
+    pub fn close(&mut self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.runtime
+            .block_on(self.sink.close(deadline))
+            .expect("the sink closes");
+    }
+
+    /// Values by outcome (`weir_sink_writes_total`'s `result`).
+    pub fn writes(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.telemetry.counts().writes
+    }
+}
+
 /// The errors `sql` produces, as printed.
 pub async fn errors(sql: &str) -> Vec<String> {
     match try_compile(sql, &[], true).await {
