@@ -10,6 +10,13 @@ cd "$(dirname "$0")/../.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 sets=${SETS:-full edge minimal}
 targets=${TARGETS:-$host}
+# amd64 binaries are position-dependent executables (not PIE), as Go links its binaries by
+# default: 3.2 MB smaller, and 2.8 MB less private memory per process (a PIE's relocations
+# are applied at start into private pages). ASLR still places the libraries, stack and heap,
+# not the executable itself. PIE=1 builds a PIE. See the README's "Footprint".
+if [ "${PIE:-0}" != 1 ]; then
+  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C relocation-model=static"
+fi
 for t in $targets; do
   case "$t" in
     "$host") cc="" ;;
