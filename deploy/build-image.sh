@@ -11,7 +11,8 @@
 # Rust target first: rustup target add aarch64-unknown-linux-gnu; then remove
 # localhost/weir-build-base so that it is made again with it).
 # Prints the image's size.
-# The binary is the `edge` build unless FEATURES=full (or minimal) is set.
+# The binary is the `edge` build unless FEATURES=full (or minimal) is set; OPT_LEVEL=z builds
+# it smaller and slower than the release profile (README "Footprint").
 #   deploy/build-image.sh [tag] [amd64|arm64|armhf]     (default: localhost/weir:dev, this machine's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,5 +101,6 @@ fi
   --build-arg TARGETVARIANT="$variant" \
   --build-arg TARGETPLATFORM="linux/$oci${variant:+/$variant}" \
   --build-arg FEATURES="${FEATURES:-edge}" \
+  --build-arg OPT_LEVEL="${OPT_LEVEL:-}" \
   -f deploy/Dockerfile -t "$tag" .
 "${bah[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$tag"
